@@ -1,0 +1,118 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { timingSafeEqual, createHash } from 'node:crypto';
+import type { HttpReply } from '../extproc';
+import { jsonError, jsonReply, type RunsApi } from '../api';
+import type { Logger, Metrics } from '../telemetry';
+
+export interface AdminServerOptions {
+  host: string;
+  port: number;
+  adminToken: string | null;
+  runsApiPrefix: string;
+}
+
+export interface AdminChecks {
+  /** Process is alive and not wedged. */
+  live(): boolean;
+  /** Dependencies reachable and not draining; reasons when not. */
+  ready(): Promise<{ ready: boolean; checks: Record<string, string> }>;
+  /** Called before a scrape, to read gauges that live in Redis. */
+  beforeScrape?(): Promise<void>;
+}
+
+const digest = (s: string) => createHash('sha256').update(s).digest();
+
+/** The admin HTTP server: health, readiness, Prometheus metrics and the unscoped runs API. */
+export class AdminServer {
+  private readonly server: Server;
+  private readonly tokenDigest: Buffer | null;
+
+  constructor(
+    private readonly options: AdminServerOptions,
+    private readonly checks: AdminChecks,
+    private readonly metrics: Metrics,
+    private readonly runsApi: RunsApi | null,
+    private readonly logger: Logger,
+  ) {
+    this.tokenDigest = options.adminToken ? digest(options.adminToken) : null;
+    this.server = createServer((req, res) => {
+      this.route(req, res).catch((err: Error) => {
+        this.logger.error({ err: err.message, path: req.url }, 'admin request failed');
+        if (!res.headersSent) send(res, jsonError(500, 'internal_error', 'The admin server failed to answer.'));
+        else res.destroy();
+      });
+    });
+    this.server.keepAliveTimeout = 5000;
+  }
+
+  get port(): number {
+    const a = this.server.address();
+    return a && typeof a === 'object' ? a.port : 0;
+  }
+
+  async start(): Promise<void> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.options.port, this.options.host, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+  }
+
+  async stop(): Promise<void> {
+    await new Promise<void>((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeAllConnections();
+    });
+  }
+
+  private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = req.url ?? '/';
+    const pathname = path.split('?', 1)[0]!;
+    const method = req.method ?? 'GET';
+    if (pathname === '/healthz' || pathname === '/readyz' || pathname === '/metrics') {
+      if (method !== 'GET' && method !== 'HEAD') return send(res, jsonError(405, 'method_not_allowed', 'Allowed methods: GET, HEAD.', [['allow', 'GET, HEAD']]));
+    }
+    if (pathname === '/healthz') {
+      return send(res, this.checks.live() ? jsonReply(200, { status: 'ok' }) : jsonReply(503, { status: 'unhealthy' }));
+    }
+    if (pathname === '/readyz') {
+      const r = await this.checks.ready();
+      return send(res, jsonReply(r.ready ? 200 : 503, { status: r.ready ? 'ready' : 'not_ready', checks: r.checks }));
+    }
+    if (pathname === '/metrics') {
+      await this.checks.beforeScrape?.().catch(() => undefined);
+      const body = await this.metrics.registry.metrics();
+      return send(res, { status: 200, headers: [['content-type', this.metrics.registry.contentType]], body });
+    }
+    if (this.runsApi && this.runsApi.owns(pathname)) {
+      if (!this.authorized(req)) {
+        return send(res, jsonError(401, 'unauthorized', 'The admin runs API needs Authorization: Bearer <ADMIN_TOKEN>.', [['www-authenticate', 'Bearer']]));
+      }
+      const abort = new AbortController();
+      res.on('close', () => abort.abort());
+      const headers: Array<[string, string]> = [];
+      for (let i = 0; i < req.rawHeaders.length; i += 2) headers.push([req.rawHeaders[i]!.toLowerCase(), req.rawHeaders[i + 1]!]);
+      req.resume();
+      return send(res, await this.runsApi.handle({ method, path, headers }, 'admin', abort.signal));
+    }
+    return send(res, jsonError(404, 'not_found', `Nothing is served at ${pathname} on the admin port.`));
+  }
+
+  private authorized(req: IncomingMessage): boolean {
+    if (!this.tokenDigest) return true;
+    const header = req.headers.authorization ?? '';
+    const m = /^Bearer\s+(.+)$/i.exec(header);
+    return m !== null && timingSafeEqual(digest(m[1]!.trim()), this.tokenDigest);
+  }
+}
+
+function send(res: ServerResponse, reply: HttpReply): void {
+  if (res.destroyed) return;
+  const body = typeof reply.body === 'string' ? Buffer.from(reply.body) : reply.body;
+  res.statusCode = reply.status;
+  for (const [k, v] of reply.headers) res.setHeader(k, v);
+  res.setHeader('content-length', body.length);
+  res.end(res.req.method === 'HEAD' ? undefined : body);
+}

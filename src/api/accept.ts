@@ -1,0 +1,152 @@
+import { createHash, randomUUID } from 'node:crypto';
+import type { HttpReply, RequestHead } from '../extproc';
+import type { Metrics, Logger } from '../telemetry';
+import type { NewRun, RunStore, Trigger } from '../runs';
+import { jsonError } from './errors';
+import { headerValue, headerValues, paramValue, parseQuery, preferName, preferTokens, splitPath } from './request-parts';
+
+/** Hop-by-hop headers (RFC 9110 §7.6.1) and headers the replay sets itself. */
+const DROPPED_HEADERS = new Set([
+  'connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer',
+  'transfer-encoding', 'upgrade', 'host', 'content-length', 'expect', 'http2-settings', 'x-async-run-id',
+]);
+
+export interface AcceptOptions {
+  runsApiPrefix: string;
+  ownerHeader: string;
+  maxBodyBytes: number;
+  gracePeriodFor: (path: string) => number;
+  /** Accept-time check of webhookEndpoint (SPEC §2); an error carries the JSON error code. */
+  validateWebhookUrl: (raw: string) => { ok: true; url: URL } | { ok: false; code: string; message: string };
+  /** False while the process is shutting down: new runs go to another replica. */
+  isAccepting: () => boolean;
+}
+
+/** What makes a request async, read from its head alone. */
+export interface AsyncRequest {
+  trigger: Trigger;
+  pathname: string;
+  /** The query without async and webhookEndpoint, other parameters as they were. */
+  query: string;
+  webhookEndpoint: string | null;
+  /** The query's webhookEndpoint could not be decoded. */
+  badEncoding: boolean;
+}
+
+/** Decides whether a request asks for async execution (SPEC §2); null when it does not. */
+export function parseAsyncRequest(head: RequestHead): AsyncRequest | null {
+  const { pathname, query } = splitPath(head.path);
+  const params = parseQuery(query);
+  let trigger: Trigger | null = null;
+  const asyncParam = params.find((p) => p.name === 'async');
+  if (asyncParam) {
+    const v = (paramValue(asyncParam) ?? '').toLowerCase();
+    if (v === 'true' || v === '1') trigger = 'query';
+  }
+  if (!trigger && preferTokens(headerValues(head.headers, 'prefer')).some((t) => preferName(t) === 'respond-async')) {
+    trigger = 'prefer';
+  }
+  if (!trigger) return null;
+  const hook = params.find((p) => p.name === 'webhookEndpoint');
+  const hookValue = hook ? paramValue(hook) : null;
+  return {
+    trigger,
+    pathname,
+    query: params.filter((p) => p.name !== 'async' && p.name !== 'webhookEndpoint').map((p) => p.raw).join('&'),
+    webhookEndpoint: hookValue,
+    badEncoding: hook !== undefined && hookValue === null,
+  };
+}
+
+/** The headers the upstream gets: the client's, minus hop-by-hop ones and respond-async. */
+export function replayHeaders(head: RequestHead, runId: string): Array<[string, string]> {
+  const hopByHop = new Set(DROPPED_HEADERS);
+  for (const v of headerValues(head.headers, 'connection')) for (const t of v.split(',')) hopByHop.add(t.trim().toLowerCase());
+  const out: Array<[string, string]> = [['host', head.authority]];
+  for (const [k, v] of head.headers) {
+    // x-envoy-* describe the client's hop and some (x-envoy-upstream-rq-timeout-ms) would
+    // override the dispatch listener's 12-hour route timeout.
+    if (hopByHop.has(k) || k.startsWith('x-envoy-')) continue;
+    if (k === 'prefer') {
+      const kept = preferTokens([v]).filter((t) => preferName(t) !== 'respond-async');
+      if (kept.length > 0) out.push([k, kept.join(', ')]);
+      continue;
+    }
+    out.push([k, v]);
+  }
+  out.push(['x-async-run-id', runId]);
+  return out;
+}
+
+export function ownerFingerprint(value: string | undefined): string {
+  return value === undefined ? '' : createHash('sha256').update(value, 'latin1').digest('hex');
+}
+
+/** The accept path: validates an async request, writes its run, answers 202 (SPEC §2). */
+export class AsyncAcceptor {
+  constructor(
+    private readonly store: RunStore,
+    private readonly options: AcceptOptions,
+    private readonly metrics: Metrics,
+    private readonly logger: Logger,
+  ) {}
+
+  /** Checks that need only the head; a reply means "refuse now, without reading the body". */
+  precheck(req: AsyncRequest): HttpReply | null {
+    if (!this.options.isAccepting()) {
+      return this.reject(503, 'shutting_down', 'This sidecar replica is shutting down; retry the request.', [['retry-after', '1']]);
+    }
+    if (req.badEncoding) return this.reject(400, 'invalid_webhook_endpoint', 'webhookEndpoint is not valid percent-encoding.');
+    if (req.webhookEndpoint !== null) {
+      const check = this.options.validateWebhookUrl(req.webhookEndpoint);
+      if (!check.ok) return this.reject(400, check.code, check.message);
+    }
+    return null;
+  }
+
+  tooLarge(): HttpReply {
+    return this.reject(413, 'body_too_large', `The request body exceeds the limit of ${this.options.maxBodyBytes} bytes.`);
+  }
+
+  async accept(head: RequestHead, req: AsyncRequest, body: Buffer): Promise<HttpReply> {
+    if (body.length > this.options.maxBodyBytes) return this.tooLarge();
+    const id = randomUUID();
+    const run: NewRun = {
+      id,
+      trigger: req.trigger,
+      method: head.method,
+      path: req.pathname,
+      target: req.query === '' ? req.pathname : `${req.pathname}?${req.query}`,
+      headers: replayHeaders(head, id),
+      body,
+      requestId: headerValue(head.headers, 'x-request-id') ?? null,
+      owner: ownerFingerprint(headerValue(head.headers, this.options.ownerHeader)),
+      webhookUrl: req.webhookEndpoint,
+      gracePeriodMs: this.options.gracePeriodFor(req.pathname),
+    };
+    try {
+      await this.store.create(run);
+    } catch (err) {
+      this.metrics.redisErrors.inc({ operation: 'create_run' });
+      this.logger.error({ err: (err as Error).message, request_id: run.requestId }, 'could not store a new run');
+      return this.reject(503, 'store_unavailable', 'The run could not be stored; nothing was accepted. Retry later.', [['retry-after', '1']]);
+    }
+    this.metrics.runsAccepted.inc({ trigger: req.trigger });
+    this.logger.info(
+      { run_id: id, request_id: run.requestId, method: run.method, path: run.path, trigger: req.trigger, body_bytes: body.length, webhook: run.webhookUrl !== null },
+      'run queued',
+    );
+    const headers: Array<[string, string]> = [
+      ['content-type', 'application/json'],
+      ['x-request-id', id],
+      ['location', `${this.options.runsApiPrefix}/${id}`],
+    ];
+    if (req.trigger === 'prefer') headers.push(['preference-applied', 'respond-async']);
+    return { status: 202, headers, body: `{"run_id":"${id}"}\n`, details: 'async_run_accepted' };
+  }
+
+  private reject(status: number, code: string, message: string, extra: Array<[string, string]> = []): HttpReply {
+    this.metrics.runsRejected.inc({ code });
+    return jsonError(status, code, message, extra);
+  }
+}

@@ -1,0 +1,32 @@
+import type { ExtProcHandler, HeadDecision, RequestHead } from '../extproc';
+import type { AsyncAcceptor } from './accept';
+import { parseAsyncRequest } from './accept';
+import { splitPath } from './request-parts';
+import type { RunsApi } from './runs-api';
+
+/**
+ * What the sidecar does with each request Envoy's ext_proc filter sends it: the runs API is
+ * answered from the headers; an async request is accepted once its body is in; anything else
+ * (a route that enables the filter for a request that turns out not to be async) passes through.
+ */
+export function createEnvoyHandler(acceptor: AsyncAcceptor, runsApi: RunsApi, maxBodyBytes: number): ExtProcHandler {
+  return {
+    onRequestHeaders(head: RequestHead, signal: AbortSignal): HeadDecision {
+      if (runsApi.owns(splitPath(head.path).pathname)) {
+        const req = { method: head.method, path: head.path, headers: head.headers };
+        return { kind: 'reply', decision: 'runs_api', holdMs: runsApi.holdMs(req), reply: () => runsApi.handle(req, 'owner', signal) };
+      }
+      const asyncRequest = parseAsyncRequest(head);
+      if (!asyncRequest) return { kind: 'pass' };
+      const refusal = acceptor.precheck(asyncRequest);
+      if (refusal) return { kind: 'reply', decision: 'rejected', reply: async () => refusal };
+      return {
+        kind: 'body',
+        decision: 'accepted',
+        maxBytes: maxBodyBytes,
+        tooLarge: () => acceptor.tooLarge(),
+        onBody: (body) => acceptor.accept(head, asyncRequest, body),
+      };
+    },
+  };
+}

@@ -1,0 +1,224 @@
+import type { HttpReply } from '../extproc';
+import type { Logger, Metrics } from '../telemetry';
+import { isFinal, type RunEvents, type RunStatus, type RunStore, type RunView } from '../runs';
+import { ownerFingerprint } from './accept';
+import { jsonError, jsonReply } from './errors';
+import { headerValue, paramValue, parseQuery, splitPath } from './request-parts';
+
+export interface ApiRequest {
+  method: string;
+  /** Path with query. */
+  path: string;
+  headers: Array<[string, string]>;
+}
+
+/** Through Envoy a caller sees only runs created with the same owner header; the admin port sees all. */
+export type ApiScope = 'owner' | 'admin';
+
+export interface RunsApiOptions {
+  prefix: string;
+  ownerHeader: string;
+  maxWaitSeconds: number;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[1-8][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+const STATUSES: ReadonlySet<string> = new Set(['queued', 'running', 'succeeded', 'failed', 'timed_out', 'cancelled']);
+/** Extra time Envoy is asked to wait beyond ?wait=N, for the answer itself to travel. */
+const WAIT_MARGIN_MS = 2000;
+
+type Route =
+  | { kind: 'list' }
+  | { kind: 'run'; id: string }
+  | { kind: 'result'; id: string }
+  | { kind: 'webhook'; id: string }
+  | { kind: 'not_found' };
+
+/** The runs API (SPEC §5) as plain functions: request in, reply out; served via ext_proc and the admin port. */
+export class RunsApi {
+  constructor(
+    private readonly store: RunStore,
+    private readonly events: RunEvents,
+    private readonly options: RunsApiOptions,
+    private readonly metrics: Metrics,
+    private readonly logger: Logger,
+  ) {}
+
+  /** True when `pathname` belongs to the runs API. */
+  owns(pathname: string): boolean {
+    const p = this.options.prefix;
+    return pathname === p || pathname.startsWith(`${p}/`);
+  }
+
+  /** How long Envoy must hold the stream for this request (?wait=N), if longer than usual. */
+  holdMs(req: ApiRequest): number | undefined {
+    const wait = this.waitSeconds(req);
+    return typeof wait === 'number' && wait > 0 ? wait * 1000 + WAIT_MARGIN_MS : undefined;
+  }
+
+  async handle(req: ApiRequest, scope: ApiScope, signal?: AbortSignal): Promise<HttpReply> {
+    const route = this.route(splitPath(req.path).pathname);
+    try {
+      switch (route.kind) {
+        case 'not_found':
+          return notFound();
+        case 'list':
+          if (scope !== 'admin') return notFound();
+          if (req.method !== 'GET') return methodNotAllowed('GET');
+          return await this.list(req);
+        case 'run':
+          if (req.method === 'GET') return await this.status(route.id, req, scope, signal);
+          if (req.method === 'DELETE') return await this.cancel(route.id, req, scope);
+          return methodNotAllowed('GET, DELETE');
+        case 'result':
+          if (req.method !== 'GET') return methodNotAllowed('GET');
+          return await this.result(route.id, req, scope);
+        case 'webhook':
+          if (req.method !== 'POST') return methodNotAllowed('POST');
+          return await this.redeliver(route.id, req, scope);
+      }
+    } catch (err) {
+      this.metrics.redisErrors.inc({ operation: `api_${route.kind}` });
+      this.logger.error({ err: (err as Error).message }, 'runs API could not read the store');
+      return jsonError(503, 'store_unavailable', 'The run store is unavailable; retry later.', [['retry-after', '1']]);
+    }
+  }
+
+  private route(pathname: string): Route {
+    const rest = pathname.slice(this.options.prefix.length);
+    if (rest === '' || rest === '/') return { kind: 'list' };
+    const parts = rest.slice(1).split('/');
+    const id = parts[0]!.toLowerCase();
+    // Not a UUID: no run can have that id, so answer without asking Redis.
+    if (!UUID.test(id) || parts.length > 2) return { kind: 'not_found' };
+    if (parts.length === 1) return { kind: 'run', id };
+    if (parts[1] === 'result') return { kind: 'result', id };
+    if (parts[1] === 'webhook') return { kind: 'webhook', id };
+    return { kind: 'not_found' };
+  }
+
+  /** The owner check: a mismatch is indistinguishable from an unknown id. */
+  private visible(owner: string, req: ApiRequest, scope: ApiScope): boolean {
+    return scope === 'admin' || owner === ownerFingerprint(headerValue(req.headers, this.options.ownerHeader));
+  }
+
+  private waitSeconds(req: ApiRequest): number | 'invalid' | undefined {
+    const param = parseQuery(splitPath(req.path).query).find((p) => p.name === 'wait');
+    if (!param) return undefined;
+    const raw = paramValue(param) ?? '';
+    if (!/^\d+(\.\d+)?$/.test(raw)) return 'invalid';
+    const n = Number(raw);
+    return n > this.options.maxWaitSeconds ? 'invalid' : n;
+  }
+
+  private async status(id: string, req: ApiRequest, scope: ApiScope, signal?: AbortSignal): Promise<HttpReply> {
+    const wait = this.waitSeconds(req);
+    if (wait === 'invalid') {
+      return jsonError(400, 'invalid_wait', `wait must be a number of seconds from 0 to ${this.options.maxWaitSeconds}.`);
+    }
+    if (!wait) return this.viewReply(id, req, scope);
+    // Subscribe before reading, so that an end between the read and the wait is not missed.
+    const waiter = this.events.whenDone(id, wait * 1000, signal);
+    try {
+      const first = await this.store.get(id);
+      if (!first || !this.visible(first.owner, req, scope)) return notFound();
+      if (isFinal(first.view.status)) return jsonReply(200, first.view);
+      await waiter.promise;
+    } finally {
+      waiter.cancel();
+    }
+    return this.viewReply(id, req, scope);
+  }
+
+  private async viewReply(id: string, req: ApiRequest, scope: ApiScope): Promise<HttpReply> {
+    const run = await this.store.get(id);
+    if (!run || !this.visible(run.owner, req, scope)) return notFound();
+    return jsonReply(200, run.view);
+  }
+
+  private async result(id: string, req: ApiRequest, scope: ApiScope): Promise<HttpReply> {
+    const result = await this.store.getResult(id);
+    if (!result || !this.visible(result.owner, req, scope)) return notFound();
+    if (!isFinal(result.status)) {
+      const run = await this.store.get(id);
+      return run ? jsonReply(202, run.view, [['x-async-run-status', result.status]]) : notFound();
+    }
+    if (result.statusCode === 0) {
+      return jsonError(409, 'no_result', `The run ended ${result.status} without an upstream response.`, [['x-async-run-status', result.status]]);
+    }
+    return {
+      status: result.statusCode,
+      headers: [
+        ['content-type', result.contentType ?? 'application/octet-stream'],
+        ['x-async-run-id', id],
+        ['x-async-run-status', result.status],
+      ],
+      body: result.body,
+      details: 'async_run_result',
+    };
+  }
+
+  private async cancel(id: string, req: ApiRequest, scope: ApiScope): Promise<HttpReply> {
+    const run = await this.store.get(id);
+    if (!run || !this.visible(run.owner, req, scope)) return notFound();
+    const had = await this.store.cancel(id);
+    if (had === 'missing') return notFound();
+    if (had !== 'queued' && had !== 'running') {
+      return jsonError(409, 'run_already_finished', `The run already ended ${had}; it cannot be cancelled.`);
+    }
+    this.logger.info({ run_id: id, was: had }, 'run cancelled');
+    this.metrics.runsFinished.inc({ status: 'cancelled' });
+    return this.viewReply(id, req, scope);
+  }
+
+  private async redeliver(id: string, req: ApiRequest, scope: ApiScope): Promise<HttpReply> {
+    const run = await this.store.get(id);
+    if (!run || !this.visible(run.owner, req, scope)) return notFound();
+    const outcome = await this.store.redeliver(id);
+    if (outcome === 'missing') return notFound();
+    if (outcome === 'not_finished') return jsonError(409, 'run_not_finished', 'The run has not ended; its webhook is sent when it does.');
+    if (outcome === 'no_webhook') return jsonError(409, 'no_webhook', 'The run was created without a webhookEndpoint.');
+    this.logger.info({ run_id: id }, 'webhook redelivery requested');
+    const after = await this.store.get(id);
+    return after ? jsonReply(202, after.view) : notFound();
+  }
+
+  private async list(req: ApiRequest): Promise<HttpReply> {
+    const params = parseQuery(splitPath(req.path).query);
+    const get = (name: string) => {
+      const p = params.find((x) => x.name === name);
+      return p ? paramValue(p) : null;
+    };
+    const status = get('status');
+    if (status !== null && !STATUSES.has(status)) return jsonError(400, 'invalid_status', `status must be one of ${[...STATUSES].join(', ')}.`);
+    const limitRaw = get('limit') ?? '50';
+    if (!/^\d+$/.test(limitRaw) || Number(limitRaw) < 1 || Number(limitRaw) > 500) return jsonError(400, 'invalid_limit', 'limit must be a whole number from 1 to 500.');
+    const limit = Number(limitRaw);
+    const cursorRaw = get('cursor');
+    if (cursorRaw !== null && !/^\d+$/.test(cursorRaw)) return jsonError(400, 'invalid_cursor', 'cursor must be the next_cursor of an earlier page.');
+    let before = cursorRaw === null ? undefined : Number(cursorRaw);
+    const runs: RunView[] = [];
+    let nextCursor: string | null = null;
+    // Walk the index newest first, skipping expired runs and other statuses, a page at a time.
+    for (let scanned = 0; runs.length < limit && scanned < 10_000; ) {
+      const ids = await this.store.recentIds(Math.max(limit * 2, 100), before);
+      if (ids.length === 0) break;
+      scanned += ids.length;
+      const views = await Promise.all(ids.map(({ id }) => this.store.get(id)));
+      for (let i = 0; i < ids.length && runs.length < limit; i++) {
+        before = ids[i]!.createdAt;
+        const v = views[i]?.view;
+        if (v && (status === null || v.status === (status as RunStatus))) runs.push(v);
+      }
+      if (runs.length >= limit) nextCursor = String(before);
+    }
+    return jsonReply(200, { runs, next_cursor: nextCursor });
+  }
+}
+
+function notFound(): HttpReply {
+  return jsonError(404, 'run_not_found', 'No run with this id exists for these credentials.');
+}
+
+function methodNotAllowed(allow: string): HttpReply {
+  return jsonError(405, 'method_not_allowed', `Allowed methods: ${allow}.`, [['allow', allow]]);
+}

@@ -1,0 +1,204 @@
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { SETTINGS, type SettingKey, type SettingSpec } from './settings';
+
+export { SETTINGS } from './settings';
+
+export type Role = 'all' | 'extproc' | 'worker';
+export type RedispatchPolicy = 'never' | 'idempotent' | 'always';
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+export interface RouteSettings {
+  /** Path prefix the settings apply to; the longest matching prefix wins. */
+  prefix: string;
+  gracePeriodMs: number;
+}
+
+/** The whole configuration, parsed once at start-up and passed down. Durations are in ms. */
+export interface Config {
+  role: Role;
+  extprocAddr: HostPort;
+  adminAddr: HostPort;
+  adminToken: string | null;
+  redisUrl: string;
+  redisKeyPrefix: string;
+  redisCommandTimeoutMs: number;
+  dispatchUrl: string;
+  dispatchConcurrency: number;
+  gracePeriodMs: number;
+  routes: RouteSettings[];
+  leaseTimeoutMs: number;
+  redispatchInterrupted: RedispatchPolicy;
+  maxDispatchAttempts: number;
+  maxBodyBytes: number;
+  maxResultBytes: number;
+  runsApiPrefix: string;
+  ownerHeader: string;
+  runTtlMs: number;
+  webhook: {
+    secrets: string[];
+    timeoutMs: number;
+    retrySchedule: string;
+    allowPrivateNetworks: boolean;
+    allowedHosts: string[];
+    maxBodyBytes: number;
+  };
+  publicBaseUrl: string;
+  shutdownGraceMs: number;
+  logLevel: string;
+}
+
+/** A configuration problem: one line naming the setting, the value and what is allowed. */
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+export class HelpRequested extends Error {
+  override name = 'HelpRequested';
+}
+
+const MAX_GRACE_SECONDS = 43200;
+
+const routeFileSchema = z.strictObject({
+  routes: z
+    .array(
+      z.strictObject({
+        prefix: z.string().startsWith('/'),
+        response_grace_period: z.number().positive().max(MAX_GRACE_SECONDS),
+      }),
+    )
+    .default([]),
+});
+
+function readSetting<K extends SettingKey>(key: K, env: NodeJS.ProcessEnv): unknown {
+  const spec: SettingSpec = SETTINGS[key];
+  const raw = env[spec.env];
+  const value = raw === undefined || raw === '' ? spec.default : raw;
+  const result = spec.schema.safeParse(value);
+  if (!result.success) {
+    const shown = spec.secret ? '<redacted>' : JSON.stringify(value);
+    const why = result.error.issues.map((i) => i.message).join('; ');
+    throw new ConfigError(`invalid ${spec.env}=${shown}: ${why}`);
+  }
+  return result.data;
+}
+
+function splitHostPort(v: string): HostPort {
+  const i = v.lastIndexOf(':');
+  return { host: v.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(v.slice(i + 1)) };
+}
+
+function parseRole(argv: readonly string[]): Role {
+  let role = 'all';
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--help' || arg === '-h') throw new HelpRequested();
+    if (arg === '--role') role = argv[++i] ?? '';
+    else if (arg.startsWith('--role=')) role = arg.slice('--role='.length);
+    else throw new ConfigError(`unknown argument ${JSON.stringify(arg)}: allowed are --role all|extproc|worker and --help`);
+  }
+  if (role !== 'all' && role !== 'extproc' && role !== 'worker') {
+    throw new ConfigError(`invalid --role ${JSON.stringify(role)}: must be one of all, extproc, worker`);
+  }
+  return role;
+}
+
+function loadRoutes(path: string): RouteSettings[] {
+  if (!path) return [];
+  let doc: unknown;
+  try {
+    doc = parseYaml(readFileSync(path, 'utf8')) ?? {};
+  } catch (err) {
+    throw new ConfigError(`invalid CONFIG_FILE=${JSON.stringify(path)}: ${(err as Error).message.split('\n')[0]}`);
+  }
+  const result = routeFileSchema.safeParse(doc);
+  if (!result.success) {
+    const issue = result.error.issues[0]!;
+    throw new ConfigError(
+      `invalid CONFIG_FILE=${JSON.stringify(path)}: ${issue.path.join('.') || '(root)'}: ${issue.message}` +
+        ` (expected routes: [{prefix: "/path", response_grace_period: seconds <= ${MAX_GRACE_SECONDS}}])`,
+    );
+  }
+  return result.data.routes
+    .map((r) => ({ prefix: r.prefix, gracePeriodMs: Math.round(r.response_grace_period * 1000) }))
+    .sort((a, b) => b.prefix.length - a.prefix.length);
+}
+
+/** Parses and validates the environment and arguments; throws ConfigError or HelpRequested. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, argv: readonly string[] = process.argv.slice(2)): Config {
+  const role = parseRole(argv);
+  const s = <K extends SettingKey>(key: K) => readSetting(key, env);
+  const secret = s('webhookSecret') as string;
+  const adminToken = s('adminToken') as string;
+  return {
+    role,
+    extprocAddr: splitHostPort(s('extprocAddr') as string),
+    adminAddr: splitHostPort(s('adminAddr') as string),
+    adminToken: adminToken === '' ? null : adminToken,
+    redisUrl: s('redisUrl') as string,
+    redisKeyPrefix: s('redisKeyPrefix') as string,
+    redisCommandTimeoutMs: Math.round((s('redisCommandTimeout') as number) * 1000),
+    dispatchUrl: (s('dispatchUrl') as string).replace(/\/+$/, ''),
+    dispatchConcurrency: s('dispatchConcurrency') as number,
+    gracePeriodMs: Math.round((s('responseGracePeriod') as number) * 1000),
+    routes: loadRoutes(s('configFile') as string),
+    leaseTimeoutMs: Math.round((s('leaseTimeout') as number) * 1000),
+    redispatchInterrupted: s('redispatchInterrupted') as RedispatchPolicy,
+    maxDispatchAttempts: s('maxDispatchAttempts') as number,
+    maxBodyBytes: s('maxBodyBytes') as number,
+    maxResultBytes: s('maxResultBytes') as number,
+    runsApiPrefix: s('runsApiPrefix') as string,
+    ownerHeader: s('ownerHeader') as string,
+    runTtlMs: (s('runTtl') as number) * 1000,
+    webhook: {
+      secrets: secret === '' ? [] : secret.split(/[\s,]+/),
+      timeoutMs: Math.round((s('webhookTimeout') as number) * 1000),
+      retrySchedule: s('webhookRetrySchedule') as string,
+      allowPrivateNetworks: s('webhookAllowPrivateNetworks') as boolean,
+      allowedHosts: (s('webhookAllowedHosts') as string).split(',').map((h) => h.trim().toLowerCase()).filter(Boolean),
+      maxBodyBytes: s('webhookMaxBodyBytes') as number,
+    },
+    publicBaseUrl: (s('publicBaseUrl') as string).replace(/\/+$/, ''),
+    shutdownGraceMs: Math.round((s('shutdownGrace') as number) * 1000),
+    logLevel: s('logLevel') as string,
+  };
+}
+
+/** The grace period for a request path: the longest matching CONFIG_FILE prefix, else the default. */
+export function gracePeriodFor(config: Pick<Config, 'routes' | 'gracePeriodMs'>, path: string): number {
+  for (const route of config.routes) if (path.startsWith(route.prefix)) return route.gracePeriodMs;
+  return config.gracePeriodMs;
+}
+
+/** `--help` text: every setting with its default, generated from the schema table. */
+export function helpText(): string {
+  const rows = Object.values(SETTINGS as Record<string, SettingSpec>).map(
+    (spec) => `  ${spec.env.padEnd(32)} ${spec.description}\n  ${''.padEnd(32)} default: ${spec.default === '' ? '(unset)' : spec.default}`,
+  );
+  return [
+    'envoy-async-sidecar: Envoy ext_proc server for fire-and-forget async requests',
+    '',
+    'Usage: npm start -- [--role all|extproc|worker]',
+    '  --role all       accept runs (ext_proc), dispatch them and deliver webhooks (default)',
+    '  --role extproc   accept runs and answer the runs API only',
+    '  --role worker    dispatch runs and deliver webhooks only',
+    '',
+    'Environment:',
+    ...rows,
+    '',
+  ].join('\n');
+}
+
+/** The README's configuration table, generated from the same schema (checked by a test). */
+export function markdownTable(): string {
+  const lines = ['| Variable | Default | Meaning |', '| --- | --- | --- |'];
+  for (const spec of Object.values(SETTINGS as Record<string, SettingSpec>)) {
+    lines.push(`| \`${spec.env}\` | ${spec.default === '' ? '(unset)' : `\`${spec.default}\``} | ${spec.description} |`);
+  }
+  return lines.join('\n');
+}

@@ -1,0 +1,273 @@
+import { Agent, request } from 'undici';
+import type { Logger, Metrics } from '../telemetry';
+import type { ClaimedRun, DispatchOutcome, RunEvents, RunStore } from '../runs';
+
+export interface DispatcherOptions {
+  workerId: string;
+  /** Base URL the runs are replayed to (Envoy's dispatch listener or the app). */
+  dispatchUrl: string;
+  concurrency: number;
+  maxResultBytes: number;
+  leaseTimeoutMs: number;
+  /** How often to look at the queue when no 'queued' event arrived (a safety net). */
+  pollIntervalMs?: number;
+}
+
+type AbortReason = 'grace' | 'cancelled' | 'shutdown';
+
+interface InFlight {
+  run: ClaimedRun;
+  controller: AbortController;
+  reason: AbortReason | null;
+  done: Promise<void>;
+}
+
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade']);
+
+/**
+ * The queue consumer (SPEC §3): takes runs oldest first up to its concurrency, replays each to
+ * the dispatch URL with undici, waits up to the run's grace period, records the outcome, keeps
+ * the leases of its runs alive, and ends or re-queues runs whose worker died.
+ */
+export class Dispatcher {
+  private readonly agent: Agent;
+  private readonly inFlight = new Map<string, InFlight>();
+  private readonly timers: NodeJS.Timeout[] = [];
+  private readonly unsubscribe: Array<() => void> = [];
+  private claiming = false;
+  private stopping = false;
+  private wantFill = false;
+  private lastErrorLog = 0;
+
+  constructor(
+    private readonly store: RunStore,
+    private readonly events: RunEvents,
+    private readonly options: DispatcherOptions,
+    private readonly metrics: Metrics,
+    private readonly logger: Logger,
+  ) {
+    // undici's default 300 s header/body timeouts would cut runs short: each request sets its
+    // own, equal to the run's grace period.
+    this.agent = new Agent({ connections: null, keepAliveTimeout: 10_000, headersTimeout: 0, bodyTimeout: 0 });
+  }
+
+  get active(): number {
+    return this.inFlight.size;
+  }
+
+  start(): void {
+    this.unsubscribe.push(this.events.onQueued(() => this.fill()));
+    this.unsubscribe.push(this.events.onCancel((id) => this.abortRun(id, 'cancelled')));
+    const lease = this.options.leaseTimeoutMs;
+    this.timers.push(setInterval(() => this.fill(), this.options.pollIntervalMs ?? 1000));
+    this.timers.push(setInterval(() => void this.renewLeases(), Math.max(100, Math.floor(lease / 3))));
+    this.timers.push(setInterval(() => void this.recoverOrphans(), Math.min(10_000, Math.max(200, Math.floor(lease / 2)))));
+    for (const t of this.timers) t.unref();
+    void this.recoverOrphans();
+    this.fill();
+  }
+
+  /**
+   * Stops taking runs; in-flight dispatches get `graceMs` to finish, then are aborted and handed
+   * back (re-queued where allowed, else failed as interrupted).
+   */
+  async stop(graceMs: number): Promise<void> {
+    this.stopping = true;
+    for (const t of this.timers) clearInterval(t);
+    for (const u of this.unsubscribe) u();
+    const all = () => Promise.all([...this.inFlight.values()].map((f) => f.done));
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([all(), new Promise((r) => (timer = setTimeout(r, graceMs)))]);
+    clearTimeout(timer);
+    const remaining = [...this.inFlight.values()];
+    if (remaining.length > 0) {
+      for (const f of remaining) this.abortRun(f.run.id, 'shutdown');
+      await all();
+      try {
+        const handed = await this.store.recover(remaining.length, { workerId: this.options.workerId, ids: remaining.map((f) => f.run.id) });
+        for (const h of handed) {
+          this.logger.warn({ run_id: h.id, outcome: h.outcome }, h.outcome === 'queued' ? 'run handed back to the queue at shutdown' : 'run ended as interrupted at shutdown');
+          if (h.outcome === 'failed') this.metrics.runsFinished.inc({ status: 'failed' });
+        }
+      } catch (err) {
+        this.logger.error({ err: (err as Error).message }, 'could not hand runs back at shutdown; their leases will expire');
+      }
+    }
+    await this.agent.close();
+  }
+
+  private abortRun(id: string, reason: AbortReason): void {
+    const f = this.inFlight.get(id);
+    if (!f || f.reason) return;
+    f.reason = reason;
+    f.controller.abort();
+  }
+
+  private fill(): void {
+    if (this.stopping) return;
+    if (this.claiming) {
+      this.wantFill = true;
+      return;
+    }
+    const free = this.options.concurrency - this.inFlight.size;
+    if (free <= 0) return;
+    this.claiming = true;
+    this.wantFill = false;
+    this.store.claim(this.options.workerId, free).then(
+      (runs) => {
+        this.claiming = false;
+        for (const run of runs) this.begin(run);
+        if (runs.length === free || this.wantFill) this.fill();
+      },
+      (err: Error) => {
+        this.claiming = false;
+        this.redisError('claim_runs', err);
+      },
+    );
+  }
+
+  private begin(run: ClaimedRun): void {
+    if (this.stopping) return; // cannot happen after stop() cleared the pump; kept for safety
+    const controller = new AbortController();
+    const entry: InFlight = { run, controller, reason: null, done: Promise.resolve() };
+    this.inFlight.set(run.id, entry);
+    this.metrics.dispatchesInFlight.inc();
+    this.metrics.queueWait.observe(Math.max(0, run.startedAt - run.queuedAt) / 1000);
+    this.logger.info({ run_id: run.id, attempt: run.attempt, method: run.method, target: run.target }, 'run started');
+    entry.done = this.execute(entry).finally(() => {
+      this.inFlight.delete(run.id);
+      this.metrics.dispatchesInFlight.dec();
+      this.fill();
+    });
+  }
+
+  private async execute(entry: InFlight): Promise<void> {
+    const { run, controller } = entry;
+    const grace = setTimeout(() => this.abortRun(run.id, 'grace'), run.gracePeriodMs);
+    let outcome: DispatchOutcome;
+    try {
+      outcome = await this.replay(run, controller.signal);
+    } catch (err) {
+      outcome = this.failure(entry, err as Error);
+    } finally {
+      clearTimeout(grace);
+    }
+    if (entry.reason === 'cancelled' || entry.reason === 'shutdown') return;
+    await this.record(run, outcome);
+  }
+
+  private async replay(run: ClaimedRun, signal: AbortSignal): Promise<DispatchOutcome> {
+    const res = await request(this.options.dispatchUrl + run.target, {
+      dispatcher: this.agent,
+      method: run.method as 'GET',
+      headers: run.headers.flat(),
+      body: run.body.length > 0 || !['GET', 'HEAD'].includes(run.method) ? run.body : null,
+      signal,
+      headersTimeout: run.gracePeriodMs,
+      bodyTimeout: run.gracePeriodMs,
+    });
+    const limit = this.options.maxResultBytes;
+    const chunks: Buffer[] = [];
+    let kept = 0;
+    let size = 0;
+    for await (const chunk of res.body as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (kept < limit) {
+        const part = kept + chunk.length > limit ? chunk.subarray(0, limit - kept) : chunk;
+        chunks.push(part);
+        kept += part.length;
+      }
+    }
+    const headers: Array<[string, string]> = [];
+    for (const [k, v] of Object.entries(res.headers)) {
+      if (HOP_BY_HOP.has(k) || v === undefined) continue;
+      for (const one of Array.isArray(v) ? v : [v]) headers.push([k, one]);
+    }
+    const contentType = res.headers['content-type'];
+    const ok = res.statusCode >= 200 && res.statusCode < 300;
+    return {
+      status: ok ? 'succeeded' : 'failed',
+      response: {
+        statusCode: res.statusCode,
+        contentType: (Array.isArray(contentType) ? contentType[0] : contentType) ?? null,
+        headers,
+        body: Buffer.concat(chunks, kept),
+        size,
+        truncated: size > kept,
+      },
+      error: ok ? null : { code: 'upstream_status', message: `The upstream answered ${res.statusCode}.` },
+    };
+  }
+
+  private failure(entry: InFlight, err: Error): DispatchOutcome {
+    if (entry.reason === 'grace') {
+      return {
+        status: 'timed_out', response: null,
+        error: { code: 'grace_period_exceeded', message: `The upstream did not answer within the grace period of ${entry.run.gracePeriodMs / 1000} s; the call was aborted.` },
+      };
+    }
+    const code = (err as Error & { code?: string }).code ?? '';
+    return {
+      status: 'failed', response: null,
+      error: { code: 'upstream_unreachable', message: `The upstream call failed: ${code ? `${code}: ` : ''}${err.message}` },
+    };
+  }
+
+  /** Records the outcome; while Redis is away it keeps trying until the run's lease is gone. */
+  private async record(run: ClaimedRun, outcome: DispatchOutcome): Promise<void> {
+    const giveUpAt = Date.now() + this.options.leaseTimeoutMs;
+    for (let delay = 100; ; delay = Math.min(delay * 2, 2000)) {
+      try {
+        const recorded = await this.store.complete(this.options.workerId, run, outcome);
+        if (recorded) {
+          this.metrics.runsFinished.inc({ status: outcome.status });
+          this.metrics.runDuration.observe({ status: outcome.status }, (Date.now() - run.startedAt) / 1000);
+          this.logger.info(
+            { run_id: run.id, status: outcome.status, upstream_status: outcome.response?.statusCode ?? null, error: outcome.error?.code ?? null },
+            'run finished',
+          );
+        } else {
+          this.logger.info({ run_id: run.id, status: outcome.status }, 'run outcome dropped: the run was cancelled or taken over');
+        }
+        return;
+      } catch (err) {
+        this.redisError('complete_run', err as Error);
+        if (Date.now() > giveUpAt) {
+          this.logger.error({ run_id: run.id }, 'gave up recording a run outcome; its lease expires and recovery ends it');
+          return;
+        }
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
+  }
+
+  private async renewLeases(): Promise<void> {
+    if (this.inFlight.size === 0) return;
+    try {
+      await this.store.renewLeases([...this.inFlight.keys()]);
+    } catch (err) {
+      this.redisError('renew_leases', err as Error);
+    }
+  }
+
+  private async recoverOrphans(): Promise<void> {
+    if (this.stopping) return;
+    try {
+      for (const r of await this.store.recover(100)) {
+        this.logger.warn({ run_id: r.id, outcome: r.outcome }, r.outcome === 'queued' ? 'orphaned run queued again' : 'orphaned run ended as interrupted');
+        if (r.outcome === 'failed') this.metrics.runsFinished.inc({ status: 'failed' });
+      }
+    } catch (err) {
+      this.redisError('recover_runs', err as Error);
+    }
+  }
+
+  private redisError(operation: string, err: Error): void {
+    this.metrics.redisErrors.inc({ operation });
+    // One line per 5 s at most while Redis is away.
+    if (Date.now() - this.lastErrorLog > 5000) {
+      this.lastErrorLog = Date.now();
+      this.logger.error({ operation, err: err.message }, 'Redis call failed');
+    }
+  }
+}

@@ -1,0 +1,1 @@
+export { Dispatcher, type DispatcherOptions } from './dispatcher';

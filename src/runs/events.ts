@@ -1,0 +1,91 @@
+import type { Redis } from 'ioredis';
+
+type Listener = () => void;
+
+/**
+ * Run events on one Redis pub/sub channel: 'queued' wakes idle workers, 'done:<id>' wakes
+ * waiting readers (?wait=N), 'cancel:<id>' tells the worker holding a run to abort it.
+ * One subscriber connection per process; ioredis re-subscribes by itself after a reconnect.
+ */
+export class RunEvents {
+  private readonly waiters = new Map<string, Set<Listener>>();
+  private readonly queuedListeners = new Set<Listener>();
+  private readonly cancelListeners = new Set<(id: string) => void>();
+  private readonly doneListeners = new Set<(id: string) => void>();
+
+  constructor(
+    private readonly subscriber: Redis,
+    private readonly channel: string,
+  ) {
+    subscriber.on('message', (ch: string, message: string) => {
+      if (ch === this.channel) this.dispatch(message);
+    });
+  }
+
+  async start(): Promise<void> {
+    await this.subscriber.subscribe(this.channel);
+  }
+
+  async stop(): Promise<void> {
+    this.subscriber.disconnect();
+  }
+
+  private dispatch(message: string): void {
+    if (message === 'queued') {
+      for (const l of this.queuedListeners) l();
+      return;
+    }
+    const colon = message.indexOf(':');
+    const kind = message.slice(0, colon);
+    const id = message.slice(colon + 1);
+    if (kind === 'done') {
+      const set = this.waiters.get(id);
+      if (set) for (const l of [...set]) l();
+      for (const l of this.doneListeners) l(id);
+    } else if (kind === 'cancel') {
+      for (const l of this.cancelListeners) l(id);
+    }
+  }
+
+  onQueued(listener: Listener): () => void {
+    this.queuedListeners.add(listener);
+    return () => this.queuedListeners.delete(listener);
+  }
+
+  onDone(listener: (id: string) => void): () => void {
+    this.doneListeners.add(listener);
+    return () => this.doneListeners.delete(listener);
+  }
+
+  onCancel(listener: (id: string) => void): () => void {
+    this.cancelListeners.add(listener);
+    return () => this.cancelListeners.delete(listener);
+  }
+
+  /**
+   * Resolves when run `id` ends, or after timeoutMs, or when the signal aborts. Register before
+   * reading the run's status so that no end can slip between the read and the wait.
+   */
+  whenDone(id: string, timeoutMs: number, signal?: AbortSignal): { promise: Promise<void>; cancel: () => void } {
+    let cleanup = () => {};
+    const promise = new Promise<void>((resolve) => {
+      const done = () => {
+        cleanup();
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      let set = this.waiters.get(id);
+      if (!set) this.waiters.set(id, (set = new Set()));
+      set.add(done);
+      signal?.addEventListener('abort', done, { once: true });
+      cleanup = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', done);
+        const s = this.waiters.get(id);
+        s?.delete(done);
+        if (s && s.size === 0) this.waiters.delete(id);
+      };
+    });
+    return { promise, cancel: () => cleanup() };
+  }
+}

@@ -1,0 +1,22 @@
+-- Shared helpers, prepended to every script (Redis scripts cannot include files).
+-- All keys of one deployment share the hash tag {runs}, so every script touches one slot.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Puts a run in a final state. A run with a webhook (not cancelled) is kept until its delivery
+-- ends; any other run expires ttl_ms after now.
+local function finish(run_key, webhooks_key, id, status, now, ttl_ms, channel)
+  redis.call('HSET', run_key, 'status', status, 'finished_at', now)
+  redis.call('HDEL', run_key, 'worker')
+  local url = redis.call('HGET', run_key, 'webhook_url')
+  if url and url ~= '' and status ~= 'cancelled' then
+    redis.call('HSET', run_key, 'wh_status', 'pending', 'wh_next_at', now, 'wh_try', 0)
+    redis.call('ZADD', webhooks_key, now, id)
+  else
+    if status == 'cancelled' then redis.call('HSET', run_key, 'wh_status', 'none') end
+    redis.call('PEXPIRE', run_key, ttl_ms)
+  end
+  redis.call('PUBLISH', channel, 'done:' .. id)
+end

@@ -1,0 +1,253 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Redis } from 'ioredis';
+import { RunKeys } from './keys';
+import type {
+  ClaimedDelivery,
+  ClaimedRun,
+  DispatchOutcome,
+  NewRun,
+  RunStatus,
+  RunView,
+  StoredResult,
+  StoredRun,
+  WebhookAttemptRecord,
+  WebhookStatus,
+} from './types';
+
+export interface RunStoreOptions {
+  keyPrefix: string;
+  runTtlMs: number;
+  leaseTimeoutMs: number;
+  maxDispatchAttempts: number;
+  redispatchInterrupted: 'never' | 'idempotent' | 'always';
+}
+
+export type CancelResult = 'cancelled' | 'missing' | RunStatus;
+export type RedeliverResult = 'ok' | 'missing' | 'not_finished' | 'no_webhook';
+
+const SCRIPTS = {
+  enqueueRun: 3,
+  claimRuns: 2,
+  completeRun: 3,
+  cancelRun: 4,
+  renewLeases: 1,
+  recoverRuns: 3,
+  claimWebhooks: 1,
+  recordWebhookAttempt: 2,
+  redeliverWebhook: 2,
+} as const;
+type ScriptName = keyof typeof SCRIPTS;
+type ScriptArg = string | number | Buffer;
+type ScriptFn = (...args: ScriptArg[]) => Promise<unknown>;
+
+const snake = (name: string) => name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+
+/** Reads the Lua scripts once; each becomes an EVALSHA command on the connection. */
+function defineScripts(redis: Redis): void {
+  const dir = join(__dirname, 'scripts');
+  const lib = readFileSync(join(dir, 'lib.lua'), 'utf8');
+  for (const [name, numberOfKeys] of Object.entries(SCRIPTS)) {
+    if (typeof (redis as unknown as Record<string, unknown>)[`eas_${name}`] === 'function') continue;
+    const body = readFileSync(join(dir, `${snake(name)}.lua`), 'utf8');
+    redis.defineCommand(`eas_${name}`, { numberOfKeys, lua: `${lib}\n${body}` });
+  }
+}
+
+const RUN_VIEW_FIELDS = [
+  'status', 'created_at', 'started_at', 'finished_at', 'method', 'path', 'request_id', 'owner',
+  'res_status', 'res_content_type', 'res_size', 'res_truncated', 'error', 'error_message', 'attempt',
+  'wh_status', 'wh_attempts', 'wh_last_status', 'wh_next_at', 'wh_log',
+] as const;
+
+const iso = (ms: string | null | undefined): string | null => (ms ? new Date(Number(ms)).toISOString() : null);
+const num = (v: string | null | undefined): number | null => (v === null || v === undefined || v === '' ? null : Number(v));
+const str = (v: Buffer | string | null | undefined): string => (v === null || v === undefined ? '' : v.toString());
+
+/**
+ * The runs store: every state change of a run is one Lua script, one round trip (SPEC §3).
+ * It owns key names and the record layout; callers see typed runs only.
+ */
+export class RunStore {
+  readonly keys: RunKeys;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly options: RunStoreOptions,
+  ) {
+    this.keys = new RunKeys(options.keyPrefix);
+    defineScripts(redis);
+  }
+
+  private script(name: ScriptName, buffers = false): ScriptFn {
+    const fn = (this.redis as unknown as Record<string, ScriptFn>)[`eas_${name}${buffers ? 'Buffer' : ''}`]!;
+    return fn.bind(this.redis);
+  }
+
+  /** Writes the run and its queue entry atomically; resolves only once Redis acknowledged both. */
+  async create(run: NewRun): Promise<void> {
+    const k = this.keys;
+    await this.script('enqueueRun')(
+      k.run(run.id), k.queue, k.index, run.id, k.events,
+      'method', run.method, 'path', run.path, 'target', run.target,
+      'headers', JSON.stringify(run.headers), 'body', run.body,
+      'request_id', run.requestId ?? '', 'owner', run.owner, 'trigger', run.trigger,
+      'webhook_url', run.webhookUrl ?? '', 'wh_id', run.webhookUrl ? `msg_${run.id.replace(/-/g, '')}` : '',
+      'wh_status', run.webhookUrl ? 'pending' : 'none', 'wh_attempts', 0,
+      'grace_ms', run.gracePeriodMs,
+    );
+  }
+
+  /** Takes up to `max` queued runs for `workerId`, oldest first, each leased for the lease timeout. */
+  async claim(workerId: string, max: number): Promise<ClaimedRun[]> {
+    const rows = (await this.script('claimRuns', true)(
+      this.keys.queue, this.keys.leases, this.keys.base, workerId, this.options.leaseTimeoutMs, max,
+    )) as Array<Array<Buffer | number>>;
+    return rows.map((r) => ({
+      id: str(r[0] as Buffer),
+      attempt: Number(r[1]),
+      startedAt: Number(r[2]),
+      queuedAt: Number(str(r[3] as Buffer)),
+      method: str(r[4] as Buffer),
+      target: str(r[5] as Buffer),
+      headers: JSON.parse(str(r[6] as Buffer)) as Array<[string, string]>,
+      body: (r[7] as Buffer | null) ?? Buffer.alloc(0),
+      gracePeriodMs: Number(str(r[8] as Buffer)),
+    }));
+  }
+
+  /** Records how a dispatch ended. False when the run was no longer this worker's (cancelled, recovered). */
+  async complete(workerId: string, run: ClaimedRun, outcome: DispatchOutcome): Promise<boolean> {
+    const fields: ScriptArg[] = [];
+    if (outcome.response) {
+      const r = outcome.response;
+      fields.push(
+        'res_status', r.statusCode, 'res_content_type', r.contentType ?? '', 'res_headers', JSON.stringify(r.headers),
+        'res_body', r.body, 'res_size', r.size, 'res_truncated', r.truncated ? 1 : 0,
+      );
+    }
+    if (outcome.error) fields.push('error', outcome.error.code, 'error_message', outcome.error.message);
+    const k = this.keys;
+    const done = await this.script('completeRun')(
+      k.run(run.id), k.leases, k.webhooks, run.id, workerId, run.attempt, outcome.status,
+      this.options.runTtlMs, k.events, ...fields,
+    );
+    return Number(done) > 0;
+  }
+
+  /** Cancels a queued or running run; returns the status it had, or 'missing'. */
+  async cancel(id: string): Promise<CancelResult> {
+    const k = this.keys;
+    return (await this.script('cancelRun')(k.run(id), k.queue, k.leases, k.webhooks, id, this.options.runTtlMs, k.events)) as CancelResult;
+  }
+
+  /** Heartbeat: extends the leases of the runs this worker holds. */
+  async renewLeases(ids: string[]): Promise<void> {
+    if (ids.length === 0) return;
+    await this.script('renewLeases')(this.keys.leases, this.options.leaseTimeoutMs, ...ids);
+  }
+
+  /**
+   * Ends or re-queues runs whose lease expired (workerId omitted), or the given runs a stopping
+   * worker hands back. Returns what happened to each.
+   */
+  async recover(limit: number, handBack?: { workerId: string; ids: string[] }): Promise<Array<{ id: string; outcome: 'queued' | 'failed' }>> {
+    const k = this.keys;
+    const o = this.options;
+    const rows = (await this.script('recoverRuns')(
+      k.queue, k.leases, k.webhooks, k.base, k.events, o.runTtlMs, o.maxDispatchAttempts, o.redispatchInterrupted,
+      limit, handBack?.workerId ?? '', ...(handBack?.ids ?? []),
+    )) as Array<[string, 'queued' | 'failed']>;
+    return rows.map(([id, outcome]) => ({ id, outcome }));
+  }
+
+  async get(id: string): Promise<StoredRun | null> {
+    const f = await this.redis.hmget(this.keys.run(id), ...RUN_VIEW_FIELDS);
+    const v = Object.fromEntries(RUN_VIEW_FIELDS.map((name, i) => [name, f[i] ?? null])) as Record<(typeof RUN_VIEW_FIELDS)[number], string | null>;
+    if (!v.status) return null;
+    const history = (v.wh_log ?? '')
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => JSON.parse(line) as WebhookAttemptRecord);
+    const view: RunView = {
+      run_id: id,
+      status: v.status as RunStatus,
+      created_at: iso(v.created_at)!,
+      started_at: iso(v.started_at),
+      finished_at: iso(v.finished_at),
+      request: { method: v.method ?? '', path: v.path ?? '', request_id: v.request_id || null },
+      response:
+        v.res_status
+          ? { status_code: Number(v.res_status), content_type: v.res_content_type || null, size: Number(v.res_size ?? 0), truncated: v.res_truncated === '1' }
+          : null,
+      error: v.error ? { code: v.error, message: v.error_message ?? '' } : null,
+      dispatch_attempts: Number(v.attempt ?? 0),
+      webhook: {
+        status: (v.wh_status ?? 'none') as WebhookStatus,
+        attempts: Number(v.wh_attempts ?? 0),
+        last_status_code: num(v.wh_last_status),
+        next_attempt_at: v.wh_status === 'pending' ? iso(v.wh_next_at) : null,
+        history,
+      },
+    };
+    return { view, owner: v.owner ?? '' };
+  }
+
+  async getResult(id: string): Promise<StoredResult | null> {
+    const f = await this.redis.hmgetBuffer(this.keys.run(id), 'status', 'owner', 'res_status', 'res_content_type', 'res_headers', 'res_body');
+    if (!f[0]) return null;
+    return {
+      status: str(f[0]) as RunStatus,
+      owner: str(f[1]),
+      statusCode: Number(str(f[2]) || 0),
+      contentType: str(f[3]) || null,
+      headers: f[4] ? (JSON.parse(str(f[4])) as Array<[string, string]>) : [],
+      body: f[5] ?? Buffer.alloc(0),
+    };
+  }
+
+  /** Takes up to `limit` due webhook deliveries, hidden from other workers for `visibilityMs`. */
+  async claimWebhooks(limit: number, visibilityMs: number): Promise<ClaimedDelivery[]> {
+    const rows = (await this.script('claimWebhooks', true)(this.keys.webhooks, this.keys.base, visibilityMs, limit)) as Buffer[][];
+    return rows.map((r) => ({
+      runId: str(r[0]),
+      url: str(r[1]),
+      webhookId: str(r[2]),
+      runStatus: str(r[3]) as RunStatus,
+      error: str(r[4]) || null,
+      upstreamStatus: num(str(r[5])),
+      contentType: str(r[6]) || null,
+      body: str(r[5]) ? (r[7] ?? Buffer.alloc(0)) : null,
+      tries: Number(str(r[8]) || 0),
+    }));
+  }
+
+  async recordWebhookAttempt(runId: string, record: WebhookAttemptRecord, retryDelayMs: number | null): Promise<void> {
+    await this.script('recordWebhookAttempt')(
+      this.keys.run(runId), this.keys.webhooks, runId, record.outcome, JSON.stringify(record),
+      retryDelayMs ?? -1, record.status_code ?? '', this.options.runTtlMs,
+    );
+  }
+
+  async redeliver(id: string): Promise<RedeliverResult> {
+    return (await this.script('redeliverWebhook')(this.keys.run(id), this.keys.webhooks, id)) as RedeliverResult;
+  }
+
+  async queueDepth(): Promise<number> {
+    return this.redis.llen(this.keys.queue);
+  }
+
+  /** Ids of recent runs, newest first, for the admin listing (expired ids are skipped by callers). */
+  async recentIds(limit: number, beforeMs?: number): Promise<Array<{ id: string; createdAt: number }>> {
+    const max = beforeMs === undefined ? '+inf' : `(${beforeMs}`;
+    const flat = await this.redis.zrevrangebyscore(this.keys.index, max, '-inf', 'WITHSCORES', 'LIMIT', 0, limit);
+    const out: Array<{ id: string; createdAt: number }> = [];
+    for (let i = 0; i < flat.length; i += 2) out.push({ id: flat[i]!, createdAt: Number(flat[i + 1]) });
+    return out;
+  }
+
+  /** Drops index entries older than the longest a run can live (they point at expired runs). */
+  async pruneIndex(olderThanMs: number): Promise<number> {
+    return this.redis.zremrangebyscore(this.keys.index, '-inf', `(${olderThanMs}`);
+  }
+}

@@ -1,0 +1,115 @@
+/** The states of a run. queued and running are live; the rest are final. */
+export type RunStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'timed_out' | 'cancelled';
+export type FinalStatus = Exclude<RunStatus, 'queued' | 'running'>;
+export type WebhookStatus = 'none' | 'pending' | 'delivered' | 'failed';
+export type Trigger = 'query' | 'prefer';
+
+export const FINAL_STATUSES: ReadonlySet<RunStatus> = new Set(['succeeded', 'failed', 'timed_out', 'cancelled']);
+
+export function isFinal(status: RunStatus): status is FinalStatus {
+  return FINAL_STATUSES.has(status);
+}
+
+/** What the accept path writes: the request to replay and how to report on it. */
+export interface NewRun {
+  id: string;
+  trigger: Trigger;
+  method: string;
+  /** Path without the query, as shown by the runs API. */
+  path: string;
+  /** Path and query to replay (async and webhookEndpoint removed). */
+  target: string;
+  /** Headers to replay, in order, as [name, value] pairs. */
+  headers: Array<[string, string]>;
+  body: Buffer;
+  /** Envoy's x-request-id of the original request, for correlation. */
+  requestId: string | null;
+  /** SHA-256 hex of the owner header's value, '' when the request had none. */
+  owner: string;
+  webhookUrl: string | null;
+  gracePeriodMs: number;
+}
+
+/** A run a worker has taken from the queue. */
+export interface ClaimedRun {
+  id: string;
+  attempt: number;
+  startedAt: number;
+  queuedAt: number;
+  method: string;
+  target: string;
+  headers: Array<[string, string]>;
+  body: Buffer;
+  gracePeriodMs: number;
+}
+
+/** How a dispatch ended, as the worker reports it. */
+export interface DispatchOutcome {
+  status: 'succeeded' | 'failed' | 'timed_out';
+  response: {
+    statusCode: number;
+    contentType: string | null;
+    headers: Array<[string, string]>;
+    body: Buffer;
+    size: number;
+    truncated: boolean;
+  } | null;
+  error: { code: string; message: string } | null;
+}
+
+export interface WebhookAttemptRecord {
+  at: string;
+  status_code: number | null;
+  error: string | null;
+  duration_ms: number;
+  outcome: 'delivered' | 'retry' | 'failed';
+}
+
+/** The run as the runs API shows it (SPEC §5). */
+export interface RunView {
+  run_id: string;
+  status: RunStatus;
+  created_at: string;
+  started_at: string | null;
+  finished_at: string | null;
+  request: { method: string; path: string; request_id: string | null };
+  response: { status_code: number; content_type: string | null; size: number; truncated: boolean } | null;
+  error: { code: string; message: string } | null;
+  dispatch_attempts: number;
+  webhook: {
+    status: WebhookStatus;
+    attempts: number;
+    last_status_code: number | null;
+    next_attempt_at: string | null;
+    history: WebhookAttemptRecord[];
+  };
+}
+
+/** A run's view plus what only the store needs to know to serve it. */
+export interface StoredRun {
+  view: RunView;
+  owner: string;
+}
+
+export interface StoredResult {
+  status: RunStatus;
+  owner: string;
+  statusCode: number;
+  contentType: string | null;
+  headers: Array<[string, string]>;
+  body: Buffer;
+}
+
+/** A due webhook delivery taken by a worker. */
+export interface ClaimedDelivery {
+  runId: string;
+  url: string;
+  webhookId: string;
+  runStatus: RunStatus;
+  error: string | null;
+  upstreamStatus: number | null;
+  contentType: string | null;
+  body: Buffer | null;
+  /** Attempts already made in this delivery. */
+  tries: number;
+}

@@ -1,0 +1,171 @@
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import { gracePeriodFor, type Config } from './config';
+import { AsyncAcceptor, RunsApi, createEnvoyHandler } from './api';
+import { AdminServer } from './admin';
+import { Dispatcher } from './dispatch';
+import { ExtProcServer } from './extproc';
+import { RunEvents, RunStore, connectRedis, connectSubscriber } from './runs';
+import { Metrics, type Logger } from './telemetry';
+import { DeliveryWorker, WebhookSender, parseRetrySchedule, validateWebhookUrl } from './webhooks';
+
+/** The longest ?wait=N the runs API accepts (SPEC §5). */
+const MAX_WAIT_SECONDS = 60;
+
+export interface Sidecar {
+  readonly extprocPort: number | null;
+  readonly adminPort: number;
+  readonly metrics: Metrics;
+  readonly workerId: string;
+  /** Graceful stop (SIGTERM): refuse new runs, let in-flight ones finish within SHUTDOWN_GRACE. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Builds and starts the parts the role needs. This is the whole flow of a run:
+ * ext_proc (accept) -> runs store (Redis) -> dispatcher (replay) -> store -> webhook worker.
+ */
+export async function startSidecar(config: Config, logger: Logger, metrics = new Metrics()): Promise<Sidecar> {
+  const workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+  const redis = connectRedis(config.redisUrl, { commandTimeoutMs: config.redisCommandTimeoutMs, name: 'eas' });
+  const subscriber = connectSubscriber(config.redisUrl, 'eas-events');
+  redis.on('error', () => undefined); // reported by the parts that make calls, and by /readyz
+  subscriber.on('error', () => undefined);
+  redis.connect().catch((err: Error) => logger.warn({ err: err.message }, 'Redis not reachable yet; retrying in the background'));
+
+  const store = new RunStore(redis, {
+    keyPrefix: config.redisKeyPrefix,
+    runTtlMs: config.runTtlMs,
+    leaseTimeoutMs: config.leaseTimeoutMs,
+    maxDispatchAttempts: config.maxDispatchAttempts,
+    redispatchInterrupted: config.redispatchInterrupted,
+  });
+  const events = new RunEvents(subscriber, store.keys.events);
+  await subscriber.connect().catch(() => undefined);
+  events.start().catch((err: Error) => logger.warn({ err: err.message }, 'could not subscribe to run events yet'));
+
+  let draining = false;
+  const networkPolicy = { allowPrivateNetworks: config.webhook.allowPrivateNetworks, allowedHosts: config.webhook.allowedHosts };
+  const runsApi = new RunsApi(store, events, { prefix: config.runsApiPrefix, ownerHeader: config.ownerHeader, maxWaitSeconds: MAX_WAIT_SECONDS }, metrics, logger);
+
+  let extproc: ExtProcServer | null = null;
+  if (config.role !== 'worker') {
+    const acceptor = new AsyncAcceptor(
+      store,
+      {
+        runsApiPrefix: config.runsApiPrefix,
+        ownerHeader: config.ownerHeader,
+        maxBodyBytes: config.maxBodyBytes,
+        gracePeriodFor: (path) => gracePeriodFor(config, path),
+        validateWebhookUrl: (raw) => validateWebhookUrl(raw, networkPolicy),
+        isAccepting: () => !draining,
+      },
+      metrics,
+      logger,
+    );
+    extproc = new ExtProcServer(
+      createEnvoyHandler(acceptor, runsApi, config.maxBodyBytes),
+      { host: config.extprocAddr.host, port: config.extprocAddr.port, maxBodyBytes: config.maxBodyBytes },
+      logger,
+      metrics,
+    );
+    await extproc.start();
+  }
+
+  let dispatcher: Dispatcher | null = null;
+  let delivery: DeliveryWorker | null = null;
+  let sender: WebhookSender | null = null;
+  if (config.role !== 'extproc') {
+    dispatcher = new Dispatcher(
+      store,
+      events,
+      {
+        workerId,
+        dispatchUrl: config.dispatchUrl,
+        concurrency: config.dispatchConcurrency,
+        maxResultBytes: config.maxResultBytes,
+        leaseTimeoutMs: config.leaseTimeoutMs,
+      },
+      metrics,
+      logger,
+    );
+    sender = new WebhookSender({ secrets: config.webhook.secrets, timeoutMs: config.webhook.timeoutMs, policy: networkPolicy });
+    const resultBase = `${config.publicBaseUrl}${config.runsApiPrefix}`;
+    delivery = new DeliveryWorker(
+      store,
+      events,
+      sender,
+      {
+        retryScheduleMs: parseRetrySchedule(config.webhook.retrySchedule),
+        concurrency: Math.max(16, Math.min(config.dispatchConcurrency, 256)),
+        maxBodyBytes: config.webhook.maxBodyBytes,
+        resultUrl: (id) => `${resultBase}/${id}/result`,
+        timeoutMs: config.webhook.timeoutMs,
+      },
+      metrics,
+      logger,
+    );
+  }
+
+  const admin = new AdminServer(
+    { host: config.adminAddr.host, port: config.adminAddr.port, adminToken: config.adminToken, runsApiPrefix: config.runsApiPrefix },
+    {
+      live: () => true,
+      ready: async () => {
+        const checks: Record<string, string> = {};
+        checks.redis = (await pingRedis(redis)) ? 'ok' : 'unreachable';
+        checks.draining = draining ? 'yes' : 'no';
+        return { ready: checks.redis === 'ok' && !draining, checks };
+      },
+      beforeScrape: async () => metrics.queueDepth.set(await store.queueDepth()),
+    },
+    metrics,
+    runsApi,
+    logger,
+  );
+  await admin.start();
+
+  // Serve only once Redis answers, so that Envoy's health checks route nothing here before.
+  const markServing = async () => {
+    while (!draining && !(await pingRedis(redis))) await new Promise((r) => setTimeout(r, 200));
+    if (!draining) extproc?.setServing(true);
+  };
+  void markServing();
+  dispatcher?.start();
+  delivery?.start();
+  logger.info(
+    { role: config.role, worker_id: workerId, extproc_port: extproc?.port ?? null, admin_port: admin.port, dispatch_url: config.dispatchUrl },
+    'envoy-async-sidecar started',
+  );
+
+  let stopped: Promise<void> | null = null;
+  return {
+    extprocPort: extproc?.port ?? null,
+    adminPort: admin.port,
+    metrics,
+    workerId,
+    stop: () =>
+      (stopped ??= (async () => {
+        draining = true;
+        logger.info({ grace_ms: config.shutdownGraceMs }, 'shutting down: refusing new runs, finishing in-flight ones');
+        extproc?.setServing(false);
+        await Promise.all([dispatcher?.stop(config.shutdownGraceMs), delivery?.stop(config.shutdownGraceMs)]);
+        await extproc?.stop(1000);
+        await sender?.close();
+        await admin.stop();
+        await events.stop();
+        await redis.quit().catch(() => redis.disconnect());
+        logger.info('stopped');
+      })()),
+  };
+}
+
+async function pingRedis(redis: Redis): Promise<boolean> {
+  if (redis.status !== 'ready') return false;
+  try {
+    return (await redis.ping()) === 'PONG';
+  } catch {
+    return false;
+  }
+}

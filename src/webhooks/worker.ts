@@ -1,0 +1,144 @@
+import type { Logger, Metrics } from '../telemetry';
+import type { ClaimedDelivery, RunEvents, RunStore } from '../runs';
+import { buildWebhookBody } from './body';
+import { nextAttemptDelayMs } from './retry';
+import type { WebhookSender } from './sender';
+
+export interface DeliveryWorkerOptions {
+  /** Delays before each attempt of a delivery (ms); its length is the number of attempts. */
+  retryScheduleMs: number[];
+  /** Deliveries one process sends at once. */
+  concurrency: number;
+  maxBodyBytes: number;
+  /** Turns a run id into the URL of its result, for bodies too large to send. */
+  resultUrl: (runId: string) => string;
+  timeoutMs: number;
+  pollIntervalMs?: number;
+}
+
+/**
+ * Sends due webhook deliveries (SPEC §4). Deliveries live in a Redis sorted set scored by when
+ * they are due, so any replica takes them and a restart loses none; a taken delivery is hidden
+ * from other workers for longer than one attempt can last.
+ */
+export class DeliveryWorker {
+  private readonly timers: NodeJS.Timeout[] = [];
+  private readonly active = new Set<Promise<void>>();
+  private unsubscribe: (() => void) | null = null;
+  private claiming = false;
+  private stopping = false;
+  private lastErrorLog = 0;
+
+  constructor(
+    private readonly store: RunStore,
+    private readonly events: RunEvents,
+    private readonly sender: WebhookSender,
+    private readonly options: DeliveryWorkerOptions,
+    private readonly metrics: Metrics,
+    private readonly logger: Logger,
+  ) {}
+
+  start(): void {
+    // A run that ends publishes done:<id>; if it has a webhook, its delivery is due at once.
+    this.unsubscribe = this.events.onDone(() => this.fill());
+    const poll = setInterval(() => this.fill(), this.options.pollIntervalMs ?? 250);
+    poll.unref();
+    this.timers.push(poll);
+    this.fill();
+  }
+
+  async stop(graceMs: number): Promise<void> {
+    this.stopping = true;
+    for (const t of this.timers) clearInterval(t);
+    this.unsubscribe?.();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all(this.active), new Promise((r) => (timer = setTimeout(r, graceMs)))]);
+    clearTimeout(timer);
+  }
+
+  /** Takes due deliveries up to the concurrency and sends them. */
+  private fill(): void {
+    if (this.stopping || this.claiming) return;
+    const free = this.options.concurrency - this.active.size;
+    if (free <= 0) return;
+    this.claiming = true;
+    this.store.claimWebhooks(free, this.options.timeoutMs + 30_000).then(
+      (deliveries) => {
+        this.claiming = false;
+        for (const d of deliveries) {
+          const p: Promise<void> = this.deliver(d).finally(() => {
+            this.active.delete(p);
+            this.fill();
+          });
+          this.active.add(p);
+        }
+        if (deliveries.length === free) this.fill();
+      },
+      (err: Error) => {
+        this.claiming = false;
+        this.metrics.redisErrors.inc({ operation: 'claim_webhooks' });
+        if (Date.now() - this.lastErrorLog > 5000) {
+          this.lastErrorLog = Date.now();
+          this.logger.error({ err: err.message }, 'could not read due webhook deliveries');
+        }
+      },
+    );
+  }
+
+  private async deliver(d: ClaimedDelivery): Promise<void> {
+    const payload = buildWebhookBody(
+      {
+        runId: d.runId,
+        status: d.runStatus,
+        error: d.error,
+        upstream: d.upstreamStatus === null ? null : { statusCode: d.upstreamStatus, contentType: d.contentType, body: d.body ?? Buffer.alloc(0) },
+      },
+      this.options.maxBodyBytes,
+      this.options.resultUrl(d.runId),
+    );
+    const startedAt = new Date();
+    const result = await this.sender.send({
+      url: d.url,
+      webhookId: d.webhookId,
+      runId: d.runId,
+      runStatus: d.runStatus,
+      upstreamStatus: d.upstreamStatus,
+      body: payload.body,
+      contentType: payload.contentType,
+    });
+    let outcome = result.outcome;
+    let delay: number | null = null;
+    if (outcome === 'retry') {
+      delay = nextAttemptDelayMs(d.tries + 1, this.options.retryScheduleMs, result.retryAfterMs ?? undefined);
+      if (delay === null) outcome = 'failed';
+    }
+    this.metrics.webhookAttempts.inc({ outcome });
+    const record = {
+      at: startedAt.toISOString(),
+      status_code: result.statusCode,
+      error: result.error,
+      duration_ms: Math.round(result.durationMs),
+      outcome,
+    };
+    this.logger.info(
+      { run_id: d.runId, webhook_id: d.webhookId, attempt: d.tries + 1, outcome, status_code: result.statusCode, error: result.error, retry_in_ms: delay },
+      'webhook attempt',
+    );
+    for (let backoff = 100; ; backoff = Math.min(backoff * 2, 2000)) {
+      try {
+        await this.store.recordWebhookAttempt(d.runId, record, delay);
+        return;
+      } catch (err) {
+        this.metrics.redisErrors.inc({ operation: 'record_webhook_attempt' });
+        // The delivery stays claimed for its visibility window; if we stop, another worker
+        // (or this one after restart) sends it again, so a delivery may be repeated, never lost.
+        if (this.stopping) return;
+        if (Date.now() - this.lastErrorLog > 5000) {
+          this.lastErrorLog = Date.now();
+          this.logger.error({ run_id: d.runId, err: (err as Error).message }, 'could not record a webhook attempt; retrying');
+        }
+        await new Promise((r) => setTimeout(r, backoff));
+      }
+    }
+  }
+}

@@ -1,0 +1,131 @@
+import { Redis } from 'ioredis';
+import { RunStore, type NewRun } from '../../src/runs';
+import { RedisServer } from '../support/redis-server';
+
+let redis: RedisServer;
+let client: Redis;
+let store: RunStore;
+
+const newRun = (id: string, over: Partial<NewRun> = {}): NewRun => ({
+  id, trigger: 'query', method: 'POST', path: '/p', target: '/p?x=1', headers: [['host', 'h']], body: Buffer.from([0, 1, 2, 255]),
+  requestId: 'rq', owner: '', webhookUrl: null, gracePeriodMs: 1000, ...over,
+});
+const id = (n: number) => `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`;
+
+beforeAll(async () => {
+  redis = await RedisServer.start();
+  client = new Redis(redis.url);
+});
+beforeEach(async () => {
+  await client.flushall();
+  store = new RunStore(client, { keyPrefix: 't', runTtlMs: 60_000, leaseTimeoutMs: 200, maxDispatchAttempts: 2, redispatchInterrupted: 'idempotent' });
+});
+afterAll(async () => {
+  client.disconnect();
+  await redis.destroy();
+});
+
+describe('run store (one Lua script per state change)', () => {
+  it('keeps every key in one Redis Cluster slot', async () => {
+    await store.create(newRun(id(1)));
+    const keys = await client.keys('t:*');
+    expect(keys.length).toBeGreaterThan(0);
+    for (const k of keys) expect(k).toContain('{runs}');
+  });
+
+  it('hands out runs oldest first, each once, with the body byte for byte', async () => {
+    for (let i = 1; i <= 3; i++) await store.create(newRun(id(i)));
+    const first = await store.claim('w1', 2);
+    const second = await store.claim('w2', 5);
+    expect(first.map((r) => r.id)).toEqual([id(1), id(2)]);
+    expect(second.map((r) => r.id)).toEqual([id(3)]);
+    expect(first[0]!.body).toEqual(Buffer.from([0, 1, 2, 255]));
+    expect(first[0]!).toMatchObject({ attempt: 1, method: 'POST', target: '/p?x=1', headers: [['host', 'h']], gracePeriodMs: 1000 });
+    expect((await store.get(id(1)))!.view.status).toBe('running');
+  });
+
+  it('records an outcome only for the worker and attempt holding the run', async () => {
+    await store.create(newRun(id(1)));
+    const [run] = await store.claim('w1', 1);
+    const outcome = { status: 'succeeded' as const, response: { statusCode: 200, contentType: 'text/plain', headers: [], body: Buffer.from('ok'), size: 2, truncated: false }, error: null };
+    expect(await store.complete('w2', run!, outcome)).toBe(false);
+    expect(await store.complete('w1', run!, outcome)).toBe(true);
+    expect(await store.complete('w1', run!, outcome)).toBe(false);
+    const view = (await store.get(id(1)))!.view;
+    expect(view).toMatchObject({ status: 'succeeded', response: { status_code: 200, content_type: 'text/plain', size: 2 }, error: null });
+    expect(await client.pttl(store.keys.run(id(1)))).toBeGreaterThan(50_000);
+  });
+
+  it('lets cancel and completion race to exactly one final state', async () => {
+    await store.create(newRun(id(1)));
+    const [run] = await store.claim('w1', 1);
+    const [cancel, completed] = await Promise.all([
+      store.cancel(id(1)),
+      store.complete('w1', run!, { status: 'failed', response: null, error: { code: 'x', message: 'y' } }),
+    ]);
+    const final = (await store.get(id(1)))!.view.status;
+    expect(cancel === 'running' ? final === 'cancelled' && !completed : final === 'failed' && completed).toBe(true);
+    expect(await store.cancel(id(1))).toBe(final);
+  });
+
+  it('never starts a cancelled queued run', async () => {
+    await store.create(newRun(id(1)));
+    expect(await store.cancel(id(1))).toBe('queued');
+    expect(await store.claim('w1', 5)).toEqual([]);
+    expect((await store.get(id(1)))!.view).toMatchObject({ status: 'cancelled', error: { code: 'cancelled' } });
+  });
+
+  it('re-queues an orphaned idempotent run and fails a non-idempotent one as interrupted', async () => {
+    await store.create(newRun(id(1), { method: 'GET' }));
+    await store.create(newRun(id(2), { method: 'POST' }));
+    await store.claim('dead', 2);
+    await new Promise((r) => setTimeout(r, 250));
+    const recovered = await store.recover(10);
+    expect(recovered).toEqual(expect.arrayContaining([{ id: id(1), outcome: 'queued' }, { id: id(2), outcome: 'failed' }]));
+    expect((await store.get(id(2)))!.view).toMatchObject({ status: 'failed', error: { code: 'interrupted' } });
+    const [again] = await store.claim('w2', 1);
+    expect(again).toMatchObject({ id: id(1), attempt: 2 });
+    // A second interruption exhausts MAX_DISPATCH_ATTEMPTS (2).
+    await new Promise((r) => setTimeout(r, 250));
+    expect(await store.recover(10)).toEqual([{ id: id(1), outcome: 'failed' }]);
+  });
+
+  it('keeps leases alive with a heartbeat', async () => {
+    await store.create(newRun(id(1), { method: 'GET' }));
+    await store.claim('w1', 1);
+    for (let i = 0; i < 4; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      await store.renewLeases([id(1)]);
+    }
+    expect(await store.recover(10)).toEqual([]);
+  });
+
+  it('queues a webhook delivery when a run with a webhook ends, and keeps the run until it is delivered', async () => {
+    await store.create(newRun(id(1), { webhookUrl: 'https://hooks.example/x' }));
+    const [run] = await store.claim('w1', 1);
+    await store.complete('w1', run!, { status: 'succeeded', response: { statusCode: 201, contentType: 'application/json', headers: [], body: Buffer.from('{"a":1}'), size: 7, truncated: false }, error: null });
+    expect(await client.pttl(store.keys.run(id(1)))).toBe(-1);
+    const [d] = await store.claimWebhooks(10, 10_000);
+    expect(d).toMatchObject({ runId: id(1), url: 'https://hooks.example/x', runStatus: 'succeeded', upstreamStatus: 201, contentType: 'application/json', tries: 0 });
+    expect(d!.body!.toString()).toBe('{"a":1}');
+    expect(d!.webhookId).toMatch(/^msg_/);
+    expect(await store.claimWebhooks(10, 10_000)).toEqual([]); // hidden while in delivery
+    await store.recordWebhookAttempt(id(1), { at: new Date().toISOString(), status_code: 503, error: null, duration_ms: 3, outcome: 'retry' }, 0);
+    const [again] = await store.claimWebhooks(10, 10_000);
+    expect(again!.tries).toBe(1);
+    await store.recordWebhookAttempt(id(1), { at: new Date().toISOString(), status_code: 200, error: null, duration_ms: 2, outcome: 'delivered' }, null);
+    const view = (await store.get(id(1)))!.view;
+    expect(view.webhook).toMatchObject({ status: 'delivered', attempts: 2, last_status_code: 200, next_attempt_at: null });
+    expect(view.webhook.history.map((h) => h.status_code)).toEqual([503, 200]);
+    expect(await client.pttl(store.keys.run(id(1)))).toBeGreaterThan(50_000);
+    expect(await store.redeliver(id(1))).toBe('ok');
+    expect((await store.claimWebhooks(10, 10_000))[0]!.tries).toBe(0);
+  });
+
+  it('sends no webhook for a cancelled run', async () => {
+    await store.create(newRun(id(1), { webhookUrl: 'https://hooks.example/x' }));
+    await store.cancel(id(1));
+    expect(await store.claimWebhooks(10, 10_000)).toEqual([]);
+    expect((await store.get(id(1)))!.view.webhook.status).toBe('none');
+  });
+});

@@ -1,0 +1,31 @@
+import pino from 'pino';
+import { loadConfig, type Config } from '../../src/config';
+import { startSidecar, type Sidecar } from '../../src/sidecar';
+import { Metrics } from '../../src/telemetry';
+
+/** Starts the sidecar in this process on free ports, with settings given as environment variables. */
+export async function startTestSidecar(env: Record<string, string>, args: string[] = []): Promise<Sidecar & { config: Config }> {
+  const config = loadConfig(
+    {
+      EXTPROC_ADDR: '127.0.0.1:0',
+      ADMIN_ADDR: '127.0.0.1:0',
+      LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
+      WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true',
+      ...env,
+    },
+    args,
+  );
+  const sidecar = await startSidecar(config, pino({ level: config.logLevel }), new Metrics({ defaultMetrics: false }));
+  return Object.assign(sidecar, { config });
+}
+
+/** Polls `check` until it returns a value other than undefined. */
+export async function eventually<T>(check: () => Promise<T | undefined> | T | undefined, timeoutMs = 10_000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await check();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}

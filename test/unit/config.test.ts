@@ -1,0 +1,81 @@
+import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ConfigError, HelpRequested, gracePeriodFor, helpText, loadConfig, markdownTable, SETTINGS } from '../../src/config';
+
+describe('configuration (SPEC §6)', () => {
+  it('has the documented defaults', () => {
+    const c = loadConfig({}, []);
+    expect(c).toMatchObject({
+      role: 'all',
+      extprocAddr: { host: '0.0.0.0', port: 50051 },
+      adminAddr: { host: '127.0.0.1', port: 9090 },
+      redisUrl: 'redis://127.0.0.1:6379',
+      gracePeriodMs: 900_000,
+      maxBodyBytes: 10 * 1024 * 1024,
+      maxResultBytes: 10 * 1024 * 1024,
+      runsApiPrefix: '/v1/runs',
+      ownerHeader: 'authorization',
+      runTtlMs: 86_400_000,
+      adminToken: null,
+    });
+    expect(c.webhook).toMatchObject({ secrets: [], timeoutMs: 30_000, allowPrivateNetworks: false, allowedHosts: [] });
+  });
+
+  it.each([
+    [{ RESPONSE_GRACE_PERIOD: '43201' }, /RESPONSE_GRACE_PERIOD="43201".*43200/],
+    [{ RESPONSE_GRACE_PERIOD: 'soon' }, /RESPONSE_GRACE_PERIOD="soon"/],
+    [{ DISPATCH_CONCURRENCY: '0' }, /DISPATCH_CONCURRENCY="0"/],
+    [{ EXTPROC_ADDR: '50051' }, /EXTPROC_ADDR="50051": must be host:port/],
+    [{ REDIS_URL: 'http://x' }, /REDIS_URL/],
+    [{ DISPATCH_URL: 'ftp://x' }, /DISPATCH_URL/],
+    [{ WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'maybe' }, /WEBHOOK_ALLOW_PRIVATE_NETWORKS="maybe": must be true or false/],
+    [{ LOG_LEVEL: 'loud' }, /LOG_LEVEL/],
+    [{ RUNS_API_PREFIX: 'v1/runs/' }, /RUNS_API_PREFIX/],
+  ])('refuses %j with one line naming the setting and value', (env, message) => {
+    expect(() => loadConfig(env, [])).toThrow(ConfigError);
+    expect(() => loadConfig(env, [])).toThrow(message);
+  });
+
+  it('never echoes a secret in an error', () => {
+    expect(() => loadConfig({ WEBHOOK_SECRET: 'not-a-secret-format' }, [])).toThrow(/WEBHOOK_SECRET=<redacted>/);
+  });
+
+  it('takes several webhook secrets for rotation', () => {
+    const c = loadConfig({ WEBHOOK_SECRET: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw whsec_dGVzdA==' }, []);
+    expect(c.webhook.secrets).toHaveLength(2);
+  });
+
+  it('parses --role and refuses unknown roles and arguments', () => {
+    expect(loadConfig({}, ['--role', 'worker']).role).toBe('worker');
+    expect(loadConfig({}, ['--role=extproc']).role).toBe('extproc');
+    expect(() => loadConfig({}, ['--role', 'boss'])).toThrow(/--role "boss": must be one of all, extproc, worker/);
+    expect(() => loadConfig({}, ['--verbose'])).toThrow(/unknown argument "--verbose"/);
+    expect(() => loadConfig({}, ['--help'])).toThrow(HelpRequested);
+  });
+
+  it('reads per-route grace periods from CONFIG_FILE, longest prefix first', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'eas-config-'));
+    const file = join(dir, 'routes.yaml');
+    writeFileSync(file, 'routes:\n  - prefix: /v1\n    response_grace_period: 60\n  - prefix: /v1/slow\n    response_grace_period: 43200\n');
+    const c = loadConfig({ CONFIG_FILE: file }, []);
+    expect(gracePeriodFor(c, '/v1/slow/x')).toBe(43_200_000);
+    expect(gracePeriodFor(c, '/v1/fast')).toBe(60_000);
+    expect(gracePeriodFor(c, '/other')).toBe(900_000);
+    writeFileSync(file, 'routes:\n  - prefix: /v1\n    response_grace_period: 50000\n');
+    expect(() => loadConfig({ CONFIG_FILE: file }, [])).toThrow(/CONFIG_FILE=.*routes.0.response_grace_period/);
+    writeFileSync(file, 'routes:\n  - prefix: /v1\n    grace: 5\n');
+    expect(() => loadConfig({ CONFIG_FILE: file }, [])).toThrow(ConfigError);
+    expect(() => loadConfig({ CONFIG_FILE: join(dir, 'missing.yaml') }, [])).toThrow(/CONFIG_FILE=.*missing.yaml/);
+  });
+
+  it('lists every setting with its default in --help', () => {
+    const help = helpText();
+    for (const spec of Object.values(SETTINGS)) expect(help).toContain(spec.env);
+  });
+
+  it('matches the README configuration table', () => {
+    const readme = readFileSync(join(__dirname, '..', '..', 'README.md'), 'utf8');
+    expect(readme).toContain(markdownTable());
+  });
+});
