@@ -127,13 +127,16 @@ export class ExtProcServer {
         }
       }
     });
-    // Envoy ends a stream with a half-close and then RST_STREAM CANCEL: both are normal.
+    // Envoy ends a stream with a half-close and then RST_STREAM CANCEL: both are normal. A
+    // client that half-closes early still gets the answer being prepared, then the OK status.
     call.on('end', () => {
-      finish();
-      if (!ended) {
-        ended = true;
-        call.end();
-      }
+      void processor.settled().then(() => {
+        finish();
+        if (!ended) {
+          ended = true;
+          call.end();
+        }
+      });
     });
     call.on('cancelled', finish);
     call.on('close', finish);

@@ -40,6 +40,7 @@ type State =
 export class StreamProcessor {
   private state: State = { name: 'headers' };
   private readonly abort = new AbortController();
+  private pending: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly handler: ExtProcHandler,
@@ -123,9 +124,14 @@ export class StreamProcessor {
     this.answer(() => state.onBody(body), state.decision);
   }
 
+  /** Resolves once no answer is being prepared (a client that half-closed waits for it). */
+  settled(): Promise<void> {
+    return this.pending;
+  }
+
   private answer(reply: () => Promise<HttpReply>, decision: string): void {
     this.state = { name: 'answering' };
-    reply().then(
+    this.pending = reply().then(
       (r) => {
         if (this.state.name === 'done') return; // Envoy gave up (message timeout, client gone)
         this.state = { name: 'done' };

@@ -1,0 +1,40 @@
+export interface WebhookBodyInput {
+  runId: string;
+  status: string;
+  error: string | null;
+  upstream: { statusCode: number; contentType: string | null; body: Buffer } | null;
+}
+
+export interface WebhookBody {
+  body: Buffer;
+  contentType: string;
+}
+
+/**
+ * The body of a run's webhook (SPEC §4):
+ * - an upstream response whose body fits in `maxBytes`: that body, byte for byte, with its
+ *   content type (`application/octet-stream` when it had none);
+ * - no upstream response (timeout, connection error...): JSON `{"run_id","status","error"}`;
+ * - an upstream body larger than `maxBytes`: a JSON envelope instead of the body,
+ *   `{"run_id","status","error","upstream_status","content_type","size","truncated":true,"result_url"}`
+ *   (`size` in bytes, `truncated` always true, `result_url` where the whole result can be read).
+ */
+export function buildWebhookBody(input: WebhookBodyInput, maxBytes: number, resultUrl: string): WebhookBody {
+  const json = (value: unknown): WebhookBody => ({ body: Buffer.from(JSON.stringify(value), 'utf8'), contentType: 'application/json' });
+  const up = input.upstream;
+  if (up === null) return json({ run_id: input.runId, status: input.status, error: input.error });
+  if (up.body.length > maxBytes) {
+    return json({
+      run_id: input.runId,
+      status: input.status,
+      error: input.error,
+      upstream_status: up.statusCode,
+      content_type: up.contentType,
+      size: up.body.length,
+      truncated: true,
+      result_url: resultUrl,
+    });
+  }
+  const contentType = up.contentType !== null && up.contentType.trim() !== '' ? up.contentType : 'application/octet-stream';
+  return { body: up.body, contentType };
+}
