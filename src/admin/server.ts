@@ -3,6 +3,7 @@ import { timingSafeEqual, createHash } from 'node:crypto';
 import type { HttpReply } from '../extproc';
 import { jsonError, jsonReply, type RunsApi } from '../api';
 import type { Logger, Metrics } from '../telemetry';
+import { dashboardReply } from './dashboard';
 
 export interface AdminServerOptions {
   host: string;
@@ -97,6 +98,8 @@ export class AdminServer {
       req.resume();
       return send(res, await this.runsApi.handle({ method, path, headers }, 'admin', abort.signal));
     }
+    const page = dashboardReply(method, pathname, this.options.runsApiPrefix);
+    if (page) return send(res, page);
     return send(res, jsonError(404, 'not_found', `Nothing is served at ${pathname} on the admin port.`));
   }
 
