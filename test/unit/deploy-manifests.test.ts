@@ -1,0 +1,479 @@
+/**
+ * Deployment artefacts: docker-compose.yml, the Dockerfile, deploy/kubernetes (kustomize) and the
+ * pod-local Envoy config. Docker and Kubernetes cannot run here, so this checks what can be checked
+ * without them: everything parses, names/ports/env agree with each other, with envoy/envoy.yaml and
+ * with the sidecar's defaults (src/config/settings.ts). When the tools are on the machine it also
+ * runs `kubectl kustomize` (kustomize build) and `docker-compose config -q` (compose schema).
+ */
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { parse, parseAllDocuments } from 'yaml';
+import { SETTINGS } from '../../src/config/settings';
+
+const ROOT = resolve(__dirname, '..', '..');
+const K8S = join(ROOT, 'deploy', 'kubernetes');
+const read = (p: string) => readFileSync(join(ROOT, p), 'utf8');
+type Obj = any;
+const yamlFile = (p: string): Obj => parse(read(p));
+const yamlDocs = (abs: string): Obj[] =>
+  parseAllDocuments(readFileSync(abs, 'utf8')).map((d) => {
+    if (d.errors.length) throw new Error(`${abs}: ${d.errors[0]!.message}`);
+    return d.toJS();
+  }).filter((d) => d != null);
+const has = (cmd: string, args: string[]) => spawnSync(cmd, args, { stdio: 'ignore' }).status === 0;
+const portOf = (hostPort: string) => Number(hostPort.slice(hostPort.lastIndexOf(':') + 1));
+
+const envoy: Obj = yamlFile('envoy/envoy.yaml');
+const cluster = (cfg: Obj, name: string) => cfg.static_resources.clusters.find((c: Obj) => c.name === name);
+const endpointOf = (c: Obj) => c.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address;
+const listener = (cfg: Obj, name: string) => cfg.static_resources.listeners.find((l: Obj) => l.name === name);
+const EXTPROC_PORT = portOf(SETTINGS.extprocAddr.default);
+const ADMIN_PORT = portOf(SETTINGS.adminAddr.default);
+const DISPATCH_PORT = Number(new URL(SETTINGS.dispatchUrl.default).port);
+
+describe('envoy/envoy.yaml and the sidecar defaults', () => {
+  it('has the listeners and clusters the deployments rely on', () => {
+    expect(listener(envoy, 'ingress').address.socket_address.port_value).toBe(8080);
+    expect(listener(envoy, 'dispatch').address.socket_address.port_value).toBe(DISPATCH_PORT);
+    expect(envoy.admin.address.socket_address.port_value).toBe(9901);
+    expect(endpointOf(cluster(envoy, 'app'))).toMatchObject({ address: 'app', port_value: 8000 });
+    expect(endpointOf(cluster(envoy, 'async_sidecar'))).toMatchObject({ address: 'sidecar', port_value: EXTPROC_PORT });
+  });
+});
+
+describe('Kubernetes pod-local Envoy config (deploy/kubernetes/base/envoy.yaml)', () => {
+  const podLocal: Obj = yamlFile('deploy/kubernetes/base/envoy.yaml');
+
+  it('differs from envoy/envoy.yaml only in the clusters app and async_sidecar (type, address)', () => {
+    const normalise = (cfg: Obj) => {
+      const copy = structuredClone(cfg);
+      for (const c of copy.static_resources.clusters) {
+        if (c.name !== 'app' && c.name !== 'async_sidecar') continue;
+        delete c.type;
+        for (const g of c.load_assignment.endpoints) for (const lb of g.lb_endpoints) delete lb.endpoint.address.socket_address.address;
+      }
+      return copy;
+    };
+    expect(normalise(podLocal)).toEqual(normalise(envoy));
+  });
+
+  it('points the clusters at localhost, STATIC, on the app port and EXTPROC_ADDR', () => {
+    for (const [name, port] of [['app', 8000], ['async_sidecar', EXTPROC_PORT]] as const) {
+      const c = cluster(podLocal, name);
+      expect(c.type).toBe('STATIC');
+      expect(endpointOf(c)).toEqual({ address: '127.0.0.1', port_value: port });
+    }
+  });
+
+  it('is what scripts/sync-k8s-envoy.mjs generates (run it after editing envoy/envoy.yaml)', () => {
+    const r = spawnSync(process.execPath, [join(ROOT, 'scripts', 'sync-k8s-envoy.mjs'), '--check'], { encoding: 'utf8' });
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+describe('docker-compose.yml', () => {
+  const compose: Obj = yamlFile('docker-compose.yml');
+  const svc = compose.services;
+
+  it('has the five services, with healthchecks, and start order by health', () => {
+    expect(Object.keys(svc).sort()).toEqual(['app', 'envoy', 'redis', 'sidecar', 'webhooks']);
+    for (const [name, s] of Object.entries<Obj>(svc)) {
+      expect([name, Array.isArray(s.healthcheck?.test)]).toEqual([name, true]);
+      for (const [dep, cond] of Object.entries<Obj>(s.depends_on ?? {})) {
+        expect(svc[dep]).toBeDefined();
+        expect(cond.condition).toBe('service_healthy');
+      }
+    }
+    expect(Object.keys(svc.envoy.depends_on).sort()).toEqual(['app', 'sidecar']);
+    expect(Object.keys(svc.sidecar.depends_on)).toEqual(['redis']);
+  });
+
+  it('runs a pinned official Envoy with envoy/envoy.yaml, public 8080 and loopback-only admin', () => {
+    expect(svc.envoy.image).toMatch(/^envoyproxy\/envoy:v1\.36\.\d+$/);
+    expect(svc.envoy.volumes).toContain('./envoy/envoy.yaml:/etc/envoy/envoy.yaml:ro');
+    expect(existsSync(join(ROOT, 'envoy', 'envoy.yaml'))).toBe(true);
+    expect(svc.envoy.ports).toEqual(['8080:8080', '127.0.0.1:9901:9901']);
+    expect(svc.envoy.command.join(' ')).toContain('-c /etc/envoy/envoy.yaml');
+  });
+
+  it("matches envoy.yaml's cluster addresses with service names and ports", () => {
+    const app = endpointOf(cluster(envoy, 'app'));
+    const side = endpointOf(cluster(envoy, 'async_sidecar'));
+    expect(svc[app.address]).toBeDefined();
+    expect(svc[app.address].environment.PORT).toBe(String(app.port_value));
+    expect(svc[side.address]).toBeDefined();
+    expect(portOf(svc[side.address].environment.EXTPROC_ADDR)).toBe(side.port_value);
+  });
+
+  it('configures the sidecar: Redis, dispatch listener, admin, webhook secret', () => {
+    const env = svc.sidecar.environment;
+    expect(svc.sidecar.build).toMatchObject({ context: '.', target: 'sidecar' });
+    expect(env.REDIS_URL).toBe('redis://redis:6379');
+    expect(env.DISPATCH_URL).toBe(`http://envoy:${listener(envoy, 'dispatch').address.socket_address.port_value}`);
+    expect(env.EXTPROC_ADDR).toBe('0.0.0.0:50051');
+    expect(env.ADMIN_ADDR).toBe(`0.0.0.0:${ADMIN_PORT}`);
+    expect(svc.sidecar.ports).toEqual([`127.0.0.1:${ADMIN_PORT}:${ADMIN_PORT}`]);
+    expect(env.WEBHOOK_ALLOW_PRIVATE_NETWORKS).toBe('true');
+    // Every variable the compose file sets is a setting the sidecar knows, and its value passes the schema.
+    const byEnv = new Map(Object.values(SETTINGS).map((s) => [s.env, s]));
+    for (const [k, v] of Object.entries<string>(env)) {
+      const spec = byEnv.get(k);
+      expect([k, spec !== undefined]).toEqual([k, true]);
+      expect([k, spec!.schema.safeParse(v).success]).toEqual([k, true]);
+    }
+    expect(svc.webhooks.environment.WEBHOOK_SECRET).toBe(env.WEBHOOK_SECRET);
+  });
+
+  it('runs Redis 7 with AOF (appendonly, everysec) on a volume', () => {
+    expect(svc.redis.image).toMatch(/^redis:7\.\d+\.\d+/);
+    expect(svc.redis.command.join(' ')).toContain('--appendonly yes --appendfsync everysec');
+    expect(svc.redis.volumes[0]).toMatch(/^redis-data:\/data$/);
+    expect(compose.volumes).toHaveProperty('redis-data');
+  });
+
+  it('runs the demo app and the webhook receiver from examples/', () => {
+    expect(svc.app.volumes).toContain('./examples/app:/srv/app:ro');
+    expect(svc.app.command).toEqual(['node', '/srv/app/server.js']);
+    expect(existsSync(join(ROOT, 'examples', 'app', 'server.js'))).toBe(true);
+    expect(svc.webhooks.build).toMatchObject({ context: '.', target: 'examples' });
+    expect(svc.webhooks.entrypoint).toEqual(['node', '/app/examples/webhook-receiver/server.js']);
+    expect(svc.webhooks.environment.PORT).toBe('9000');
+  });
+
+  const dc = has('docker-compose', ['version']) ? it : it.skip;
+  dc('passes `docker-compose config -q` (compose v1 schema; top-level `name` removed for it)', () => {
+    // v1 does not know the top-level `name`; the copy sits in the repo root so that relative
+    // paths (build context, bind mounts) resolve as for the real file.
+    const file = join(ROOT, `.compose-check-${process.pid}.yml`);
+    writeFileSync(file, read('docker-compose.yml').replace(/^name: .*$/m, ''));
+    try {
+      execFileSync('docker-compose', ['-f', file, 'config', '-q'], { cwd: ROOT, stdio: 'pipe' });
+    } finally {
+      rmSync(file, { force: true });
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+describe('Dockerfile', () => {
+  const df = read('Dockerfile');
+  const stages = [...df.matchAll(/^FROM\s+(\S+)(?:\s+AS\s+(\S+))?/gim)].map((m) => ({ from: m[1], name: m[2] }));
+
+  it('is multi-stage with a pinned Node 20 slim image, the sidecar as default (last) target', () => {
+    expect(df).toMatch(/^ARG NODE_IMAGE=node:20\.\d+\.\d+-bookworm-slim$/m);
+    expect(stages.map((s) => s.name)).toEqual(['build', 'runtime', 'examples', 'sidecar']);
+    expect(stages.at(-1)!.from).toBe('runtime');
+  });
+
+  it('builds with dev deps, runs with production deps only and without install scripts', () => {
+    expect(df).toMatch(/^RUN npm ci --no-audit --no-fund$/m);
+    expect(df).toMatch(/npm run build/);
+    expect(df).toMatch(/^RUN npm ci --omit=dev --ignore-scripts/m);
+    expect(df).toMatch(/^COPY --from=build \/src\/dist \.\/dist$/m);
+    // What the build needs is in the context (.dockerignore keeps it).
+    for (const p of ['package.json', 'package-lock.json', 'tsconfig.json', 'tsconfig.build.json', 'scripts', 'src', 'deploy/docker/healthcheck.js', 'examples'])
+      expect(existsSync(join(ROOT, p))).toBe(true);
+    const ignored = read('.dockerignore').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+    for (const needed of ['src', 'scripts', 'examples', 'deploy/docker', 'package.json', 'package-lock.json'])
+      expect(ignored).not.toContain(needed);
+    expect(ignored).toEqual(expect.arrayContaining(['node_modules', 'dist', '.git']));
+  });
+
+  it('runs as a non-root numeric user, exposes 50051 and 9090, has a HEALTHCHECK', () => {
+    expect(df).toMatch(/^USER 1000:1000$/m);
+    expect(df).toMatch(new RegExp(`^EXPOSE ${EXTPROC_PORT} ${ADMIN_PORT}$`, 'm'));
+    expect(df).toMatch(/^HEALTHCHECK .*\n\s+CMD \["node", "\/app\/healthcheck\.js"\]$/m);
+    expect(df).toMatch(/^ENTRYPOINT \["node", "\/app\/dist\/src\/main\.js"\]$/m);
+    expect(df).not.toMatch(/ENV ADMIN_ADDR/);
+  });
+
+  it('the production dependencies that have install scripts do not need them', () => {
+    const lock = JSON.parse(read('package-lock.json'));
+    const scripted = Object.entries<Obj>(lock.packages)
+      .filter(([k, v]) => k !== '' && v.hasInstallScript && !v.dev)
+      .map(([k]) => k);
+    // protobufjs' postinstall only checks its optional CLI's dependencies.
+    expect(scripted).toEqual(['node_modules/protobufjs']);
+  });
+});
+
+describe('deploy/docker/healthcheck.js', () => {
+  const script = join(ROOT, 'deploy', 'docker', 'healthcheck.js');
+  const run = (env: Record<string, string>) =>
+    new Promise<number>((res) => {
+      const p = spawn(process.execPath, [script], { env: { ...process.env, ...env }, stdio: 'ignore' });
+      p.on('exit', (code) => res(code ?? -1));
+    });
+
+  it('exits 0 on 200 from /healthz, 1 on 503 or nothing listening; maps 0.0.0.0 to loopback', async () => {
+    const http = await import('node:http');
+    let status = 200;
+    const paths: string[] = [];
+    const server = http.createServer((req, res) => { paths.push(req.url!); res.writeHead(status).end(); });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as import('node:net').AddressInfo).port;
+    try {
+      expect(await run({ ADMIN_ADDR: `0.0.0.0:${port}` })).toBe(0);
+      expect(await run({ ADMIN_ADDR: `127.0.0.1:${port}` })).toBe(0);
+      status = 503;
+      expect(await run({ ADMIN_ADDR: `127.0.0.1:${port}` })).toBe(1);
+      expect(paths).toEqual(['/healthz', '/healthz', '/healthz']);
+    } finally {
+      server.close();
+    }
+    expect(await run({ ADMIN_ADDR: `127.0.0.1:${port}` })).toBe(1);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+const K8S_KINDS: Record<string, string[]> = {
+  v1: ['ServiceAccount', 'Service', 'ConfigMap', 'Secret', 'Namespace'],
+  'apps/v1': ['Deployment', 'StatefulSet'],
+  'policy/v1': ['PodDisruptionBudget'],
+};
+
+function kustomizations(): string[] {
+  const out: string[] = [];
+  const walk = (d: string) => {
+    for (const e of readdirSync(d)) {
+      const p = join(d, e);
+      if (statSync(p).isDirectory()) walk(p);
+      else if (e === 'kustomization.yaml') out.push(p);
+    }
+  };
+  walk(K8S);
+  return out.sort();
+}
+
+/** A small kustomize: resources, components, generators, patches and images, enough to check the result. */
+function build(dir: string): Obj[] {
+  const k = yamlDocs(join(dir, 'kustomization.yaml'))[0];
+  let objs: Obj[] = [];
+  const apply = (sub: string) => {
+    const p = resolve(dir, sub);
+    if (statSync(p).isDirectory()) objs.push(...build(p));
+    else objs.push(...yamlDocs(p));
+  };
+  for (const r of k.resources ?? []) apply(r);
+  for (const gen of k.configMapGenerator ?? []) {
+    const data: Record<string, string> = {};
+    for (const f of gen.files ?? []) data[f.split('/').pop()] = readFileSync(resolve(dir, f), 'utf8');
+    objs.push({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: gen.name }, data });
+  }
+  for (const comp of k.components ?? []) {
+    const ck = yamlDocs(join(resolve(dir, comp), 'kustomization.yaml'))[0];
+    for (const r of ck.resources ?? []) objs.push(...yamlDocs(resolve(dir, comp, r)));
+    mergeSecrets(objs, ck.secretGenerator ?? [], resolve(dir, comp));
+  }
+  mergeSecrets(objs, k.secretGenerator ?? [], dir);
+  for (const patch of k.patches ?? []) {
+    const p = yamlDocs(resolve(dir, patch.path))[0];
+    const target = objs.find((o) => o.kind === p.kind && o.metadata.name === p.metadata.name);
+    if (!target) throw new Error(`patch ${patch.path}: no ${p.kind}/${p.metadata.name}`);
+    strategicMerge(target, p);
+  }
+  for (const img of k.images ?? []) {
+    for (const c of objs.flatMap(podContainers)) {
+      if (c.image.split(':')[0] === img.name) c.image = `${img.newName ?? img.name}:${img.newTag ?? c.image.split(':')[1] ?? 'latest'}`;
+    }
+  }
+  if (k.namespace) objs = objs.map((o) => (o.kind === 'Namespace' ? o : { ...o, metadata: { ...o.metadata, namespace: k.namespace } }));
+  return objs;
+}
+function mergeSecrets(objs: Obj[], gens: Obj[], dir: string) {
+  for (const gen of gens) {
+    const data: Record<string, string> = {};
+    for (const f of gen.envs ?? []) {
+      for (const line of readFileSync(resolve(dir, f), 'utf8').split('\n')) {
+        if (!line.trim() || line.trim().startsWith('#')) continue;
+        const i = line.indexOf('=');
+        data[line.slice(0, i)] = line.slice(i + 1);
+      }
+    }
+    for (const l of gen.literals ?? []) data[l.slice(0, l.indexOf('='))] = l.slice(l.indexOf('=') + 1);
+    const existing = objs.find((o) => o.kind === 'Secret' && o.metadata.name === gen.name);
+    if (gen.behavior === 'merge' || gen.behavior === 'replace') {
+      if (!existing) throw new Error(`secretGenerator ${gen.name}: behavior ${gen.behavior} but no base Secret`);
+      existing.stringData = gen.behavior === 'merge' ? { ...existing.stringData, ...data } : data;
+    } else {
+      objs.push({ apiVersion: 'v1', kind: 'Secret', metadata: { name: gen.name }, stringData: data });
+    }
+  }
+}
+function strategicMerge(target: Obj, patch: Obj) {
+  for (const [key, value] of Object.entries<Obj>(patch)) {
+    if (Array.isArray(value) && Array.isArray(target[key]) && value.every((v) => v && typeof v === 'object' && 'name' in v)) {
+      for (const item of value) {
+        const t = target[key].find((x: Obj) => x.name === item.name);
+        if (t) strategicMerge(t, item);
+        else target[key].push(item);
+      }
+    } else if (value && typeof value === 'object' && !Array.isArray(value) && target[key] && typeof target[key] === 'object') {
+      strategicMerge(target[key], value);
+    } else {
+      target[key] = value;
+    }
+  }
+}
+function podSpec(o: Obj): Obj | null {
+  return o.kind === 'Deployment' || o.kind === 'StatefulSet' ? o.spec.template.spec : null;
+}
+function podContainers(o: Obj): Obj[] {
+  const s = podSpec(o);
+  return s ? [...(s.initContainers ?? []), ...s.containers] : [];
+}
+
+describe('deploy/kubernetes (kustomize)', () => {
+  const dirs = kustomizations();
+
+  it('has base, the redis component and the try-it overlay', () => {
+    expect(dirs.map((d) => d.slice(K8S.length + 1))).toEqual([
+      'base/kustomization.yaml',
+      'components/redis/kustomization.yaml',
+      'overlays/try-it/kustomization.yaml',
+    ]);
+  });
+
+  it.each(dirs.map((d) => [d.slice(K8S.length + 1), d]))('%s: every referenced file exists and every manifest is a known kind', (_n, file) => {
+    const dir = dirname(file);
+    const k = yamlDocs(file)[0];
+    expect(k.apiVersion).toMatch(/^kustomize\.config\.k8s\.io\/(v1beta1|v1alpha1)$/);
+    expect(k.kind).toBe(k.apiVersion.endsWith('v1alpha1') ? 'Component' : 'Kustomization');
+    const refs = [
+      ...(k.resources ?? []),
+      ...(k.components ?? []),
+      ...(k.patches ?? []).map((p: Obj) => p.path),
+      ...[...(k.configMapGenerator ?? []), ...(k.secretGenerator ?? [])].flatMap((g: Obj) => [...(g.files ?? []), ...(g.envs ?? [])]),
+    ];
+    for (const r of refs) {
+      expect([r, existsSync(resolve(dir, r))]).toEqual([r, true]);
+      const p = resolve(dir, r);
+      if (statSync(p).isFile() && /\.ya?ml$/.test(p) && !p.endsWith('envoy.yaml')) {
+        for (const o of yamlDocs(p)) {
+          if (o.kind === 'Kustomization') continue;
+          expect([r, K8S_KINDS[o.apiVersion]?.includes(o.kind) ?? false]).toEqual([r, true]);
+          expect(o.metadata?.name).toMatch(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/);
+        }
+      }
+    }
+  });
+
+  describe.each([['base'], ['overlays/try-it']])('%s', (which) => {
+    const objs = build(join(K8S, which));
+    const find = (kind: string, name: string) => objs.find((o) => o.kind === kind && o.metadata.name === name);
+    const dep = find('Deployment', 'async-app');
+    const pod = podSpec(dep);
+    const sidecar = pod.initContainers.find((c: Obj) => c.name === 'async-sidecar');
+    const envoyC = pod.initContainers.find((c: Obj) => c.name === 'envoy');
+    const app = pod.containers.find((c: Obj) => c.name === 'app');
+    const env = (c: Obj, name: string) => c.env?.find((e: Obj) => e.name === name);
+
+    it('runs Envoy and the sidecar as native sidecars (restartPolicy: Always), sidecar first', () => {
+      expect(pod.initContainers.map((c: Obj) => c.name)).toEqual(['async-sidecar', 'envoy']);
+      for (const c of pod.initContainers) expect(c.restartPolicy).toBe('Always');
+      expect(app).toBeDefined();
+    });
+
+    it('sidecar env, ports and probes agree with the sidecar defaults and the Envoy config', () => {
+      const podEnvoy = parse(find('ConfigMap', 'async-app-envoy').data['envoy.yaml']);
+      expect(portOf(env(sidecar, 'EXTPROC_ADDR').value)).toBe(endpointOf(cluster(podEnvoy, 'async_sidecar')).port_value);
+      expect(env(sidecar, 'EXTPROC_ADDR').value).toBe(SETTINGS.extprocAddr.default);
+      expect(env(sidecar, 'ADMIN_ADDR').value).toBe(SETTINGS.adminAddr.default); // loopback: see the liveness probe
+      expect(env(sidecar, 'DISPATCH_URL').value).toBe(SETTINGS.dispatchUrl.default);
+      expect(new URL(env(sidecar, 'DISPATCH_URL').value).port).toBe(String(listener(podEnvoy, 'dispatch').address.socket_address.port_value));
+      expect(sidecar.ports).toEqual([{ name: 'grpc', containerPort: EXTPROC_PORT, protocol: 'TCP' }]);
+      expect(sidecar.startupProbe.grpc.port).toBe(EXTPROC_PORT);
+      expect(sidecar.readinessProbe.grpc.port).toBe(EXTPROC_PORT);
+      expect(sidecar.livenessProbe.exec.command).toEqual(['node', '/app/healthcheck.js']);
+      // Every plain env value is a known setting that passes its schema.
+      const byEnv = new Map(Object.values(SETTINGS).map((s) => [s.env, s]));
+      for (const e of sidecar.env) {
+        expect([e.name, byEnv.has(e.name)]).toEqual([e.name, true]);
+        if (e.value !== undefined) expect([e.name, byEnv.get(e.name)!.schema.safeParse(e.value).success]).toEqual([e.name, true]);
+      }
+    });
+
+    it('REDIS_URL and WEBHOOK_SECRET come from the generated Secret, and pass the schema', () => {
+      const secret = find('Secret', 'async-sidecar');
+      expect(env(sidecar, 'REDIS_URL').valueFrom.secretKeyRef).toEqual({ name: 'async-sidecar', key: 'REDIS_URL' });
+      expect(env(sidecar, 'WEBHOOK_SECRET').valueFrom.secretKeyRef).toMatchObject({ name: 'async-sidecar', key: 'WEBHOOK_SECRET', optional: true });
+      expect(SETTINGS.redisUrl.schema.safeParse(secret.stringData.REDIS_URL).success).toBe(true);
+      expect(SETTINGS.webhookSecret.schema.safeParse(secret.stringData.WEBHOOK_SECRET).success).toBe(true);
+    });
+
+    it("Envoy: config from the ConfigMap, ports match its listeners, readiness on admin /ready", () => {
+      const podEnvoy = parse(find('ConfigMap', 'async-app-envoy').data['envoy.yaml']);
+      expect(envoyC.image).toMatch(/^envoyproxy\/envoy:v1\.36\.\d+$/);
+      expect(envoyC.args.slice(0, 2)).toEqual(['-c', '/etc/envoy/envoy.yaml']);
+      expect(envoyC.volumeMounts).toEqual([{ name: 'envoy-config', mountPath: '/etc/envoy', readOnly: true }]);
+      expect(pod.volumes).toEqual([{ name: 'envoy-config', configMap: { name: 'async-app-envoy' } }]);
+      const ports = Object.fromEntries(envoyC.ports.map((p: Obj) => [p.name, p.containerPort]));
+      expect(ports['envoy-http']).toBe(listener(podEnvoy, 'ingress').address.socket_address.port_value);
+      expect(ports['envoy-admin']).toBe(podEnvoy.admin.address.socket_address.port_value);
+      for (const probe of [envoyC.readinessProbe, envoyC.startupProbe]) expect(probe.httpGet).toEqual({ path: '/ready', port: ports['envoy-admin'] });
+      expect(podEnvoy.admin.address.socket_address.address).toBe('0.0.0.0'); // kubelet probes come from the node
+      expect(app.ports[0].containerPort).toBe(endpointOf(cluster(podEnvoy, 'app')).port_value);
+    });
+
+    it('Service exposes Envoy 8080; PDB and Service select the pod', () => {
+      const svc = find('Service', 'async-app');
+      expect(svc.spec.ports).toEqual([{ name: 'http', port: 8080, targetPort: 'envoy-http', protocol: 'TCP' }]);
+      const labels = dep.spec.template.metadata.labels;
+      const selects = (sel: Record<string, string>) => Object.entries(sel).every(([k, v]) => labels[k] === v);
+      expect(selects(svc.spec.selector)).toBe(true);
+      expect(selects(find('PodDisruptionBudget', 'async-app').spec.selector.matchLabels)).toBe(true);
+      expect(selects(dep.spec.selector.matchLabels)).toBe(true);
+    });
+
+    it('security: own ServiceAccount without token, non-root, read-only root fs, resources set', () => {
+      expect(find('ServiceAccount', pod.serviceAccountName).automountServiceAccountToken).toBe(false);
+      expect(pod.automountServiceAccountToken).toBe(false);
+      expect(pod.securityContext.runAsNonRoot).toBe(true);
+      for (const o of objs) {
+        for (const c of podContainers(o)) {
+          expect([c.name, c.securityContext?.readOnlyRootFilesystem, c.securityContext?.allowPrivilegeEscalation]).toEqual([c.name, true, false]);
+          expect([c.name, typeof c.securityContext?.runAsUser]).toEqual([c.name, 'number']);
+          expect([c.name, Boolean(c.resources?.requests?.cpu && c.resources?.requests?.memory && c.resources?.limits?.memory)]).toEqual([c.name, true]);
+        }
+      }
+      // Shared termination budget covers the sidecar's SHUTDOWN_GRACE.
+      expect(pod.terminationGracePeriodSeconds).toBeGreaterThan(Number(env(sidecar, 'SHUTDOWN_GRACE').value));
+    });
+
+    if (which === 'overlays/try-it') {
+      it('try-it: single-node Redis with AOF, REDIS_URL pointing at it, demo app and webhook receiver', () => {
+        const redisSvc = find('Service', 'async-sidecar-redis');
+        const redis = find('StatefulSet', 'async-sidecar-redis');
+        expect(redis.spec.template.spec.containers[0].args.join(' ')).toContain('--appendonly yes --appendfsync everysec');
+        const url = new URL(find('Secret', 'async-sidecar').stringData.REDIS_URL);
+        expect([url.hostname, Number(url.port)]).toEqual([redisSvc.metadata.name, redisSvc.spec.ports[0].port]);
+        expect(app.command).toEqual(['node', '/app/examples/app/server.js']);
+        expect(app.image).toBe('envoy-async-sidecar-examples:dev');
+        expect(sidecar.image).toBe('envoy-async-sidecar:dev');
+        expect(env(sidecar, 'WEBHOOK_ALLOW_PRIVATE_NETWORKS').value).toBe('true');
+        const wh = find('Deployment', 'webhooks');
+        expect(wh.spec.template.spec.containers[0].command).toEqual(['node', '/app/examples/webhook-receiver/server.js']);
+        expect(find('Service', 'webhooks').spec.ports[0].port).toBe(9000);
+        for (const o of objs) if (o.kind !== 'Namespace') expect(o.metadata.namespace).toBe('async-sidecar-demo');
+      });
+    }
+  });
+
+  const kubectl = has('kubectl', ['version', '--client']) ? it : it.skip;
+  kubectl.each([['base'], ['overlays/try-it']])('`kubectl kustomize %s` builds, with the generated names wired in', (which) => {
+    const out = execFileSync('kubectl', ['kustomize', join(K8S, which)], { encoding: 'utf8' });
+    const objs = parseAllDocuments(out).map((d) => d.toJS());
+    const secret = objs.find((o) => o.kind === 'Secret');
+    const cm = objs.find((o) => o.kind === 'ConfigMap');
+    expect(secret.metadata.name).toMatch(/^async-sidecar-[a-z0-9]{10}$/);
+    expect(cm.metadata.name).toMatch(/^async-app-envoy-[a-z0-9]{10}$/);
+    const dep = objs.find((o) => o.kind === 'Deployment' && o.metadata.name === 'async-app');
+    expect(JSON.stringify(dep)).toContain(`"name":"${secret.metadata.name}"`);
+    expect(dep.spec.template.spec.volumes[0].configMap.name).toBe(cm.metadata.name);
+    const decoded = Buffer.from(secret.data.REDIS_URL, 'base64').toString();
+    expect(decoded).toBe(which === 'base' ? 'redis://redis.example.internal:6379' : 'redis://async-sidecar-redis:6379');
+  });
+});
