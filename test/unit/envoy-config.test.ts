@@ -1,0 +1,155 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  REPO_ROOT,
+  envoyConfigFromYaml,
+  parseEnvoyBootstrapStrict,
+  type ProcessingModeModel,
+  type RouteModel,
+} from '../support/envoy-config';
+
+const YAML_TEXT = readFileSync(join(REPO_ROOT, 'envoy', 'envoy.yaml'), 'utf8');
+const cfg = envoyConfigFromYaml(YAML_TEXT);
+const EXT_PROC = 'envoy.filters.http.ext_proc';
+const PER_ROUTE_TYPE = 'type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute';
+
+function mutate(from: string, to: string): string {
+  expect(YAML_TEXT).toContain(from);
+  return YAML_TEXT.replace(from, to);
+}
+
+function routeMode(r: RouteModel): ProcessingModeModel | undefined {
+  const per = r.perFilterConfig[EXT_PROC] as { '@type'?: string; overrides?: { processing_mode?: ProcessingModeModel } } | undefined;
+  if (!per) return undefined;
+  expect(per['@type']).toBe(PER_ROUTE_TYPE);
+  return per.overrides?.processing_mode;
+}
+
+describe('envoy/envoy.yaml parses strictly as envoy.config.bootstrap.v3.Bootstrap', () => {
+  jest.setTimeout(60_000);
+
+  it('is accepted with every typed config resolved', async () => {
+    await expect(parseEnvoyBootstrapStrict(YAML_TEXT)).resolves.toBeUndefined();
+  });
+
+  it('rejects a misspelled field, also inside a typed config', async () => {
+    await expect(parseEnvoyBootstrapStrict(mutate('stat_prefix: ingress_http', 'stat_prefx: ingress_http'))).rejects.toThrow(
+      /unknown field "stat_prefx"/,
+    );
+    await expect(parseEnvoyBootstrapStrict(mutate('failure_mode_allow: false', 'failure_mode_alow: false'))).rejects.toThrow(
+      /unknown field "failure_mode_alow"/,
+    );
+  });
+
+  it('rejects a wrong enum value', async () => {
+    await expect(parseEnvoyBootstrapStrict(mutate('request_body_mode: BUFFERED', 'request_body_mode: BUFFER'))).rejects.toThrow(
+      /unknown enum value "BUFFER"/,
+    );
+  });
+
+  it('rejects an unknown @type', async () => {
+    await expect(
+      parseEnvoyBootstrapStrict(mutate('envoy.extensions.filters.http.router.v3.Router', 'envoy.extensions.filters.http.router.v3.Routr')),
+    ).rejects.toThrow(/not found/);
+  });
+
+  it('rejects a duration Envoy would not parse', async () => {
+    await expect(parseEnvoyBootstrapStrict(mutate('message_timeout: 2s', 'message_timeout: 2m'))).rejects.toThrow(/Duration/);
+  });
+
+  it('validates other message types on request (for snippets)', async () => {
+    const cluster = 'name: c\ntype: STATIC\nconnect_timeout: 1s\n';
+    await expect(parseEnvoyBootstrapStrict(cluster, { typeName: 'envoy.config.cluster.v3.Cluster' })).resolves.toBeUndefined();
+    await expect(
+      parseEnvoyBootstrapStrict(cluster + 'bogus: 1\n', { typeName: 'envoy.config.cluster.v3.Cluster' }),
+    ).rejects.toThrow(/unknown field "bogus"/);
+  });
+});
+
+describe('envoy/envoy.yaml topology', () => {
+  const ingress = cfg.listener('ingress');
+  const dispatch = cfg.listener('dispatch');
+  const ep = ingress.hcm.extProc!;
+  const routes = ingress.hcm.routes;
+
+  it('has the admin and listener addresses of the compose topology', () => {
+    expect(ingress.port).toBe(8080);
+    expect(dispatch.port).toBe(8081);
+    expect((cfg.raw.admin as { address: { socket_address: { port_value: number } } }).address.socket_address.port_value).toBe(9901);
+    expect(ingress.perConnectionBufferLimitBytes).toBeGreaterThanOrEqual(10 * 1024 * 1024);
+  });
+
+  it('declares ext_proc disabled at HCM level, fail-closed, with sane timeouts, before the router', () => {
+    expect(ep).toBeDefined();
+    expect(ep.name).toBe(EXT_PROC);
+    expect(ep.disabled).toBe(true);
+    expect(ep.clusterName).toBe('async_sidecar');
+    expect(ep.failureModeAllow).toBe(false);
+    expect(ep.messageTimeoutMs).toBeGreaterThanOrEqual(1000);
+    expect(ep.maxMessageTimeoutMs).toBeGreaterThanOrEqual(60_000);
+    expect(ep.allowModeOverride).toBe(true);
+    expect(ep.processingMode).toMatchObject({ request_header_mode: 'SEND', response_header_mode: 'SKIP', request_body_mode: 'NONE' });
+    expect(ingress.hcm.httpFilters.map((f) => f.name)).toEqual([EXT_PROC, 'envoy.filters.http.router']);
+  });
+
+  it('enables ext_proc on the runs API route, headers only', () => {
+    const r = routes[0];
+    expect(r.match.prefix).toBe('/v1/runs');
+    expect(routeMode(r)).toEqual({
+      request_header_mode: 'SEND',
+      response_header_mode: 'SKIP',
+      request_body_mode: 'NONE',
+      response_body_mode: 'NONE',
+      request_trailer_mode: 'SKIP',
+      response_trailer_mode: 'SKIP',
+    });
+  });
+
+  it('enables ext_proc with a BUFFERED request body on the async routes', () => {
+    const asyncRoutes = routes.filter((r) => r.match.query_parameters.some((q) => q.name === 'async') || r.match.headers.some((h) => h.name === 'prefer'));
+    expect(asyncRoutes.length).toBeGreaterThanOrEqual(2);
+    for (const r of asyncRoutes) {
+      expect(routeMode(r)).toEqual({
+        request_header_mode: 'SEND',
+        response_header_mode: 'SKIP',
+        request_body_mode: 'BUFFERED',
+        response_body_mode: 'NONE',
+        request_trailer_mode: 'SKIP',
+        response_trailer_mode: 'SKIP',
+      });
+    }
+    const q = asyncRoutes.flatMap((r) => r.match.query_parameters).find((p) => p.name === 'async')!;
+    expect(q.string_match?.safe_regex?.regex).toBe('(?i)true|1');
+    const h = asyncRoutes.flatMap((r) => r.match.headers).find((x) => x.name === 'prefer')!;
+    expect(h.string_match).toMatchObject({ contains: 'respond-async', ignore_case: true });
+  });
+
+  it('ends with a catch-all route that leaves ext_proc disabled', () => {
+    const last = routes[routes.length - 1];
+    expect(last.match).toMatchObject({ prefix: '/', query_parameters: [], headers: [] });
+    expect(last.cluster).toBe('app');
+    expect(last.perFilterConfig[EXT_PROC]).toBeUndefined();
+  });
+
+  it('has a dispatch listener without ext_proc whose route allows 12-hour calls', () => {
+    expect(dispatch.hcm.httpFilters.map((f) => f.name)).toEqual(['envoy.filters.http.router']);
+    expect(dispatch.hcm.extProc).toBeUndefined();
+    expect(dispatch.hcm.routes).toHaveLength(1);
+    const r = dispatch.hcm.routes[0];
+    expect(r.cluster).toBe('app');
+    expect(r.timeoutMs).toBeGreaterThanOrEqual(43_200_000);
+    expect(r.idleTimeoutMs ?? 0).toBeGreaterThanOrEqual(43_200_000);
+    expect(dispatch.hcm.streamIdleTimeoutMs ?? 0).toBeGreaterThanOrEqual(43_200_000);
+  });
+
+  it('reaches the sidecar over HTTP/2 with raised circuit breakers and a gRPC health check', () => {
+    const s = cfg.clusters.async_sidecar;
+    expect(s.endpoint).toBe('sidecar:50051');
+    expect(s.http2).toBe(true);
+    const t = s.circuitBreakers[0];
+    expect(Number(t.max_requests)).toBeGreaterThanOrEqual(100_000);
+    expect(Number(t.max_pending_requests)).toBeGreaterThanOrEqual(100_000);
+    expect(s.healthChecks[0]).toHaveProperty('grpc_health_check');
+    expect(cfg.clusters.app.endpoint).toBe('app:8000');
+  });
+});
