@@ -1,0 +1,207 @@
+/** Helpers shared by the benchmark processes: ports, child processes, /proc readings, Redis. */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createConnection, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { request } from 'undici';
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Repository root (dist-bench/bench/lib.js -> ../..). */
+export const ROOT = join(__dirname, '..', '..');
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      if (address === null || typeof address === 'string') return reject(new Error('no port'));
+      server.close(() => resolve(address.port));
+    });
+  });
+}
+
+export const CLK_TCK = (() => {
+  try {
+    return Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
+  } catch {
+    return 100;
+  }
+})();
+
+/** utime + stime of a process (all its threads), in microseconds. */
+export function cpuMicros(pid: number): number {
+  const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+  return ((Number(f[11]) + Number(f[12])) * 1e6) / CLK_TCK;
+}
+
+/** Resident set size in bytes. */
+export function rssBytes(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) * 1024 : 0;
+}
+
+export interface Child {
+  proc: ChildProcess;
+  pid: number;
+  /** Lines the child printed on stdout (the last 200). */
+  lines: string[];
+  stop(signal?: NodeJS.Signals, graceMs?: number): Promise<void>;
+  /** Resolves with the first stdout line matching `re`, within `timeoutMs`. */
+  waitLine(re: RegExp, timeoutMs: number): Promise<string>;
+}
+
+/** Spawns a process whose stdout lines are kept; stderr goes to ours (prefixed) unless quiet. */
+export function spawnChild(cmd: string, args: string[], env: NodeJS.ProcessEnv, name: string, ipc = false): Child {
+  const proc = spawn(cmd, args, {
+    env: { ...process.env, ...env },
+    stdio: ipc ? ['ignore', 'pipe', 'pipe', 'ipc'] : ['ignore', 'pipe', 'pipe'],
+    cwd: ROOT,
+  });
+  const lines: string[] = [];
+  const waiters: Array<{ re: RegExp; resolve: (l: string) => void }> = [];
+  let buf = '';
+  proc.stdout!.on('data', (d: Buffer) => {
+    buf += d.toString();
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      lines.push(line);
+      if (lines.length > 200) lines.shift();
+      for (const w of [...waiters]) {
+        if (w.re.test(line)) {
+          waiters.splice(waiters.indexOf(w), 1);
+          w.resolve(line);
+        }
+      }
+    }
+  });
+  let errBuf = '';
+  proc.stderr!.on('data', (d: Buffer) => {
+    errBuf += d.toString();
+    let i;
+    while ((i = errBuf.indexOf('\n')) >= 0) {
+      process.stderr.write(`[${name}] ${errBuf.slice(0, i)}\n`);
+      errBuf = errBuf.slice(i + 1);
+    }
+  });
+  const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+  return {
+    proc,
+    pid: proc.pid!,
+    lines,
+    async stop(signal = 'SIGTERM', graceMs = 5000) {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      proc.kill(signal);
+      const t = setTimeout(() => proc.kill('SIGKILL'), graceMs);
+      await exited;
+      clearTimeout(t);
+    },
+    waitLine(re, timeoutMs) {
+      const seen = lines.find((l) => re.test(l));
+      if (seen !== undefined) return Promise.resolve(seen);
+      return new Promise((resolve, reject) => {
+        const w = { re, resolve: (l: string) => { clearTimeout(t); resolve(l); } };
+        const t = setTimeout(() => {
+          waiters.splice(waiters.indexOf(w), 1);
+          reject(new Error(`${name}: no line matching ${re} within ${timeoutMs} ms`));
+        }, timeoutMs);
+        waiters.push(w);
+        void exited.then(() => {
+          if (waiters.includes(w)) {
+            clearTimeout(t);
+            waiters.splice(waiters.indexOf(w), 1);
+            reject(new Error(`${name} exited (code ${proc.exitCode}) before printing ${re}`));
+          }
+        });
+      });
+    },
+  };
+}
+
+/** Polls an HTTP URL until it answers 200 (bounded). */
+export async function waitHttpOk(url: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    try {
+      const res = await request(url, { headersTimeout: 1000, bodyTimeout: 1000 });
+      await res.body.dump();
+      if (res.statusCode === 200) return;
+    } catch {
+      /* not up yet */
+    }
+    await sleep(50);
+  }
+  throw new Error(`${url} did not answer 200 within ${timeoutMs} ms`);
+}
+
+/** A private redis-server on a free loopback port (never the machine's 6379). */
+export class RedisProc {
+  private constructor(
+    readonly port: number,
+    readonly dir: string,
+    private readonly child: Child,
+  ) {}
+
+  static async start(args: string[] = ['--save', '', '--appendonly', 'no']): Promise<RedisProc> {
+    const port = await freePort();
+    const dir = mkdtempSync(join(tmpdir(), 'eas-bench-redis-'));
+    const child = spawnChild('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--protected-mode', 'no', ...args], {}, 'redis');
+    const deadline = Date.now() + 10_000;
+    while (Date.now() < deadline) {
+      if (child.proc.exitCode !== null) throw new Error(`redis-server exited with code ${child.proc.exitCode}`);
+      if (await ping(port)) return new RedisProc(port, dir, child);
+      await sleep(25);
+    }
+    throw new Error('redis-server did not start within 10 s');
+  }
+
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+
+  get pid(): number {
+    return this.child.pid;
+  }
+
+  async destroy(): Promise<void> {
+    await this.child.stop('SIGKILL');
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+function ping(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = createConnection({ host: '127.0.0.1', port });
+    let buffered = '';
+    socket.setTimeout(500);
+    socket.on('connect', () => socket.write('PING\r\n'));
+    socket.on('data', (chunk) => {
+      buffered += chunk.toString();
+      if (buffered.includes('\r\n')) {
+        socket.destroy();
+        resolve(buffered.startsWith('+PONG'));
+      }
+    });
+    socket.on('timeout', () => {
+      socket.destroy();
+      resolve(false);
+    });
+    socket.on('error', () => resolve(false));
+  });
+}
+
+/** Percentile of an ascending-sorted array (nearest rank). */
+export function pct(sorted: ArrayLike<number>, p: number): number {
+  if (sorted.length === 0) return NaN;
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[i]!;
+}
+
+export const fmt = (n: number, digits = 0) =>
+  Number.isFinite(n) ? n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits }) : 'n/a';
