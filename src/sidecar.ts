@@ -77,20 +77,9 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
   let delivery: DeliveryWorker | null = null;
   let sender: WebhookSender | null = null;
   if (config.role !== 'extproc') {
-    dispatcher = new Dispatcher(
-      store,
-      events,
-      {
-        workerId,
-        dispatchUrl: config.dispatchUrl,
-        concurrency: config.dispatchConcurrency,
-        maxResultBytes: config.maxResultBytes,
-        leaseTimeoutMs: config.leaseTimeoutMs,
-      },
-      metrics,
-      logger,
-    );
     sender = new WebhookSender({ secrets: config.webhook.secrets, timeoutMs: config.webhook.timeoutMs, policy: networkPolicy });
+    // A delivery taken by a worker is hidden from others for longer than one attempt can last.
+    const deliveryVisibilityMs = config.webhook.timeoutMs + 30_000;
     const resultBase = `${config.publicBaseUrl}${config.runsApiPrefix}`;
     delivery = new DeliveryWorker(
       store,
@@ -102,6 +91,26 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
         maxBodyBytes: config.webhook.maxBodyBytes,
         resultUrl: (id) => `${resultBase}/${id}/result`,
         timeoutMs: config.webhook.timeoutMs,
+        visibilityMs: deliveryVisibilityMs,
+      },
+      metrics,
+      logger,
+    );
+    const worker = delivery;
+    dispatcher = new Dispatcher(
+      store,
+      events,
+      {
+        workerId,
+        dispatchUrl: config.dispatchUrl,
+        concurrency: config.dispatchConcurrency,
+        maxResultBytes: config.maxResultBytes,
+        leaseTimeoutMs: config.leaseTimeoutMs,
+        handOff: {
+          windowMs: deliveryVisibilityMs,
+          hasCapacity: () => worker.hasCapacity(),
+          deliver: (d) => worker.deliverNow(d),
+        },
       },
       metrics,
       logger,

@@ -11,10 +11,10 @@ import type { RunsApi } from './runs-api';
  */
 export function createEnvoyHandler(acceptor: AsyncAcceptor, runsApi: RunsApi, maxBodyBytes: number): ExtProcHandler {
   return {
-    onRequestHeaders(head: RequestHead, signal: AbortSignal): HeadDecision {
+    onRequestHeaders(head: RequestHead): HeadDecision {
       if (runsApi.owns(splitPath(head.path).pathname)) {
         const req = { method: head.method, path: head.path, headers: head.headers };
-        return { kind: 'reply', decision: 'runs_api', holdMs: runsApi.holdMs(req), reply: () => runsApi.handle(req, 'owner', signal) };
+        return { kind: 'reply', decision: 'runs_api', holdMs: runsApi.holdMs(req), reply: (signal) => runsApi.handle(req, 'owner', signal) };
       }
       const asyncRequest = parseAsyncRequest(head);
       if (!asyncRequest) return { kind: 'pass' };

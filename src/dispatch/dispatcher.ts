@@ -1,6 +1,17 @@
 import { Agent, request } from 'undici';
 import type { Logger, Metrics } from '../telemetry';
-import type { ClaimedRun, DispatchOutcome, RunEvents, RunStore } from '../runs';
+import type { ClaimedDelivery, ClaimedRun, DispatchOutcome, RunEvents, RunStore } from '../runs';
+
+/**
+ * Where a finished run's webhook goes when the delivery side has room: straight to it, with the
+ * body still in memory, instead of through the due-deliveries set (one claim and one wake-up less).
+ */
+export interface WebhookHandOff {
+  /** How long the delivery stays hidden from other workers (longer than one attempt can last). */
+  windowMs: number;
+  hasCapacity(): boolean;
+  deliver(delivery: ClaimedDelivery): void;
+}
 
 export interface DispatcherOptions {
   workerId: string;
@@ -11,6 +22,7 @@ export interface DispatcherOptions {
   leaseTimeoutMs: number;
   /** How often to look at the queue when no 'queued' event arrived (a safety net). */
   pollIntervalMs?: number;
+  handOff?: WebhookHandOff;
 }
 
 type AbortReason = 'grace' | 'cancelled' | 'shutdown';
@@ -218,7 +230,22 @@ export class Dispatcher {
     const giveUpAt = Date.now() + this.options.leaseTimeoutMs;
     for (let delay = 100; ; delay = Math.min(delay * 2, 2000)) {
       try {
-        const recorded = await this.store.complete(this.options.workerId, run, outcome);
+        const handOff = this.options.handOff;
+        const window = handOff?.hasCapacity() ? handOff.windowMs : 0;
+        const { recorded, webhook } = await this.store.complete(this.options.workerId, run, outcome, window);
+        if (webhook && handOff) {
+          handOff.deliver({
+            runId: run.id,
+            url: webhook.url,
+            webhookId: webhook.webhookId,
+            runStatus: outcome.status,
+            error: outcome.error?.code ?? null,
+            upstreamStatus: outcome.response?.statusCode ?? null,
+            contentType: outcome.response?.contentType ?? null,
+            body: outcome.response?.body ?? null,
+            tries: 0,
+          });
+        }
         if (recorded) {
           this.metrics.runsFinished.inc({ status: outcome.status });
           this.metrics.runDuration.observe({ status: outcome.status }, (Date.now() - run.startedAt) / 1000);

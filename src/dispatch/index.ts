@@ -1,1 +1,1 @@
-export { Dispatcher, type DispatcherOptions } from './dispatcher';
+export { Dispatcher, type DispatcherOptions, type WebhookHandOff } from './dispatcher';

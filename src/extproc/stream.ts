@@ -39,7 +39,8 @@ type State =
  */
 export class StreamProcessor {
   private state: State = { name: 'headers' };
-  private readonly abort = new AbortController();
+  /** Made only for replies that can wait on something (an AbortController per stream costs ~8% of accept CPU). */
+  private abort: AbortController | null = null;
   private pending: Promise<void> = Promise.resolve();
 
   constructor(
@@ -50,7 +51,7 @@ export class StreamProcessor {
   /** Envoy closed the stream (normally a half-close then CANCEL): stop any waiting work. */
   close(): void {
     if (this.state.name !== 'done') this.state = { name: 'done' };
-    this.abort.abort();
+    this.abort?.abort();
   }
 
   onMessage(msg: ProcessingRequest__Output): void {
@@ -90,7 +91,7 @@ export class StreamProcessor {
     }
     let decision;
     try {
-      decision = this.handler.onRequestHeaders(head, this.abort.signal);
+      decision = this.handler.onRequestHeaders(head);
     } catch (err) {
       return this.fail('handler_error', (err as Error).message);
     }
@@ -101,7 +102,8 @@ export class StreamProcessor {
     }
     if (decision.kind === 'reply') {
       if (decision.holdMs !== undefined) this.cb.send(overrideMessageTimeout(decision.holdMs));
-      return this.answer(decision.reply, decision.decision);
+      const abort = (this.abort = new AbortController());
+      return this.answer(() => decision.reply(abort.signal), decision.decision);
     }
     if (head.endOfStream) return this.answer(() => decision.onBody(Buffer.alloc(0)), decision.decision);
     const declared = Number(head.headers.find(([k]) => k === 'content-length')?.[1] ?? NaN);
@@ -149,7 +151,7 @@ export class StreamProcessor {
   private fail(reason: ProtocolErrorReason, message: string): void {
     if (this.state.name === 'done') return;
     this.state = { name: 'done' };
-    this.abort.abort();
+    this.abort?.abort();
     this.cb.fail(reason, message);
   }
 }

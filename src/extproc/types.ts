@@ -24,13 +24,15 @@ export interface HttpReply {
 export type HeadDecision =
   /** Not ours: let Envoy continue to the route's upstream, and ask for no further messages. */
   | { kind: 'pass' }
-  /** Answer now (or once `reply` settles). `holdMs` asks Envoy to wait that long for it. */
-  | { kind: 'reply'; reply: () => Promise<HttpReply>; holdMs?: number; decision: string }
+  /**
+   * Answer now (or once `reply` settles). `holdMs` asks Envoy to wait that long for it. The
+   * signal aborts when Envoy closes the stream first (client gone, timeout).
+   */
+  | { kind: 'reply'; reply: (signal: AbortSignal) => Promise<HttpReply>; holdMs?: number; decision: string }
   /** Needs the whole body first (up to maxBytes, else 413), then answers. */
   | { kind: 'body'; maxBytes: number; tooLarge: () => HttpReply; onBody: (body: Buffer) => Promise<HttpReply>; decision: string };
 
 /** The application behind the protocol: the only thing extproc/ knows about the rest. */
 export interface ExtProcHandler {
-  /** `signal` aborts when Envoy closes the stream (client gone, timeout). */
-  onRequestHeaders(head: RequestHead, signal: AbortSignal): HeadDecision;
+  onRequestHeaders(head: RequestHead): HeadDecision;
 }

@@ -19,6 +19,8 @@ export function connectRedis(url: string, options: { commandTimeoutMs: number; n
     connectTimeout: 2000,
     retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 6), 2000),
     lazyConnect: true,
+    // Concurrent streams' writes leave in one socket write instead of one each.
+    enableAutoPipelining: true,
   });
 }
 

@@ -116,8 +116,17 @@ export class RunStore {
     }));
   }
 
-  /** Records how a dispatch ended. False when the run was no longer this worker's (cancelled, recovered). */
-  async complete(workerId: string, run: ClaimedRun, outcome: DispatchOutcome): Promise<boolean> {
+  /**
+   * Records how a dispatch ended. `recorded` is false when the run was no longer this worker's
+   * (cancelled, recovered). With `handOffWindowMs` > 0 and a webhook on the run, the delivery is
+   * handed to the caller at once (`webhook`), and other workers may take it only after the window.
+   */
+  async complete(
+    workerId: string,
+    run: ClaimedRun,
+    outcome: DispatchOutcome,
+    handOffWindowMs = 0,
+  ): Promise<{ recorded: boolean; webhook: { url: string; webhookId: string } | null }> {
     const fields: ScriptArg[] = [];
     if (outcome.response) {
       const r = outcome.response;
@@ -128,11 +137,12 @@ export class RunStore {
     }
     if (outcome.error) fields.push('error', outcome.error.code, 'error_message', outcome.error.message);
     const k = this.keys;
-    const done = await this.script('completeRun')(
+    const done = (await this.script('completeRun')(
       k.run(run.id), k.leases, k.webhooks, run.id, workerId, run.attempt, outcome.status,
-      this.options.runTtlMs, k.events, ...fields,
-    );
-    return Number(done) > 0;
+      this.options.runTtlMs, k.events, handOffWindowMs, ...fields,
+    )) as 0 | [number, string, string];
+    if (done === 0) return { recorded: false, webhook: null };
+    return { recorded: true, webhook: done[1] ? { url: done[1], webhookId: done[2] } : null };
   }
 
   /** Cancels a queued or running run; returns the status it had, or 'missing'. */

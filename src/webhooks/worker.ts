@@ -13,6 +13,8 @@ export interface DeliveryWorkerOptions {
   /** Turns a run id into the URL of its result, for bodies too large to send. */
   resultUrl: (runId: string) => string;
   timeoutMs: number;
+  /** How long a taken delivery stays hidden from other workers: longer than one attempt. */
+  visibilityMs: number;
   pollIntervalMs?: number;
 }
 
@@ -24,7 +26,6 @@ export interface DeliveryWorkerOptions {
 export class DeliveryWorker {
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly active = new Set<Promise<void>>();
-  private unsubscribe: (() => void) | null = null;
   private claiming = false;
   private stopping = false;
   private lastErrorLog = 0;
@@ -39,8 +40,8 @@ export class DeliveryWorker {
   ) {}
 
   start(): void {
-    // A run that ends publishes done:<id>; if it has a webhook, its delivery is due at once.
-    this.unsubscribe = this.events.onDone(() => this.fill());
+    // The first attempt of most deliveries is handed over by the dispatcher (deliverNow); the
+    // poll takes retries, redeliveries, and deliveries of runs ended by cancel or recovery.
     const poll = setInterval(() => this.fill(), this.options.pollIntervalMs ?? 250);
     poll.unref();
     this.timers.push(poll);
@@ -50,10 +51,27 @@ export class DeliveryWorker {
   async stop(graceMs: number): Promise<void> {
     this.stopping = true;
     for (const t of this.timers) clearInterval(t);
-    this.unsubscribe?.();
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([Promise.all(this.active), new Promise((r) => (timer = setTimeout(r, graceMs)))]);
     clearTimeout(timer);
+  }
+
+  /** True when a delivery handed over now would start at once. */
+  hasCapacity(): boolean {
+    return !this.stopping && this.active.size < this.options.concurrency;
+  }
+
+  /** Sends a delivery this worker already holds (handed over by the dispatcher). */
+  deliverNow(d: ClaimedDelivery): void {
+    this.track(this.deliver(d));
+  }
+
+  private track(p: Promise<void>): void {
+    const tracked: Promise<void> = p.finally(() => {
+      this.active.delete(tracked);
+      this.fill();
+    });
+    this.active.add(tracked);
   }
 
   /** Takes due deliveries up to the concurrency and sends them. */
@@ -62,16 +80,10 @@ export class DeliveryWorker {
     const free = this.options.concurrency - this.active.size;
     if (free <= 0) return;
     this.claiming = true;
-    this.store.claimWebhooks(free, this.options.timeoutMs + 30_000).then(
+    this.store.claimWebhooks(free, this.options.visibilityMs).then(
       (deliveries) => {
         this.claiming = false;
-        for (const d of deliveries) {
-          const p: Promise<void> = this.deliver(d).finally(() => {
-            this.active.delete(p);
-            this.fill();
-          });
-          this.active.add(p);
-        }
+        for (const d of deliveries) this.track(this.deliver(d));
         if (deliveries.length === free) this.fill();
       },
       (err: Error) => {

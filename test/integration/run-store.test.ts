@@ -48,9 +48,9 @@ describe('run store (one Lua script per state change)', () => {
     await store.create(newRun(id(1)));
     const [run] = await store.claim('w1', 1);
     const outcome = { status: 'succeeded' as const, response: { statusCode: 200, contentType: 'text/plain', headers: [], body: Buffer.from('ok'), size: 2, truncated: false }, error: null };
-    expect(await store.complete('w2', run!, outcome)).toBe(false);
-    expect(await store.complete('w1', run!, outcome)).toBe(true);
-    expect(await store.complete('w1', run!, outcome)).toBe(false);
+    expect((await store.complete('w2', run!, outcome)).recorded).toBe(false);
+    expect(await store.complete('w1', run!, outcome)).toEqual({ recorded: true, webhook: null });
+    expect((await store.complete('w1', run!, outcome)).recorded).toBe(false);
     const view = (await store.get(id(1)))!.view;
     expect(view).toMatchObject({ status: 'succeeded', response: { status_code: 200, content_type: 'text/plain', size: 2 }, error: null });
     expect(await client.pttl(store.keys.run(id(1)))).toBeGreaterThan(50_000);
@@ -64,7 +64,7 @@ describe('run store (one Lua script per state change)', () => {
       store.complete('w1', run!, { status: 'failed', response: null, error: { code: 'x', message: 'y' } }),
     ]);
     const final = (await store.get(id(1)))!.view.status;
-    expect(cancel === 'running' ? final === 'cancelled' && !completed : final === 'failed' && completed).toBe(true);
+    expect(cancel === 'running' ? final === 'cancelled' && !completed.recorded : final === 'failed' && completed.recorded).toBe(true);
     expect(await store.cancel(id(1))).toBe(final);
   });
 
@@ -120,6 +120,16 @@ describe('run store (one Lua script per state change)', () => {
     expect(await client.pttl(store.keys.run(id(1)))).toBeGreaterThan(50_000);
     expect(await store.redeliver(id(1))).toBe('ok');
     expect((await store.claimWebhooks(10, 10_000))[0]!.tries).toBe(0);
+  });
+
+  it('hands a webhook delivery to the completing worker, due for others only after the window', async () => {
+    await store.create(newRun(id(1), { webhookUrl: 'https://hooks.example/x' }));
+    const [run] = await store.claim('w1', 1);
+    const done = await store.complete('w1', run!, { status: 'failed', response: null, error: { code: 'x', message: 'y' } }, 300);
+    expect(done).toEqual({ recorded: true, webhook: { url: 'https://hooks.example/x', webhookId: expect.stringMatching(/^msg_/) } });
+    expect(await store.claimWebhooks(10, 10_000)).toEqual([]);
+    await new Promise((r) => setTimeout(r, 350));
+    expect((await store.claimWebhooks(10, 10_000)).map((d) => d.runId)).toEqual([id(1)]);
   });
 
   it('sends no webhook for a cancelled run', async () => {

@@ -6,17 +6,22 @@ local function now_ms()
 end
 
 -- Puts a run in a final state. A run with a webhook (not cancelled) is kept until its delivery
--- ends; any other run expires ttl_ms after now.
-local function finish(run_key, webhooks_key, id, status, now, ttl_ms, channel)
+-- ends, and its delivery is due at `due` (now, or later when the caller delivers it at once and
+-- only needs the entry as a fallback); any other run expires ttl_ms after now.
+-- Returns the webhook URL when a delivery was scheduled, else false.
+local function finish(run_key, webhooks_key, id, status, now, ttl_ms, channel, due)
   redis.call('HSET', run_key, 'status', status, 'finished_at', now)
   redis.call('HDEL', run_key, 'worker')
   local url = redis.call('HGET', run_key, 'webhook_url')
+  local scheduled = false
   if url and url ~= '' and status ~= 'cancelled' then
     redis.call('HSET', run_key, 'wh_status', 'pending', 'wh_next_at', now, 'wh_try', 0)
-    redis.call('ZADD', webhooks_key, now, id)
+    redis.call('ZADD', webhooks_key, due or now, id)
+    scheduled = url
   else
     if status == 'cancelled' then redis.call('HSET', run_key, 'wh_status', 'none') end
     redis.call('PEXPIRE', run_key, ttl_ms)
   end
   redis.call('PUBLISH', channel, 'done:' .. id)
+  return scheduled
 end
