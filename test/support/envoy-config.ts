@@ -211,6 +211,8 @@ export interface ClusterModel {
   /** 'host:port' of the first endpoint. */
   endpoint: string;
   http2: boolean;
+  /** Streams Envoy sends on one upstream connection before opening a new one (unset: no limit). */
+  maxRequestsPerConnection: number | null;
   circuitBreakers: { max_connections?: number; max_pending_requests?: number; max_requests?: number; max_retries?: number }[];
   healthChecks: Record<string, unknown>[];
 }
@@ -346,6 +348,12 @@ export function envoyConfigFromYaml(yamlText: string): EnvoyConfigModel {
       type: String(c.type ?? 'STATIC'),
       endpoint: `${String(sa.address)}:${num(sa.port_value, 0)}`,
       http2: obj(opts.explicit_http_config).http2_protocol_options !== undefined || c.http2_protocol_options !== undefined,
+      maxRequestsPerConnection:
+        obj(opts.common_http_protocol_options).max_requests_per_connection !== undefined
+          ? num(obj(opts.common_http_protocol_options).max_requests_per_connection, 0)
+          : c.max_requests_per_connection !== undefined
+            ? num(c.max_requests_per_connection, 0)
+            : null,
       circuitBreakers: arr(obj(c.circuit_breakers).thresholds) as ClusterModel['circuitBreakers'],
       healthChecks: arr(c.health_checks),
     };

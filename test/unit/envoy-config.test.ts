@@ -152,4 +152,11 @@ describe('envoy/envoy.yaml topology', () => {
     expect(s.healthChecks[0]).toHaveProperty('grpc_health_check');
     expect(cfg.clusters.app.endpoint).toBe('app:8000');
   });
+
+  it('opens a new sidecar connection before Node\'s HTTP/2 reset limit (1,000 per connection) is reached', () => {
+    const limit = cfg.clusters.async_sidecar.maxRequestsPerConnection;
+    expect(limit).not.toBeNull();
+    expect(limit!).toBeGreaterThan(0);
+    expect(limit!).toBeLessThan(1000);
+  });
 });

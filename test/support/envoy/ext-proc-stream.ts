@@ -29,6 +29,9 @@ export function createExtProcClient(address: string, clusterName: string): Proce
   ) => ProcessClient;
   return new Ctor(address, grpc.credentials.createInsecure(), {
     'grpc.default_authority': clusterName,
+    // One client = one HTTP/2 connection, as an Envoy connection-pool entry (grpc-js would
+    // otherwise share a subchannel, and so a connection, among clients with the same target).
+    'grpc.use_local_subchannel_pool': 1,
     'grpc.max_receive_message_length': -1,
     'grpc.max_send_message_length': -1,
   });

@@ -47,6 +47,11 @@ export interface EnvoyStandInOptions {
   routeModeOverrides?: Record<string, Partial<ProcessingModeModel>>;
   /** Chunk size in STREAMED / BUFFERED_PARTIAL modes (default 64 KiB). */
   streamedChunkBytes?: number;
+  /**
+   * Overrides the sidecar cluster's max_requests_per_connection from envoy.yaml (null: no limit,
+   * every stream on one connection, as an Envoy without the setting does).
+   */
+  maxRequestsPerConnection?: number | null;
   /** Listener names (default 'ingress' and 'dispatch'). */
   ingressListener?: string;
   dispatchListener?: string;
@@ -152,7 +157,13 @@ export class EnvoyStandIn {
   readonly ingress: ListenerModel;
   private readonly dispatch?: ListenerModel;
   private readonly filter?: ExtProcFilterModel;
-  private readonly client?: ReturnType<typeof createExtProcClient>;
+  /** The current connection to the sidecar cluster, and how many streams it has carried. */
+  private client?: ReturnType<typeof createExtProcClient>;
+  private clientStreams = 0;
+  private readonly retiredClients = new Set<ReturnType<typeof createExtProcClient>>();
+  /** Open streams per connection: a drained connection closes once its last stream ends. */
+  private readonly clientOf = new WeakMap<ExtProcStream, ReturnType<typeof createExtProcClient>>();
+  private readonly openPerClient = new Map<ReturnType<typeof createExtProcClient>, number>();
   private readonly servers: http.Server[] = [];
   private readonly openStreams = new Set<ExtProcStream>();
   private readonly statusCodes: Map<string, number>;
@@ -197,6 +208,7 @@ export class EnvoyStandIn {
   async close(): Promise<void> {
     for (const s of this.openStreams) s.close();
     this.client?.close();
+    for (const c of this.retiredClients) c.close();
     await Promise.all(
       this.servers.map(
         (srv) =>
@@ -414,11 +426,41 @@ export class EnvoyStandIn {
     if (open) {
       this.openStreams.add(s);
       this.stats.streamsOpened++;
-    } else if (this.openStreams.delete(s)) this.stats.streamsClosed++;
+    } else if (this.openStreams.delete(s)) {
+      this.stats.streamsClosed++;
+      const client = this.clientOf.get(s);
+      if (client) {
+        const left = (this.openPerClient.get(client) ?? 1) - 1;
+        this.openPerClient.set(client, left);
+        if (left === 0 && this.retiredClients.delete(client)) {
+          this.openPerClient.delete(client);
+          client.close();
+        }
+      }
+    }
   }
 
+  /**
+   * One stream per request on the cluster's HTTP/2 connection. Like Envoy's connection pool, a
+   * connection that carried the cluster's max_requests_per_connection streams is drained (its
+   * open streams finish) and the next stream opens a new connection.
+   */
   newStream(): ExtProcStream {
-    return new ExtProcStream(this.client!);
+    const f = this.filter!;
+    const limit = this.opts.maxRequestsPerConnection !== undefined ? this.opts.maxRequestsPerConnection : (this.config.clusters[f.clusterName]?.maxRequestsPerConnection ?? null);
+    if (limit !== null && limit > 0 && this.clientStreams >= limit) {
+      const old = this.client!;
+      if ((this.openPerClient.get(old) ?? 0) === 0) old.close();
+      else this.retiredClients.add(old); // closed when its last stream ends
+      this.client = createExtProcClient(this.endpoint(f.clusterName), f.clusterName);
+      this.clientStreams = 0;
+    }
+    this.clientStreams++;
+    const client = this.client!;
+    const stream = new ExtProcStream(client);
+    this.clientOf.set(stream, client);
+    this.openPerClient.set(client, (this.openPerClient.get(client) ?? 0) + 1);
+    return stream;
   }
 }
 
