@@ -145,7 +145,8 @@ export class Dispatcher {
     this.inFlight.set(run.id, entry);
     this.metrics.dispatchesInFlight.inc();
     this.metrics.queueWait.observe(Math.max(0, run.startedAt - run.queuedAt) / 1000);
-    this.logger.info({ run_id: run.id, attempt: run.attempt, method: run.method, target: run.target }, 'run started');
+    // The path only: a query string may carry credentials.
+    this.logger.info({ run_id: run.id, attempt: run.attempt, method: run.method, path: run.target.split('?', 1)[0] }, 'run started');
     entry.done = this.execute(entry).finally(() => {
       this.inFlight.delete(run.id);
       this.metrics.dispatchesInFlight.dec();
