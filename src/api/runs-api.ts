@@ -194,22 +194,23 @@ export class RunsApi {
     if (!/^\d+$/.test(limitRaw) || Number(limitRaw) < 1 || Number(limitRaw) > 500) return jsonError(400, 'invalid_limit', 'limit must be a whole number from 1 to 500.');
     const limit = Number(limitRaw);
     const cursorRaw = get('cursor');
-    if (cursorRaw !== null && !/^\d+$/.test(cursorRaw)) return jsonError(400, 'invalid_cursor', 'cursor must be the next_cursor of an earlier page.');
-    let before = cursorRaw === null ? undefined : Number(cursorRaw);
+    const cursorMatch = cursorRaw === null ? null : /^(\d+)_([0-9a-f-]{36})$/.exec(cursorRaw);
+    if (cursorRaw !== null && !cursorMatch) return jsonError(400, 'invalid_cursor', 'cursor must be the next_cursor of an earlier page.');
+    let after = cursorMatch ? { createdAt: Number(cursorMatch[1]), id: cursorMatch[2]! } : undefined;
     const runs: RunView[] = [];
     let nextCursor: string | null = null;
     // Walk the index newest first, skipping expired runs and other statuses, a page at a time.
     for (let scanned = 0; runs.length < limit && scanned < 10_000; ) {
-      const ids = await this.store.recentIds(Math.max(limit * 2, 100), before);
-      if (ids.length === 0) break;
-      scanned += ids.length;
-      const views = await Promise.all(ids.map(({ id }) => this.store.get(id)));
-      for (let i = 0; i < ids.length && runs.length < limit; i++) {
-        before = ids[i]!.createdAt;
+      const entries = await this.store.recentIds(Math.max(limit * 2, 100), after);
+      if (entries.length === 0) break;
+      scanned += entries.length;
+      const views = await Promise.all(entries.map(({ id }) => this.store.get(id)));
+      for (let i = 0; i < entries.length && runs.length < limit; i++) {
+        after = entries[i]!;
         const v = views[i]?.view;
         if (v && (status === null || v.status === (status as RunStatus))) runs.push(v);
       }
-      if (runs.length >= limit) nextCursor = String(before);
+      if (runs.length >= limit && after) nextCursor = `${after.createdAt}_${after.id}`;
     }
     return jsonReply(200, { runs, next_cursor: nextCursor });
   }

@@ -281,6 +281,8 @@ export class Dispatcher {
   private async recoverOrphans(): Promise<void> {
     if (this.stopping) return;
     try {
+      // Housekeeping rides along: the listing index forgets runs that expired.
+      await this.store.pruneIndex(200);
       for (const r of await this.store.recover(100)) {
         this.logger.warn({ run_id: r.id, outcome: r.outcome }, r.outcome === 'queued' ? 'orphaned run queued again' : 'orphaned run ended as interrupted');
         if (r.outcome === 'failed') this.metrics.runsFinished.inc({ status: 'failed' });

@@ -36,6 +36,7 @@ const SCRIPTS = {
   claimWebhooks: 1,
   recordWebhookAttempt: 2,
   redeliverWebhook: 2,
+  pruneIndex: 1,
 } as const;
 type ScriptName = keyof typeof SCRIPTS;
 type ScriptArg = string | number | Buffer;
@@ -247,17 +248,26 @@ export class RunStore {
     return this.redis.llen(this.keys.queue);
   }
 
-  /** Ids of recent runs, newest first, for the admin listing (expired ids are skipped by callers). */
-  async recentIds(limit: number, beforeMs?: number): Promise<Array<{ id: string; createdAt: number }>> {
-    const max = beforeMs === undefined ? '+inf' : `(${beforeMs}`;
-    const flat = await this.redis.zrevrangebyscore(this.keys.index, max, '-inf', 'WITHSCORES', 'LIMIT', 0, limit);
+  /**
+   * Recent runs for the admin listing, newest first, a page at a time. The cursor is the last
+   * entry of the previous page (created_at and id), so runs created in the same millisecond are
+   * neither skipped nor repeated.
+   */
+  async recentIds(limit: number, after?: { createdAt: number; id: string }): Promise<Array<{ id: string; createdAt: number }>> {
+    const max = after === undefined ? '+inf' : String(after.createdAt);
+    // Same-score members come in reverse lexical order: skip those at or above the cursor's id.
+    const flat = await this.redis.zrevrangebyscore(this.keys.index, max, '-inf', 'WITHSCORES', 'LIMIT', 0, limit + 64);
     const out: Array<{ id: string; createdAt: number }> = [];
-    for (let i = 0; i < flat.length; i += 2) out.push({ id: flat[i]!, createdAt: Number(flat[i + 1]) });
+    for (let i = 0; i < flat.length && out.length < limit; i += 2) {
+      const entry = { id: flat[i]!, createdAt: Number(flat[i + 1]) };
+      if (after && entry.createdAt === after.createdAt && entry.id >= after.id) continue;
+      out.push(entry);
+    }
     return out;
   }
 
-  /** Drops index entries older than the longest a run can live (they point at expired runs). */
-  async pruneIndex(olderThanMs: number): Promise<number> {
-    return this.redis.zremrangebyscore(this.keys.index, '-inf', `(${olderThanMs}`);
+  /** Drops listing-index entries of expired runs among the `scan` oldest; returns how many. */
+  async pruneIndex(scan: number): Promise<number> {
+    return Number(await this.script('pruneIndex')(this.keys.index, this.keys.base, scan));
   }
 }

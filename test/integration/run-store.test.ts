@@ -132,6 +132,29 @@ describe('run store (one Lua script per state change)', () => {
     expect((await store.claimWebhooks(10, 10_000)).map((d) => d.runId)).toEqual([id(1)]);
   });
 
+  it('pages through runs created in the same millisecond without skipping or repeating any', async () => {
+    for (let i = 1; i <= 5; i++) await store.create(newRun(id(i)));
+    const now = Date.now();
+    for (let i = 1; i <= 5; i++) await client.zadd(store.keys.index, now, id(i)); // one shared score
+    const seen: string[] = [];
+    let after: { createdAt: number; id: string } | undefined;
+    for (;;) {
+      const page = await store.recentIds(2, after);
+      if (page.length === 0) break;
+      seen.push(...page.map((e) => e.id));
+      after = page.at(-1);
+    }
+    expect(seen.sort()).toEqual([1, 2, 3, 4, 5].map(id));
+  });
+
+  it('prunes listing-index entries of expired runs only', async () => {
+    await store.create(newRun(id(1)));
+    await store.create(newRun(id(2)));
+    await client.del(store.keys.run(id(1))); // as if it had expired
+    expect(await store.pruneIndex(100)).toBe(1);
+    expect(await client.zrange(store.keys.index, 0, -1)).toEqual([id(2)]);
+  });
+
   it('sends no webhook for a cancelled run', async () => {
     await store.create(newRun(id(1), { webhookUrl: 'https://hooks.example/x' }));
     await store.cancel(id(1));
