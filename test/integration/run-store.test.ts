@@ -152,7 +152,7 @@ describe('run store (one Lua script per state change)', () => {
     await store.create(newRun(id(2)));
     await client.del(store.keys.run(id(1))); // as if it had expired
     expect(await store.pruneIndex(100)).toBe(1);
-    expect(await client.zrange(store.keys.index, 0, -1)).toEqual([id(2)]);
+    expect(await client.zrange(store.keys.index, '0', '-1')).toEqual([id(2)]);
   });
 
   it('sends no webhook for a cancelled run', async () => {

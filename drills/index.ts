@@ -1,0 +1,11 @@
+import { badInputDrill } from './bad-input';
+import { fuzzDrill } from './fuzz';
+import type { Drill } from './lib';
+import { killSidecarDrill } from './kill-sidecar';
+import { redisBlackholeDrill } from './redis-blackhole';
+import { redisRestartDrill } from './redis-restart';
+import { threeReplicasDrill } from './three-replicas';
+import { webhookOutageDrill } from './webhook-outage';
+
+/** Every drill, in the order `npm run drills` runs them. */
+export const ALL_DRILLS: Drill[] = [killSidecarDrill, redisRestartDrill, redisBlackholeDrill, webhookOutageDrill, threeReplicasDrill, badInputDrill, fuzzDrill];

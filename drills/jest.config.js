@@ -1,0 +1,14 @@
+/**
+ * `npm run drills`: every reliability drill, one after the other, then docs/RELIABILITY.md.
+ * DRILLS=full for the larger sizes; DRILLS_ONLY=id1,id2 to run some (the report is then not written).
+ * @type {import('jest').Config}
+ */
+module.exports = {
+  rootDir: '..',
+  testEnvironment: 'node',
+  roots: ['<rootDir>/drills'],
+  testMatch: ['**/*.drill.ts'],
+  transform: { '^.+\\.ts$': ['ts-jest', { tsconfig: '<rootDir>/tsconfig.json' }] },
+  testTimeout: 15 * 60 * 1000,
+  verbose: false,
+};
