@@ -16,7 +16,9 @@ describe('reliability drills (fast subset)', () => {
   for (const drill of FAST) {
     it(`${drill.id}: ${drill.title}`, async () => {
       const r = await drill.run({ mode: 'fast', log: () => undefined });
-      expect(r.checks.filter((c) => !c.ok)).toEqual([]);
+      // On failure, show the drill's counts too: they say what went wrong.
+      const failed = r.checks.filter((c) => !c.ok);
+      expect(failed.length === 0 ? [] : { failed, counts: r.counts }).toEqual([]);
     }, 60_000);
   }
 });
