@@ -4,15 +4,21 @@
  * immediate response, then half-close and cancel (as Envoy does). Open loop: latency is taken
  * from the moment each stream was due, so a stalled server is not hidden by a stalled client.
  *
+ * Connections as Envoy's pool for the `async_sidecar` cluster: after `max_requests_per_connection`
+ * streams (read from envoy/envoy.yaml, or BENCH_MAX_STREAMS_PER_CONN; 0 = never) the next stream goes
+ * on a NEW connection (a new grpc-js client with its own subchannel pool, else grpc-js would share
+ * the connection); the old one drains and is closed when its last stream ends (as the stand-in's
+ * `newStream()` in test/support/envoy/stand-in.ts). The count includes the warm-up's streams.
+ *
  * Usage: node driver.js <port> <shape nobody|body|pass> <rate/s> <seconds>
- * Prints one JSON line: {sent, ok, errors, p50, p99, p999, max} (latencies in ms).
+ * Prints one JSON line: {sent, ok, errors, p50, p99, p999, max, connections, maxStreamsPerConn} (latencies in ms).
  */
 import { performance } from 'node:perf_hooks';
 import * as grpc from '@grpc/grpc-js';
 import type { ProcessingResponse__Output } from '../src/generated/envoy/service/ext_proc/v3/ProcessingResponse';
 import { loadExtProcProto } from '../src/extproc/proto';
 import { bodyMessage, headersMessage, type Shape } from './messages';
-import { pct } from './lib';
+import { envoyMaxRequestsPerConnection, pct } from './lib';
 
 const WARMUP_SECONDS = 1;
 /** BENCH_GRACEFUL=1: end streams with a half-close only (no RST_STREAM), unlike Envoy. */
@@ -26,9 +32,45 @@ async function main(): Promise<void> {
   const seconds = Number(secondsArg);
   const total = Math.round(rate * seconds);
   const proto = loadExtProcProto();
-  const client = new proto.envoy.service.ext_proc.v3.ExternalProcessor(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), {
-    'grpc.max_receive_message_length': 16 * 1024 * 1024,
-  });
+  const maxStreamsPerConn = process.env.BENCH_MAX_STREAMS_PER_CONN !== undefined ? Number(process.env.BENCH_MAX_STREAMS_PER_CONN) : (envoyMaxRequestsPerConnection() ?? 0);
+  type Client = InstanceType<typeof proto.envoy.service.ext_proc.v3.ExternalProcessor>;
+  const newClient = (): Client =>
+    new proto.envoy.service.ext_proc.v3.ExternalProcessor(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), {
+      'grpc.max_receive_message_length': 16 * 1024 * 1024,
+      // One client = one HTTP/2 connection (grpc-js otherwise shares a subchannel among clients).
+      'grpc.use_local_subchannel_pool': 1,
+    });
+  let client = newClient();
+  let connections = 1;
+  let clientStreams = 0;
+  const openPerClient = new Map<Client, number>([[client, 0]]);
+  const retired = new Set<Client>();
+  /** The client for the next stream: a new connection every `maxStreamsPerConn` streams (Envoy's pool). */
+  const clientForStream = (): Client => {
+    if (maxStreamsPerConn > 0 && clientStreams >= maxStreamsPerConn) {
+      const old = client;
+      if (openPerClient.get(old) === 0) {
+        old.close();
+        openPerClient.delete(old);
+      } else retired.add(old); // closed when its last stream ends
+      client = newClient();
+      openPerClient.set(client, 0);
+      connections++;
+      clientStreams = 0;
+    }
+    clientStreams++;
+    openPerClient.set(client, openPerClient.get(client)! + 1);
+    return client;
+  };
+  const streamEnded = (c: Client) => {
+    const open = openPerClient.get(c)! - 1;
+    openPerClient.set(c, open);
+    if (open === 0 && retired.has(c)) {
+      retired.delete(c);
+      openPerClient.delete(c);
+      c.close();
+    }
+  };
   await new Promise<void>((resolve, reject) => client.waitForReady(Date.now() + 5000, (err) => (err ? reject(err) : resolve())));
   const headers = headersMessage(shape);
   const body = bodyMessage();
@@ -40,7 +82,8 @@ async function main(): Promise<void> {
   let recording = false;
 
   const one = (due: number) => {
-    const call = client.Process();
+    const c = clientForStream();
+    const call = c.Process();
     let settled = false;
     const settle = (good: boolean) => {
       if (settled) return;
@@ -50,6 +93,7 @@ async function main(): Promise<void> {
       else if (!good) errors++;
       call.end();
       if (!GRACEFUL) call.cancel();
+      streamEnded(c);
     };
     call.on('data', (res: ProcessingResponse__Output) => {
       if (res.immediate_response) return settle(true);
@@ -93,6 +137,7 @@ async function main(): Promise<void> {
   ok = errors = finished = sent = 0;
   firstError = '';
   recording = true;
+  const connectionsBefore = connections;
   const start = performance.now();
   await phase(total);
   const sorted = latencies.slice(0, ok).sort();
@@ -104,13 +149,16 @@ async function main(): Promise<void> {
     warmupErrors,
     firstError,
     seconds: (performance.now() - start) / 1000,
+    /** Connections opened during the measured phase (plus the one in use when it started). */
+    connections: connections - connectionsBefore + 1,
+    maxStreamsPerConn,
     p50: pct(sorted, 50),
     p99: pct(sorted, 99),
     p999: pct(sorted, 99.9),
     max: sorted.length ? sorted[sorted.length - 1] : NaN,
   };
   process.stdout.write(`RESULT ${JSON.stringify(result)}\n`);
-  client.close();
+  for (const c of openPerClient.keys()) c.close();
   process.exit(0);
 }
 

@@ -1,28 +1,20 @@
 /** Helpers shared by the benchmark processes: ports, child processes, /proc readings, Redis. */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
+import { pingRedis } from '../test/support/redis-server';
+import { parse as parseYaml } from 'yaml';
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** Repository root (dist-bench/bench/lib.js -> ../..). */
 export const ROOT = join(__dirname, '..', '..');
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      if (address === null || typeof address === 'string') return reject(new Error('no port'));
-      server.close(() => resolve(address.port));
-    });
-  });
-}
+import { freePort } from '../test/support/ports';
+
+export { freePort };
 
 export const CLK_TCK = (() => {
   try {
@@ -155,7 +147,7 @@ export class RedisProc {
     const deadline = Date.now() + 10_000;
     while (Date.now() < deadline) {
       if (child.proc.exitCode !== null) throw new Error(`redis-server exited with code ${child.proc.exitCode}`);
-      if (await ping(port)) return new RedisProc(port, dir, child);
+      if (await pingRedis(port)) return new RedisProc(port, dir, child);
       await sleep(25);
     }
     throw new Error('redis-server did not start within 10 s');
@@ -175,28 +167,6 @@ export class RedisProc {
   }
 }
 
-function ping(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = createConnection({ host: '127.0.0.1', port });
-    let buffered = '';
-    socket.setTimeout(500);
-    socket.on('connect', () => socket.write('PING\r\n'));
-    socket.on('data', (chunk) => {
-      buffered += chunk.toString();
-      if (buffered.includes('\r\n')) {
-        socket.destroy();
-        resolve(buffered.startsWith('+PONG'));
-      }
-    });
-    socket.on('timeout', () => {
-      socket.destroy();
-      resolve(false);
-    });
-    socket.on('error', () => resolve(false));
-  });
-}
-
-/** Percentile of an ascending-sorted array (nearest rank). */
 export function pct(sorted: ArrayLike<number>, p: number): number {
   if (sorted.length === 0) return NaN;
   const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
@@ -205,3 +175,22 @@ export function pct(sorted: ArrayLike<number>, p: number): number {
 
 export const fmt = (n: number, digits = 0) =>
   Number.isFinite(n) ? n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits }) : 'n/a';
+
+/**
+ * `max_requests_per_connection` of a cluster in envoy/envoy.yaml (cluster-level
+ * `typed_extension_protocol_options` → `common_http_protocol_options`), or null when unset.
+ * The driver opens a new connection after that many streams, as Envoy's connection pool does.
+ */
+export function envoyMaxRequestsPerConnection(cluster = 'async_sidecar', file = join(ROOT, 'envoy', 'envoy.yaml')): number | null {
+  type Opts = { common_http_protocol_options?: { max_requests_per_connection?: number } };
+  const doc = parseYaml(readFileSync(file, 'utf8')) as {
+    static_resources?: { clusters?: Array<{ name: string; typed_extension_protocol_options?: Record<string, Opts> }> };
+  };
+  const c = doc.static_resources?.clusters?.find((x) => x.name === cluster);
+  if (!c) throw new Error(`cluster ${cluster} not found in ${file}`);
+  for (const o of Object.values(c.typed_extension_protocol_options ?? {})) {
+    const n = o.common_http_protocol_options?.max_requests_per_connection;
+    if (typeof n === 'number' && n > 0) return n;
+  }
+  return null;
+}

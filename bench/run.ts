@@ -14,7 +14,7 @@ import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { Queue } from 'bullmq';
 import { RunStore, type NewRun } from '../src/runs';
-import { CLK_TCK, ROOT, RedisProc, cpuMicros, fmt, freePort, rssBytes, sleep, spawnChild, waitHttpOk, type Child } from './lib';
+import { CLK_TCK, ROOT, RedisProc, cpuMicros, envoyMaxRequestsPerConnection, fmt, freePort, rssBytes, sleep, spawnChild, waitHttpOk, type Child } from './lib';
 import { PROCESS_PATH, streamBody, type Shape } from './messages';
 import type { BenchJob } from './bullmq-baseline';
 import { summarizeProfile } from './profile';
@@ -23,6 +23,8 @@ const QUICK = process.env.BENCH_QUICK === '1';
 const H2_SECONDS = QUICK ? 4 : 8;
 const DRIVER_SECONDS = QUICK ? 4 : 10;
 const DRIVER_RATE = 2000;
+/** Streams per driver connection, as Envoy's pool: `max_requests_per_connection` of the async_sidecar cluster in envoy/envoy.yaml. */
+const MAX_STREAMS_PER_CONN = envoyMaxRequestsPerConnection() ?? 0;
 const N_RUNS = Number(process.env.BENCH_RUNS ?? (QUICK ? 5000 : 20_000));
 const N_INFLIGHT = Number(process.env.BENCH_INFLIGHT ?? 10_000);
 const CONCURRENCY = 64;
@@ -238,15 +240,21 @@ interface DriverResult {
   p99: number;
   p999: number;
   max: number;
+  /** Connections used in the measured phase; maxStreamsPerConn 0 = all on one connection. */
+  connections?: number;
+  maxStreamsPerConn?: number;
 }
 
-async function driverRun(target: string, port: number, shape: Shape, rate: number, seconds: number, graceful = false): Promise<DriverResult> {
-  const child = nodeChild('driver.js', [String(port), shape, String(rate), String(seconds)], `driver-${target}`, graceful ? { BENCH_GRACEFUL: '1' } : {});
-  if (graceful) target += ' (half-close only, no RST)';
+async function driverRun(target: string, port: number, shape: Shape, rate: number, seconds: number, opts: { graceful?: boolean; oneConnection?: boolean } = {}): Promise<DriverResult> {
+  const env: NodeJS.ProcessEnv = { BENCH_MAX_STREAMS_PER_CONN: String(opts.oneConnection ? 0 : MAX_STREAMS_PER_CONN) };
+  if (opts.graceful) env.BENCH_GRACEFUL = '1';
+  const child = nodeChild('driver.js', [String(port), shape, String(rate), String(seconds)], `driver-${target}`, env);
+  if (opts.graceful) target += ' (half-close only, no RST)';
+  if (opts.oneConnection) target += ' (all on one connection, no max_requests_per_connection)';
   const line = await child.waitLine(/^RESULT /, (seconds + 30) * 1000);
   await child.stop();
   const r = JSON.parse(line.slice('RESULT '.length)) as Omit<DriverResult, 'target' | 'shape'>;
-  log(`driver ${target} ${shape} @${rate}/s: p50 ${r.p50.toFixed(2)} p99 ${r.p99.toFixed(2)} p99.9 ${r.p999.toFixed(2)} ms, ok ${r.ok}/${r.sent}, errors ${r.errors}`);
+  log(`driver ${target} ${shape} @${rate}/s: p50 ${r.p50.toFixed(2)} p99 ${r.p99.toFixed(2)} p99.9 ${r.p999.toFixed(2)} ms, ok ${r.ok}/${r.sent}, errors ${r.errors}, connections ${r.connections}`);
   return { target, shape, ...r };
 }
 
@@ -507,7 +515,7 @@ function render(r: Report): string {
       L.push(`| accept ≥ 0.6 × floor (stretch 0.75), ${shape === 'body' ? '1 KiB body' : 'no body'} | ${ratio.toFixed(2)} × (${fmt(s.reqPerSec)} vs ${fmt(f.reqPerSec)} runs/s) | ${met(ratio >= 0.6)}${ratio >= 0.75 ? ', stretch met' : ''} |`);
     }
   }
-  for (const d of r.latency.filter((x) => x.target.startsWith('sidecar'))) {
+  for (const d of r.latency.filter((x) => x.target.startsWith('sidecar') && !x.target.includes('one connection'))) {
     L.push(`| p99 ≤ 5 ms at ${fmt(DRIVER_RATE)} runs/s, ${d.shape === 'body' ? '1 KiB body' : 'no body'}${d.target.includes('no RST') ? ', half-close only' : ''} | p99 ${d.p99.toFixed(2)} ms | ${met(d.p99 <= 5 && d.errors === 0)} |`);
   }
   const cs = r.completion.find((c) => c.target.startsWith('sidecar'));
@@ -539,21 +547,25 @@ function render(r: Report): string {
   }
   L.push('');
   L.push(`### Latency at a fixed rate (Node driver, ${fmt(DRIVER_RATE)} runs/s for ${DRIVER_SECONDS} s)`, '');
-  L.push('`bench/driver.ts` (grpc-js client, separate process, one channel) opens one stream per run exactly as Envoy does:');
+  const perConn = r.latency.find((d) => d.maxStreamsPerConn)?.maxStreamsPerConn;
+  L.push('`bench/driver.ts` (grpc-js client, separate process) opens one stream per run exactly as Envoy does:');
   L.push('`request_headers`, await the answer, send the body if asked, await the immediate response, then `end()` and');
-  L.push('`cancel()` (END_STREAM then RST_STREAM CANCEL). Open loop: latency counts from when each stream was due; one');
-  L.push('unrecorded second at the rate first. The *half-close only* rows end streams without the RST_STREAM.', '');
-  L.push('| server | shape | p50 (ms) | p99 (ms) | p99.9 (ms) | max (ms) | ok / sent | errors |', '|---|---|---:|---:|---:|---:|---:|---:|');
+  L.push('`cancel()` (END_STREAM then RST_STREAM CANCEL). Like Envoy with the `async_sidecar` cluster\'s');
+  L.push(`\`max_requests_per_connection: ${perConn ?? '–'}\` (read from envoy/envoy.yaml), it opens a new HTTP/2 connection (a new grpc-js`);
+  L.push('client with its own subchannel pool) every that many streams, and closes the old one when its last stream has ended.');
+  L.push('Open loop: latency counts from when each stream was due; one unrecorded second at the rate first. The *half-close only*');
+  L.push('rows end streams without the RST_STREAM; the *all on one connection* row shows what happens without the setting.', '');
+  L.push('| server | shape | p50 (ms) | p99 (ms) | p99.9 (ms) | max (ms) | ok / sent | connections | errors |', '|---|---|---:|---:|---:|---:|---:|---:|---:|');
   for (const d of r.latency) {
-    L.push(`| ${d.target} | ${d.shape === 'body' ? '1 KiB body' : 'no body'} | ${d.p50.toFixed(2)} | ${d.p99.toFixed(2)} | ${d.p999.toFixed(2)} | ${d.max.toFixed(2)} | ${fmt(d.ok)} / ${fmt(d.sent)} | ${d.errors}${d.firstError ? ` (${d.firstError})` : ''} |`);
+    L.push(`| ${d.target} | ${d.shape === 'body' ? '1 KiB body' : 'no body'} | ${d.p50.toFixed(2)} | ${d.p99.toFixed(2)} | ${d.p999.toFixed(2)} | ${d.max.toFixed(2)} | ${fmt(d.ok)} / ${fmt(d.sent)} | ${d.connections ?? ''} | ${d.errors}${d.firstError ? ` (${d.firstError})` : ''} |`);
   }
   L.push('');
 
   L.push('## 2. Pass-through', '');
   L.push(`A non-async \`GET\` (headers only) on a route where the filter is enabled: both servers answer CONTINUE with every`);
-  L.push(`later phase switched off. Node driver at ${fmt(DRIVER_RATE)} requests/s for ${DRIVER_SECONDS} s.`, '');
-  L.push('| server | p50 (ms) | p99 (ms) | p99.9 (ms) | ok / sent |', '|---|---:|---:|---:|---:|');
-  for (const d of r.pass) L.push(`| ${d.target} | ${d.p50.toFixed(3)} | ${d.p99.toFixed(3)} | ${d.p999.toFixed(3)} | ${fmt(d.ok)} / ${fmt(d.sent)} |`);
+  L.push(`later phase switched off. Node driver at ${fmt(DRIVER_RATE)} requests/s for ${DRIVER_SECONDS} s, new connection every ${perConn ?? '–'} streams as above.`, '');
+  L.push('| server | p50 (ms) | p99 (ms) | p99.9 (ms) | ok / sent | errors |', '|---|---:|---:|---:|---:|---:|');
+  for (const d of r.pass) L.push(`| ${d.target} | ${d.p50.toFixed(3)} | ${d.p99.toFixed(3)} | ${d.p999.toFixed(3)} | ${fmt(d.ok)} / ${fmt(d.sent)} | ${d.errors}${d.firstError ? ` (${d.firstError})` : ''} |`);
   const ps = r.pass.find((d) => d.target === 'sidecar');
   const pf = r.pass.find((d) => d.target === 'floor');
   if (ps && pf) L.push('', `Latency the sidecar adds over the bare server: p50 ${(ps.p50 - pf.p50).toFixed(3)} ms, p99 ${(ps.p99 - pf.p99).toFixed(3)} ms.`);
@@ -652,9 +664,11 @@ async function main(): Promise<void> {
       report.latency.push(await driverRun('sidecar', sidecar.grpcPort, shape, DRIVER_RATE, DRIVER_SECONDS));
     }
     // The same, ending each stream with a half-close only: shows what the RST_STREAMs cost.
-    report.latency.push(await driverRun('floor', floorPort, 'nobody', DRIVER_RATE, DRIVER_SECONDS, true));
+    report.latency.push(await driverRun('floor', floorPort, 'nobody', DRIVER_RATE, DRIVER_SECONDS, { graceful: true }));
     await redis.flushall();
-    report.latency.push(await driverRun('sidecar', sidecar.grpcPort, 'nobody', DRIVER_RATE, DRIVER_SECONDS, true));
+    report.latency.push(await driverRun('sidecar', sidecar.grpcPort, 'nobody', DRIVER_RATE, DRIVER_SECONDS, { graceful: true }));
+    // Without max_requests_per_connection (the floor only: what Node's reset limit does to one connection).
+    report.latency.push(await driverRun('floor', floorPort, 'nobody', DRIVER_RATE, DRIVER_SECONDS, { oneConnection: true }));
     log('2. pass-through');
     report.pass.push(await driverRun('floor', floorPort, 'pass', DRIVER_RATE, DRIVER_SECONDS));
     report.pass.push(await driverRun('sidecar', sidecar.grpcPort, 'pass', DRIVER_RATE, DRIVER_SECONDS));

@@ -52,7 +52,7 @@ export class RedisServer {
     const deadline = Date.now() + 10_000;
     while (Date.now() < deadline) {
       if (child.exitCode !== null) throw new Error(`redis-server exited with code ${child.exitCode}`);
-      if (await ping(this.port)) return;
+      if (await pingRedis(this.port)) return;
       await new Promise((r) => setTimeout(r, 25));
     }
     throw new Error(`redis-server on port ${this.port} did not start within 10 s`);
@@ -78,7 +78,8 @@ export class RedisServer {
   }
 }
 
-function ping(port: number): Promise<boolean> {
+/** True when a Redis on 127.0.0.1:port answers PING. */
+export function pingRedis(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = createConnection({ host: '127.0.0.1', port });
     let buffered = '';
