@@ -83,7 +83,6 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
     const resultBase = `${config.publicBaseUrl}${config.runsApiPrefix}`;
     delivery = new DeliveryWorker(
       store,
-      events,
       sender,
       {
         retryScheduleMs: parseRetrySchedule(config.webhook.retrySchedule),

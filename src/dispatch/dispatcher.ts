@@ -1,5 +1,5 @@
 import { Agent, request } from 'undici';
-import type { Logger, Metrics } from '../telemetry';
+import { RedisErrorReporter, type Logger, type Metrics } from '../telemetry';
 import type { ClaimedDelivery, ClaimedRun, DispatchOutcome, RunEvents, RunStore } from '../runs';
 
 /**
@@ -49,7 +49,7 @@ export class Dispatcher {
   private claiming = false;
   private stopping = false;
   private wantFill = false;
-  private lastErrorLog = 0;
+  private readonly redisErrors: RedisErrorReporter;
 
   constructor(
     private readonly store: RunStore,
@@ -61,6 +61,7 @@ export class Dispatcher {
     // undici's default 300 s header/body timeouts would cut runs short: each request sets its
     // own, equal to the run's grace period.
     this.agent = new Agent({ connections: null, keepAliveTimeout: 10_000, headersTimeout: 0, bodyTimeout: 0 });
+    this.redisErrors = new RedisErrorReporter(logger, metrics);
   }
 
   get active(): number {
@@ -293,11 +294,7 @@ export class Dispatcher {
   }
 
   private redisError(operation: string, err: Error): void {
-    this.metrics.redisErrors.inc({ operation });
-    // One line per 5 s at most while Redis is away.
-    if (Date.now() - this.lastErrorLog > 5000) {
-      this.lastErrorLog = Date.now();
-      this.logger.error({ operation, err: err.message }, 'Redis call failed');
-    }
+    this.redisErrors.report(operation, err);
   }
+
 }

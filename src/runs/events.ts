@@ -11,7 +11,6 @@ export class RunEvents {
   private readonly waiters = new Map<string, Set<Listener>>();
   private readonly queuedListeners = new Set<Listener>();
   private readonly cancelListeners = new Set<(id: string) => void>();
-  private readonly doneListeners = new Set<(id: string) => void>();
 
   constructor(
     private readonly subscriber: Redis,
@@ -41,7 +40,6 @@ export class RunEvents {
     if (kind === 'done') {
       const set = this.waiters.get(id);
       if (set) for (const l of [...set]) l();
-      for (const l of this.doneListeners) l(id);
     } else if (kind === 'cancel') {
       for (const l of this.cancelListeners) l(id);
     }
@@ -50,11 +48,6 @@ export class RunEvents {
   onQueued(listener: Listener): () => void {
     this.queuedListeners.add(listener);
     return () => this.queuedListeners.delete(listener);
-  }
-
-  onDone(listener: (id: string) => void): () => void {
-    this.doneListeners.add(listener);
-    return () => this.doneListeners.delete(listener);
   }
 
   onCancel(listener: (id: string) => void): () => void {

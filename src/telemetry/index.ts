@@ -69,3 +69,24 @@ export class Metrics {
     if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
   }
 }
+
+/**
+ * Counts every failed Redis call and logs at most one line per interval, so that an outage is
+ * visible without flooding the logs with one line per run.
+ */
+export class RedisErrorReporter {
+  private lastLog = 0;
+
+  constructor(
+    private readonly logger: Logger,
+    private readonly metrics: Metrics,
+    private readonly intervalMs = 5000,
+  ) {}
+
+  report(operation: string, err: Error, fields: Record<string, unknown> = {}, message = 'Redis call failed'): void {
+    this.metrics.redisErrors.inc({ operation });
+    if (Date.now() - this.lastLog <= this.intervalMs) return;
+    this.lastLog = Date.now();
+    this.logger.error({ operation, err: err.message, ...fields }, message);
+  }
+}

@@ -1,5 +1,5 @@
-import type { Logger, Metrics } from '../telemetry';
-import type { ClaimedDelivery, RunEvents, RunStore } from '../runs';
+import { RedisErrorReporter, type Logger, type Metrics } from '../telemetry';
+import type { ClaimedDelivery, RunStore } from '../runs';
 import { buildWebhookBody } from './body';
 import { nextAttemptDelayMs } from './retry';
 import type { WebhookSender } from './sender';
@@ -28,16 +28,17 @@ export class DeliveryWorker {
   private readonly active = new Set<Promise<void>>();
   private claiming = false;
   private stopping = false;
-  private lastErrorLog = 0;
+  private readonly redisErrors: RedisErrorReporter;
 
   constructor(
     private readonly store: RunStore,
-    private readonly events: RunEvents,
     private readonly sender: WebhookSender,
     private readonly options: DeliveryWorkerOptions,
     private readonly metrics: Metrics,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    this.redisErrors = new RedisErrorReporter(logger, metrics);
+  }
 
   start(): void {
     // The first attempt of most deliveries is handed over by the dispatcher (deliverNow); the
@@ -88,11 +89,7 @@ export class DeliveryWorker {
       },
       (err: Error) => {
         this.claiming = false;
-        this.metrics.redisErrors.inc({ operation: 'claim_webhooks' });
-        if (Date.now() - this.lastErrorLog > 5000) {
-          this.lastErrorLog = Date.now();
-          this.logger.error({ err: err.message }, 'could not read due webhook deliveries');
-        }
+        this.redisErrors.report('claim_webhooks', err, {}, 'could not read due webhook deliveries');
       },
     );
   }
@@ -141,14 +138,10 @@ export class DeliveryWorker {
         await this.store.recordWebhookAttempt(d.runId, record, delay);
         return;
       } catch (err) {
-        this.metrics.redisErrors.inc({ operation: 'record_webhook_attempt' });
+        this.redisErrors.report('record_webhook_attempt', err as Error, { run_id: d.runId }, 'could not record a webhook attempt; retrying');
         // The delivery stays claimed for its visibility window; if we stop, another worker
         // (or this one after restart) sends it again, so a delivery may be repeated, never lost.
         if (this.stopping) return;
-        if (Date.now() - this.lastErrorLog > 5000) {
-          this.lastErrorLog = Date.now();
-          this.logger.error({ run_id: d.runId, err: (err as Error).message }, 'could not record a webhook attempt; retrying');
-        }
         await new Promise((r) => setTimeout(r, backoff));
       }
     }
