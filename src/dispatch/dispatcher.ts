@@ -49,6 +49,8 @@ export class Dispatcher {
   private claiming = false;
   private stopping = false;
   private wantFill = false;
+  /** The last claim found as many runs as it asked for: completions take the next run along. */
+  private backlog = false;
   private readonly redisErrors: RedisErrorReporter;
 
   constructor(
@@ -129,6 +131,7 @@ export class Dispatcher {
     this.store.claim(this.options.workerId, free).then(
       (runs) => {
         this.claiming = false;
+        this.backlog = runs.length === free;
         for (const run of runs) this.begin(run);
         if (runs.length === free || this.wantFill) this.fill();
       },
@@ -234,7 +237,11 @@ export class Dispatcher {
       try {
         const handOff = this.options.handOff;
         const window = handOff?.hasCapacity() ? handOff.windowMs : 0;
-        const { recorded, webhook } = await this.store.complete(this.options.workerId, run, outcome, window);
+        // With a backlog, the slot this run frees is refilled in the same script (one claim less).
+        const claimNext = this.backlog && !this.stopping ? 1 : 0;
+        const { recorded, webhook, next } = await this.store.complete(this.options.workerId, run, outcome, { handOffWindowMs: window, claimNext });
+        if (claimNext > 0) this.backlog = next.length === claimNext;
+        for (const taken of next) this.begin(taken);
         if (webhook && handOff) {
           handOff.deliver({
             runId: run.id,

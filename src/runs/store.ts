@@ -29,7 +29,7 @@ export type RedeliverResult = 'ok' | 'missing' | 'not_finished' | 'no_webhook';
 const SCRIPTS = {
   enqueueRun: 3,
   claimRuns: 2,
-  completeRun: 3,
+  completeRun: 4,
   cancelRun: 4,
   renewLeases: 1,
   recoverRuns: 3,
@@ -64,6 +64,23 @@ const RUN_VIEW_FIELDS = [
 const iso = (ms: string | null | undefined): string | null => (ms ? new Date(Number(ms)).toISOString() : null);
 const num = (v: string | null | undefined): number | null => (v === null || v === undefined || v === '' ? null : Number(v));
 const str = (v: Buffer | string | null | undefined): string => (v === null || v === undefined ? '' : v.toString());
+
+/** A run as claim_runs (and complete_run's claim) return it: see lib.lua `claim`. */
+type ClaimedRow = Array<Buffer | number>;
+
+function toClaimedRun(r: ClaimedRow): ClaimedRun {
+  return {
+    id: str(r[0] as Buffer),
+    attempt: Number(r[1]),
+    startedAt: Number(r[2]),
+    queuedAt: Number(str(r[3] as Buffer)),
+    method: str(r[4] as Buffer),
+    target: str(r[5] as Buffer),
+    headers: JSON.parse(str(r[6] as Buffer)) as Array<[string, string]>,
+    body: (r[7] as Buffer | null) ?? Buffer.alloc(0),
+    gracePeriodMs: Number(str(r[8] as Buffer)),
+  };
+}
 
 /**
  * The runs store: every state change of a run is one Lua script, one round trip (SPEC §3).
@@ -103,31 +120,23 @@ export class RunStore {
   async claim(workerId: string, max: number): Promise<ClaimedRun[]> {
     const rows = (await this.script('claimRuns', true)(
       this.keys.queue, this.keys.leases, this.keys.base, workerId, this.options.leaseTimeoutMs, max,
-    )) as Array<Array<Buffer | number>>;
-    return rows.map((r) => ({
-      id: str(r[0] as Buffer),
-      attempt: Number(r[1]),
-      startedAt: Number(r[2]),
-      queuedAt: Number(str(r[3] as Buffer)),
-      method: str(r[4] as Buffer),
-      target: str(r[5] as Buffer),
-      headers: JSON.parse(str(r[6] as Buffer)) as Array<[string, string]>,
-      body: (r[7] as Buffer | null) ?? Buffer.alloc(0),
-      gracePeriodMs: Number(str(r[8] as Buffer)),
-    }));
+    )) as ClaimedRow[];
+    return rows.map(toClaimedRun);
   }
 
   /**
    * Records how a dispatch ended. `recorded` is false when the run was no longer this worker's
    * (cancelled, recovered). With `handOffWindowMs` > 0 and a webhook on the run, the delivery is
    * handed to the caller at once (`webhook`), and other workers may take it only after the window.
+   * With `claimNext` > 0, up to that many queued runs are taken for this worker in the same step
+   * (`next`), as `claim` would.
    */
   async complete(
     workerId: string,
     run: ClaimedRun,
     outcome: DispatchOutcome,
-    handOffWindowMs = 0,
-  ): Promise<{ recorded: boolean; webhook: { url: string; webhookId: string } | null }> {
+    options: { handOffWindowMs?: number; claimNext?: number } = {},
+  ): Promise<{ recorded: boolean; webhook: { url: string; webhookId: string } | null; next: ClaimedRun[] }> {
     const fields: ScriptArg[] = [];
     if (outcome.response) {
       const r = outcome.response;
@@ -138,12 +147,15 @@ export class RunStore {
     }
     if (outcome.error) fields.push('error', outcome.error.code, 'error_message', outcome.error.message);
     const k = this.keys;
-    const done = (await this.script('completeRun')(
-      k.run(run.id), k.leases, k.webhooks, run.id, workerId, run.attempt, outcome.status,
-      this.options.runTtlMs, k.events, handOffWindowMs, ...fields,
-    )) as 0 | [number, string, string];
-    if (done === 0) return { recorded: false, webhook: null };
-    return { recorded: true, webhook: done[1] ? { url: done[1], webhookId: done[2] } : null };
+    // Buffer replies: the runs taken along carry binary bodies.
+    const done = (await this.script('completeRun', true)(
+      k.run(run.id), k.leases, k.webhooks, k.queue, run.id, workerId, run.attempt, outcome.status,
+      this.options.runTtlMs, k.events, options.handOffWindowMs ?? 0, options.claimNext ?? 0, k.base,
+      this.options.leaseTimeoutMs, ...fields,
+    )) as 0 | [number, Buffer, Buffer, ClaimedRow[]];
+    if (done === 0) return { recorded: false, webhook: null, next: [] };
+    const url = str(done[1]);
+    return { recorded: true, webhook: url ? { url, webhookId: str(done[2]) } : null, next: done[3].map(toClaimedRun) };
   }
 
   /** Cancels a queued or running run; returns the status it had, or 'missing'. */

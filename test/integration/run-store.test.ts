@@ -49,11 +49,22 @@ describe('run store (one Lua script per state change)', () => {
     const [run] = await store.claim('w1', 1);
     const outcome = { status: 'succeeded' as const, response: { statusCode: 200, contentType: 'text/plain', headers: [], body: Buffer.from('ok'), size: 2, truncated: false }, error: null };
     expect((await store.complete('w2', run!, outcome)).recorded).toBe(false);
-    expect(await store.complete('w1', run!, outcome)).toEqual({ recorded: true, webhook: null });
+    expect(await store.complete('w1', run!, outcome)).toEqual({ recorded: true, webhook: null, next: [] });
     expect((await store.complete('w1', run!, outcome)).recorded).toBe(false);
     const view = (await store.get(id(1)))!.view;
     expect(view).toMatchObject({ status: 'succeeded', response: { status_code: 200, content_type: 'text/plain', size: 2 }, error: null });
     expect(await client.pttl(store.keys.run(id(1)))).toBeGreaterThan(50_000);
+  });
+
+  it('takes the next queued run for the completing worker in the same step', async () => {
+    for (let i = 1; i <= 3; i++) await store.create(newRun(id(i)));
+    const [first] = await store.claim('w1', 1);
+    const ok = { status: 'succeeded' as const, response: null, error: null };
+    const done = await store.complete('w1', first!, ok, { claimNext: 1 });
+    expect(done.next.map((r) => [r.id, r.attempt, r.body])).toEqual([[id(2), 1, Buffer.from([0, 1, 2, 255])]]);
+    expect((await store.get(id(2)))!.view.status).toBe('running');
+    expect((await store.complete('w2', done.next[0]!, ok, { claimNext: 1 })).recorded).toBe(false); // not w2's
+    expect((await store.complete('w1', done.next[0]!, ok, { claimNext: 5 })).next.map((r) => r.id)).toEqual([id(3)]);
   });
 
   it('lets cancel and completion race to exactly one final state', async () => {
@@ -125,8 +136,8 @@ describe('run store (one Lua script per state change)', () => {
   it('hands a webhook delivery to the completing worker, due for others only after the window', async () => {
     await store.create(newRun(id(1), { webhookUrl: 'https://hooks.example/x' }));
     const [run] = await store.claim('w1', 1);
-    const done = await store.complete('w1', run!, { status: 'failed', response: null, error: { code: 'x', message: 'y' } }, 300);
-    expect(done).toEqual({ recorded: true, webhook: { url: 'https://hooks.example/x', webhookId: expect.stringMatching(/^msg_/) } });
+    const done = await store.complete('w1', run!, { status: 'failed', response: null, error: { code: 'x', message: 'y' } }, { handOffWindowMs: 300 });
+    expect(done).toEqual({ recorded: true, webhook: { url: 'https://hooks.example/x', webhookId: expect.stringMatching(/^msg_/) }, next: [] });
     expect(await store.claimWebhooks(10, 10_000)).toEqual([]);
     await new Promise((r) => setTimeout(r, 350));
     expect((await store.claimWebhooks(10, 10_000)).map((d) => d.runId)).toEqual([id(1)]);

@@ -25,3 +25,23 @@ local function finish(run_key, webhooks_key, id, status, now, ttl_ms, channel, d
   redis.call('PUBLISH', channel, 'done:' .. id)
   return scheduled
 end
+
+-- queued -> running for up to `max` runs, oldest first, leased to `worker` until now + lease_ms.
+-- Returns, per run: id, attempt, started_at, queued_at, method, target, headers, body, grace_ms.
+local function claim(queue_key, leases_key, base, worker, lease_ms, max, now)
+  local out = {}
+  while #out < max do
+    local id = redis.call('LPOP', queue_key)
+    if not id then break end
+    local key = base .. ':run:' .. id
+    if redis.call('HGET', key, 'status') == 'queued' then
+      local attempt = redis.call('HINCRBY', key, 'attempt', 1)
+      redis.call('HSET', key, 'status', 'running', 'worker', worker)
+      redis.call('HSETNX', key, 'started_at', now)
+      redis.call('ZADD', leases_key, now + lease_ms, id)
+      local f = redis.call('HMGET', key, 'queued_at', 'method', 'target', 'headers', 'body', 'grace_ms')
+      out[#out + 1] = { id, attempt, now, f[1], f[2], f[3], f[4], f[5], f[6] }
+    end
+  end
+  return out
+end
