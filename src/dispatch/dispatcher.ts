@@ -66,10 +66,6 @@ export class Dispatcher {
     this.redisErrors = new RedisErrorReporter(logger, metrics);
   }
 
-  get active(): number {
-    return this.inFlight.size;
-  }
-
   start(): void {
     this.unsubscribe.push(this.events.onQueued(() => this.fill()));
     this.unsubscribe.push(this.events.onCancel((id) => this.abortRun(id, 'cancelled')));
@@ -111,6 +107,13 @@ export class Dispatcher {
     await this.agent.close();
   }
 
+  private release(run: ClaimedRun): void {
+    this.store.release(this.options.workerId, [run.id]).then(
+      () => this.logger.info({ run_id: run.id }, 'run taken while stopping, put back in the queue'),
+      (err: Error) => this.redisError('release_runs', err),
+    );
+  }
+
   private abortRun(id: string, reason: AbortReason): void {
     const f = this.inFlight.get(id);
     if (!f || f.reason) return;
@@ -143,7 +146,9 @@ export class Dispatcher {
   }
 
   private begin(run: ClaimedRun): void {
-    if (this.stopping) return; // cannot happen after stop() cleared the pump; kept for safety
+    // A claim or completion that was in flight when stop() began can still hand us runs: they
+    // never reached the upstream, so they go back to the queue for another replica.
+    if (this.stopping) return void this.release(run);
     const controller = new AbortController();
     const entry: InFlight = { run, controller, reason: null, done: Promise.resolve() };
     this.inFlight.set(run.id, entry);

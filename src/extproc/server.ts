@@ -54,10 +54,6 @@ export class ExtProcServer {
     return this.boundPort;
   }
 
-  get activeStreams(): number {
-    return this.streams.size;
-  }
-
   async start(): Promise<void> {
     const host = this.options.host.includes(':') ? `[${this.options.host}]` : this.options.host;
     this.boundPort = await new Promise<number>((resolve, reject) =>

@@ -37,6 +37,7 @@ const SCRIPTS = {
   recordWebhookAttempt: 2,
   redeliverWebhook: 2,
   pruneIndex: 1,
+  releaseRuns: 2,
 } as const;
 type ScriptName = keyof typeof SCRIPTS;
 type ScriptArg = string | number | Buffer;
@@ -182,6 +183,12 @@ export class RunStore {
       limit, handBack?.workerId ?? '', ...(handBack?.ids ?? []),
     )) as Array<[string, 'queued' | 'failed']>;
     return rows.map(([id, outcome]) => ({ id, outcome }));
+  }
+
+  /** Puts runs this worker took but never started back at the head of the queue. */
+  async release(workerId: string, ids: string[]): Promise<number> {
+    if (ids.length === 0) return 0;
+    return Number(await this.script('releaseRuns')(this.keys.queue, this.keys.leases, this.keys.base, this.keys.events, workerId, ...ids));
   }
 
   async get(id: string): Promise<StoredRun | null> {

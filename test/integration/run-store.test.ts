@@ -101,6 +101,17 @@ describe('run store (one Lua script per state change)', () => {
     expect(await store.recover(10)).toEqual([{ id: id(1), outcome: 'failed' }]);
   });
 
+  it('puts runs taken but never started back at the head of the queue, attempt undone', async () => {
+    for (let i = 1; i <= 3; i++) await store.create(newRun(id(i), { method: 'POST' }));
+    const taken = await store.claim('w1', 2);
+    expect(await store.release('w2', taken.map((r) => r.id))).toBe(0); // not w2's
+    expect(await store.release('w1', taken.map((r) => r.id))).toBe(2);
+    expect(await client.zcard(store.keys.leases)).toBe(0);
+    expect((await store.get(id(1)))!.view).toMatchObject({ status: 'queued', started_at: null, dispatch_attempts: 0 });
+    const again = await store.claim('w2', 3);
+    expect(again.map((r) => [r.id, r.attempt])).toEqual([[id(1), 1], [id(2), 1], [id(3), 1]]);
+  });
+
   it('keeps leases alive with a heartbeat', async () => {
     await store.create(newRun(id(1), { method: 'GET' }));
     await store.claim('w1', 1);
