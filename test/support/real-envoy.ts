@@ -1,0 +1,233 @@
+/**
+ * The real Envoy in tests: found through scripts/envoy.sh (the same lookup CI, the demo and the
+ * benchmarks use), started on the shipped envoy/envoy.yaml rendered for loopback by
+ * `renderEnvoyConfig`, ready once its admin endpoint says LIVE.
+ *
+ * Where no Envoy can be had (a contributor without Python), suites that need it are skipped with
+ * the reason printed; under CI=true a missing Envoy is an error instead, so CI cannot pass silently
+ * without it.
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parseDocument, type Document } from 'yaml';
+import { freePort } from './ports';
+
+export const REPO_ROOT = resolve(__dirname, '..', '..');
+const ENVOY_SCRIPT = join(REPO_ROOT, 'scripts', 'envoy.sh');
+
+export type EnvoyLookup = { bin: string; version: string } | { bin: undefined; reason: string };
+
+let lookup: EnvoyLookup | undefined;
+
+/** The Envoy binary scripts/envoy.sh finds (without installing); cached per process. Throws under CI=true when none. */
+export function findEnvoy(): EnvoyLookup {
+  if (lookup) return lookup;
+  try {
+    const out = execFileSync('bash', [ENVOY_SCRIPT, '--no-install'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    const bin = out.trim().split('\n').pop() ?? '';
+    const version = execFileSync(bin, ['--version'], { encoding: 'utf8' }).match(/\/(\d+\.\d+\.\d+)\//)?.[1] ?? 'unknown';
+    lookup = { bin, version };
+  } catch (err) {
+    const e = err as { stderr?: string; message: string };
+    const reason = (e.stderr || e.message).trim();
+    if (process.env.CI === 'true') throw new Error(`CI=true and no Envoy: ${reason}`);
+    lookup = { bin: undefined, reason };
+  }
+  return lookup;
+}
+
+/**
+ * `describe` when a real Envoy is available, otherwise `describe.skip` with the reason on stderr
+ * (jest reports the suite's tests as skipped, never as passed).
+ */
+export function describeWithEnvoy(name: string, fn: () => void): void {
+  const found = findEnvoy();
+  if (found.bin) {
+    describe(name, fn);
+    return;
+  }
+  process.stderr.write(`skipped "${name}": no Envoy (${found.reason})\n`);
+  describe.skip(name, fn);
+}
+
+export interface RenderOptions {
+  /** Listener name → port on 127.0.0.1 (every listener of the config must be named). */
+  listeners: Record<string, number>;
+  /** Cluster name → 'host:port' replacing that cluster's single endpoint (every cluster must be named). */
+  clusters: Record<string, string>;
+  /** Admin port on 127.0.0.1. */
+  adminPort: number;
+  /** Called on the parsed document after rendering, for a test's own changes. */
+  edit?: (doc: Document) => void;
+}
+
+/**
+ * The shipped config with every address moved to loopback: listeners and admin bind 127.0.0.1 on
+ * the given ports, each cluster's endpoint becomes the given host:port (STATIC, since loopback
+ * needs no DNS). Nothing else changes, so the tests run what users run. Unknown or missing names
+ * are errors: a renamed listener or cluster must fail here, not route traffic somewhere else.
+ */
+export function renderEnvoyConfig(yamlText: string, opts: RenderOptions): string {
+  const doc = parseDocument(yamlText);
+  if (doc.errors.length) throw new Error(`envoy config: ${doc.errors[0]!.message}`);
+  doc.setIn(['admin', 'address', 'socket_address'], doc.createNode({ address: '127.0.0.1', port_value: opts.adminPort }));
+
+  const listeners = doc.getIn(['static_resources', 'listeners']) as { items: unknown[] } | undefined;
+  const seenListeners = new Set<string>();
+  (listeners?.items ?? []).forEach((_, i) => {
+    const name = String(doc.getIn(['static_resources', 'listeners', i, 'name']));
+    const port = opts.listeners[name];
+    if (port === undefined) throw new Error(`envoy config: no port given for listener ${name}`);
+    seenListeners.add(name);
+    doc.setIn(['static_resources', 'listeners', i, 'address', 'socket_address'], doc.createNode({ address: '127.0.0.1', port_value: port }));
+  });
+  for (const name of Object.keys(opts.listeners)) if (!seenListeners.has(name)) throw new Error(`envoy config: no listener ${name}`);
+
+  const clusters = doc.getIn(['static_resources', 'clusters']) as { items: unknown[] } | undefined;
+  const seenClusters = new Set<string>();
+  (clusters?.items ?? []).forEach((_, i) => {
+    const name = String(doc.getIn(['static_resources', 'clusters', i, 'name']));
+    const target = opts.clusters[name];
+    if (target === undefined) throw new Error(`envoy config: no endpoint given for cluster ${name}`);
+    seenClusters.add(name);
+    const m = /^(.+):(\d+)$/.exec(target);
+    if (!m) throw new Error(`envoy config: cluster ${name} endpoint must be host:port, got ${target}`);
+    const base = ['static_resources', 'clusters', i];
+    doc.setIn([...base, 'type'], 'STATIC');
+    doc.deleteIn([...base, 'dns_lookup_family']);
+    doc.setIn(
+      [...base, 'load_assignment'],
+      doc.createNode({
+        cluster_name: name,
+        endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: m[1], port_value: Number(m[2]) } } } }] }],
+      }),
+    );
+  });
+  for (const name of Object.keys(opts.clusters)) if (!seenClusters.has(name)) throw new Error(`envoy config: no cluster ${name}`);
+
+  opts.edit?.(doc);
+  return doc.toString();
+}
+
+export interface RealEnvoyOptions {
+  /** Default envoy/envoy.yaml (relative to the repo root). */
+  configPath?: string;
+  /** Cluster name → 'host:port'. */
+  clusters: Record<string, string>;
+  edit?: (doc: Document) => void;
+  /** Envoy's --log-level (default warning; ENVOY_LOG_LEVEL overrides). */
+  logLevel?: string;
+  /** Envoy's --concurrency (worker threads); default 2, this machine's cores. */
+  concurrency?: number;
+}
+
+/** A real Envoy process on loopback. `url` is the ingress listener, `dispatchUrl` the dispatch listener. */
+export class RealEnvoy {
+  readonly kind = 'real Envoy';
+  url = '';
+  dispatchUrl = '';
+  adminUrl = '';
+  private exited?: Promise<void>;
+
+  private constructor(
+    private readonly child: ChildProcess,
+    private readonly dir: string,
+    private readonly logPath: string,
+  ) {}
+
+  static async start(opts: RealEnvoyOptions): Promise<RealEnvoy> {
+    const found = findEnvoy();
+    if (!found.bin) throw new Error(`no Envoy: ${found.reason}`);
+    const configPath = resolve(REPO_ROOT, opts.configPath ?? 'envoy/envoy.yaml');
+    const text = readFileSync(configPath, 'utf8');
+    const names = listenerNames(text);
+    const listeners: Record<string, number> = {};
+    for (const n of names) listeners[n] = await freePort();
+    const adminPort = await freePort();
+    const rendered = renderEnvoyConfig(text, { listeners, clusters: opts.clusters, adminPort, edit: opts.edit });
+    const dir = mkdtempSync(join(tmpdir(), 'eas-envoy-'));
+    const cfg = join(dir, 'envoy.yaml');
+    writeFileSync(cfg, rendered);
+    const logPath = join(dir, 'envoy.log');
+    const child = spawn(
+      found.bin,
+      [
+        '-c', cfg,
+        '--log-level', process.env.ENVOY_LOG_LEVEL ?? opts.logLevel ?? 'warning',
+        '--log-path', logPath,
+        '--concurrency', String(opts.concurrency ?? 2),
+        // Several Envoys run at once in tests: no shared-memory hot-restart region to collide on.
+        '--disable-hot-restart',
+      ],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    const envoy = new RealEnvoy(child, dir, logPath);
+    let stderr = '';
+    child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+    envoy.exited = new Promise((r) => child.once('exit', () => r()));
+    envoy.adminUrl = `http://127.0.0.1:${adminPort}`;
+    const port = (n: string) => listeners[n];
+    if (port('ingress') !== undefined) envoy.url = `http://127.0.0.1:${port('ingress')}`;
+    if (port('dispatch') !== undefined) envoy.dispatchUrl = `http://127.0.0.1:${port('dispatch')}`;
+    const deadline = Date.now() + 15_000;
+    for (;;) {
+      if (child.exitCode !== null) throw new Error(`envoy exited with ${child.exitCode}: ${stderr}${envoy.log()}`);
+      try {
+        const res = await fetch(`${envoy.adminUrl}/ready`);
+        if (res.status === 200 && (await res.text()).trim() === 'LIVE') break;
+      } catch {
+        /* not listening yet */
+      }
+      if (Date.now() > deadline) {
+        child.kill('SIGKILL');
+        throw new Error(`envoy not ready within 15 s: ${stderr}${envoy.log()}`);
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return envoy;
+  }
+
+  /** Envoy's own log so far (for failure messages). */
+  log(): string {
+    try {
+      return readFileSync(this.logPath, 'utf8');
+    } catch {
+      return '';
+    }
+  }
+
+  /** Counters and gauges from the admin endpoint, by full name. */
+  async stats(filter?: string): Promise<Map<string, number>> {
+    const q = filter ? `?filter=${encodeURIComponent(filter)}` : '';
+    const text = await (await fetch(`${this.adminUrl}/stats${q}`)).text();
+    const out = new Map<string, number>();
+    for (const line of text.split('\n')) {
+      const m = /^([^:]+): (\d+)$/.exec(line);
+      if (m) out.set(m[1]!, Number(m[2]));
+    }
+    return out;
+  }
+
+  /** One counter or gauge (0 when Envoy has not created it yet). */
+  async stat(name: string): Promise<number> {
+    return (await this.stats(`^${name.replace(/[.]/g, '\\.')}$`)).get(name) ?? 0;
+  }
+
+  async close(): Promise<void> {
+    if (this.child.exitCode === null && this.child.signalCode === null) {
+      this.child.kill('SIGTERM');
+      const t = setTimeout(() => this.child.kill('SIGKILL'), 5_000);
+      await this.exited;
+      clearTimeout(t);
+    }
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+function listenerNames(yamlText: string): string[] {
+  const doc = parseDocument(yamlText);
+  const listeners = (doc.toJS() as { static_resources?: { listeners?: { name: string }[] } }).static_resources?.listeners ?? [];
+  return listeners.map((l) => l.name);
+}
