@@ -66,7 +66,14 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
     );
     extproc = new ExtProcServer(
       createEnvoyHandler(acceptor, runsApi, config.maxBodyBytes),
-      { host: config.extprocAddr.host, port: config.extprocAddr.port, maxBodyBytes: config.maxBodyBytes },
+      {
+        host: config.extprocAddr.host,
+        port: config.extprocAddr.port,
+        maxBodyBytes: config.maxBodyBytes,
+        token: config.extprocToken,
+        streamIdleTimeoutMs: config.extprocStreamIdleTimeoutMs,
+        bufferBudgetBytes: config.extprocBufferBudgetBytes,
+      },
       logger,
       metrics,
     );

@@ -23,6 +23,10 @@ export interface RouteSettings {
 export interface Config {
   role: Role;
   extprocAddr: HostPort;
+  /** Required `x-async-sidecar-token` gRPC metadata on ext_proc streams; null: none required. */
+  extprocToken: string | null;
+  extprocStreamIdleTimeoutMs: number;
+  extprocBufferBudgetBytes: number;
   adminAddr: HostPort;
   adminToken: string | null;
   redisUrl: string;
@@ -135,9 +139,18 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, argv: readonly 
   const s = <K extends SettingKey>(key: K) => readSetting(key, env);
   const secret = s('webhookSecret') as string;
   const adminToken = s('adminToken') as string;
+  const extprocToken = s('extprocToken') as string;
+  const maxBodyBytes = s('maxBodyBytes') as number;
+  const bufferBudget = s('extprocBufferBudget') as number;
+  if (bufferBudget < maxBodyBytes) {
+    throw new ConfigError(`invalid EXTPROC_BUFFER_BUDGET_BYTES=${bufferBudget}: must be at least MAX_BODY_BYTES (${maxBodyBytes}), or no body of the largest size could be received`);
+  }
   return {
     role,
     extprocAddr: splitHostPort(s('extprocAddr') as string),
+    extprocToken: extprocToken === '' ? null : extprocToken,
+    extprocStreamIdleTimeoutMs: Math.round((s('extprocStreamIdleTimeout') as number) * 1000),
+    extprocBufferBudgetBytes: bufferBudget,
     adminAddr: splitHostPort(s('adminAddr') as string),
     adminToken: adminToken === '' ? null : adminToken,
     redisUrl: s('redisUrl') as string,
@@ -150,7 +163,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, argv: readonly 
     leaseTimeoutMs: Math.round((s('leaseTimeout') as number) * 1000),
     redispatchInterrupted: s('redispatchInterrupted') as RedispatchPolicy,
     maxDispatchAttempts: s('maxDispatchAttempts') as number,
-    maxBodyBytes: s('maxBodyBytes') as number,
+    maxBodyBytes,
     maxResultBytes: s('maxResultBytes') as number,
     runsApiPrefix: s('runsApiPrefix') as string,
     ownerHeader: s('ownerHeader') as string,

@@ -58,6 +58,18 @@ export const SETTINGS = {
     env: 'EXTPROC_ADDR', default: '0.0.0.0:50051', schema: hostPort,
     description: 'Where the ext_proc gRPC server (and grpc.health.v1.Health) listens.',
   },
+  extprocToken: {
+    env: 'EXTPROC_TOKEN', default: '', schema: z.string().trim().refine((v) => v === '' || /^[\x21-\x7e]{16,256}$/.test(v), 'must be 16-256 visible ASCII characters'), secret: true,
+    description: 'When set, every ext_proc stream must carry the gRPC metadata `x-async-sidecar-token: <token>` (Envoy: `grpc_service.initial_metadata`); others are refused UNAUTHENTICATED. Health checks need none.',
+  },
+  extprocStreamIdleTimeout: {
+    env: 'EXTPROC_STREAM_IDLE_TIMEOUT', default: '30', schema: seconds(3600),
+    description: 'Seconds an ext_proc stream may wait for Envoy\'s next message before its request is decided (headers, then each body chunk); then it is ended DEADLINE_EXCEEDED.',
+  },
+  extprocBufferBudget: {
+    env: 'EXTPROC_BUFFER_BUDGET_BYTES', default: '268435456', schema: positiveInt(64 * 1024 * 1024 * 1024),
+    description: 'Request-body bytes all ext_proc streams of this process may hold at once while they are received and stored; a stream past it is ended RESOURCE_EXHAUSTED. At least MAX_BODY_BYTES.',
+  },
   adminAddr: {
     env: 'ADMIN_ADDR', default: '127.0.0.1:9090', schema: hostPort,
     description: 'Admin HTTP server: /healthz, /readyz, /metrics, the runs API (unscoped). Loopback by default.',

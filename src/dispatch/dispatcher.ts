@@ -1,6 +1,7 @@
 import { Agent, request } from 'undici';
 import { RedisErrorReporter, type Logger, type Metrics } from '../telemetry';
 import type { ClaimedDelivery, ClaimedRun, DispatchOutcome, RunEvents, RunStore } from '../runs';
+import { dispatchTarget, parseDispatchBase, TargetOutsideOrigin, type DispatchBase } from './target';
 
 /**
  * Where a finished run's webhook goes when the delivery side has room: straight to it, with the
@@ -52,6 +53,7 @@ export class Dispatcher {
   /** The last claim found as many runs as it asked for: completions take the next run along. */
   private backlog = false;
   private readonly redisErrors: RedisErrorReporter;
+  private readonly base: DispatchBase;
 
   constructor(
     private readonly store: RunStore,
@@ -64,6 +66,7 @@ export class Dispatcher {
     // own, equal to the run's grace period.
     this.agent = new Agent({ connections: null, keepAliveTimeout: 10_000, headersTimeout: 0, bodyTimeout: 0 });
     this.redisErrors = new RedisErrorReporter(logger, metrics);
+    this.base = parseDispatchBase(options.dispatchUrl);
   }
 
   start(): void {
@@ -179,7 +182,7 @@ export class Dispatcher {
   }
 
   private async replay(run: ClaimedRun, signal: AbortSignal): Promise<DispatchOutcome> {
-    const res = await request(this.options.dispatchUrl + run.target, {
+    const res = await request(dispatchTarget(this.base, run.target), {
       dispatcher: this.agent,
       method: run.method as 'GET',
       headers: run.headers.flat(),
@@ -227,6 +230,10 @@ export class Dispatcher {
         status: 'timed_out', response: null,
         error: { code: 'grace_period_exceeded', message: `The upstream did not answer within the grace period of ${entry.run.gracePeriodMs / 1000} s; the call was aborted.` },
       };
+    }
+    if (err instanceof TargetOutsideOrigin) {
+      // Only a run stored by a direct gRPC client before :path was checked can get here.
+      return { status: 'failed', response: null, error: { code: 'invalid_target', message: 'The run\'s target is not an origin-form path; it was not dispatched.' } };
     }
     const code = (err as Error & { code?: string }).code ?? '';
     return {

@@ -14,6 +14,18 @@ export function headValueOf(h: { value?: string; raw_value?: Buffer }): string {
 
 export class MalformedHeaders extends Error {}
 
+/**
+ * Envoy's HTTP codecs only hand ext_proc an origin-form `:path` (RFC 9112 §3.2.1: `/` then path
+ * and query) or `*` for OPTIONS; anything else (`@host/…`, `http://…`, spaces, control bytes) can
+ * only come from a client talking gRPC to this port directly, and would let it steer the replay
+ * to another host (docs/SECURITY.md: "ext_proc trust boundary").
+ */
+export function isOriginForm(method: string, path: string): boolean {
+  if (path === '*') return method === 'OPTIONS';
+  // No spaces, control bytes or fragment; octets above 0x7f (raw UTF-8, read as latin1) pass as Envoy lets them.
+  return path.charCodeAt(0) === 0x2f && /^[\x21-\x7e\x80-\xff]*$/.test(path) && !path.includes('#');
+}
+
 /** request_headers -> RequestHead; throws MalformedHeaders when a pseudo-header is missing. */
 export function toRequestHead(map: HeaderMap__Output | undefined, endOfStream: boolean): RequestHead {
   let method = '';
@@ -34,6 +46,7 @@ export function toRequestHead(map: HeaderMap__Output | undefined, endOfStream: b
     }
   }
   if (!method || !path) throw new MalformedHeaders('request_headers without :method or :path');
+  if (!isOriginForm(method, path)) throw new MalformedHeaders(':path must be origin-form (/path?query), or * for OPTIONS');
   if (!authority) authority = headers.find(([k]) => k === 'host')?.[1] ?? '';
   return { method, path, authority, scheme, headers, endOfStream };
 }

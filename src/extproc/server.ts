@@ -1,3 +1,4 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
 import type { Logger } from 'pino';
@@ -5,7 +6,7 @@ import type { ProcessingRequest__Output } from '../generated/envoy/service/ext_p
 import type { ProcessingResponse } from '../generated/envoy/service/ext_proc/v3/ProcessingResponse';
 import type { Metrics } from '../telemetry';
 import { loadExtProcProto } from './proto';
-import { StreamProcessor } from './stream';
+import { StreamProcessor, type ProtocolErrorReason } from './stream';
 import type { ExtProcHandler } from './types';
 
 export interface ExtProcServerOptions {
@@ -13,7 +14,27 @@ export interface ExtProcServerOptions {
   port: number;
   /** Largest request body the handler accepts; gRPC's message limit is raised above it. */
   maxBodyBytes: number;
+  /** Required `x-async-sidecar-token` metadata on Process streams (null: none). */
+  token: string | null;
+  /** A stream waiting longer than this for Envoy's next message is ended DEADLINE_EXCEEDED. */
+  streamIdleTimeoutMs: number;
+  /** Body bytes all streams together may hold; past it a stream is ended RESOURCE_EXHAUSTED. */
+  bufferBudgetBytes: number;
 }
+
+/** gRPC metadata carrying the shared secret (Envoy: grpc_service.initial_metadata). */
+export const TOKEN_METADATA_KEY = 'x-async-sidecar-token';
+
+/** The gRPC status each way of failing a stream ends with (Envoy maps any of them to status_on_error). */
+const STATUS_FOR: Record<ProtocolErrorReason, grpc.status> = {
+  unexpected_message: grpc.status.INVALID_ARGUMENT,
+  malformed_headers: grpc.status.INVALID_ARGUMENT,
+  handler_error: grpc.status.INTERNAL,
+  idle_timeout: grpc.status.DEADLINE_EXCEEDED,
+  buffer_budget: grpc.status.RESOURCE_EXHAUSTED,
+};
+
+const digest = (v: string) => createHash('sha256').update(v).digest();
 
 const SERVICE_NAME = 'envoy.service.ext_proc.v3.ExternalProcessor';
 /** Room for the headers and framing around a BUFFERED body, which arrives as one message. */
@@ -28,6 +49,9 @@ export class ExtProcServer {
   private readonly health = new HealthImplementation({ '': 'NOT_SERVING', [SERVICE_NAME]: 'NOT_SERVING' });
   private readonly streams = new Set<StreamProcessor>();
   private boundPort = 0;
+  private readonly tokenDigest: Buffer | null;
+  private buffered = 0;
+  private readonly sweeper: NodeJS.Timeout;
 
   constructor(
     private readonly handler: ExtProcHandler,
@@ -48,6 +72,19 @@ export class ExtProcServer {
       Process: (call: grpc.ServerDuplexStream<ProcessingRequest__Output, ProcessingResponse>) => this.process(call),
     });
     this.health.addToServer(this.server);
+    this.tokenDigest = options.token === null ? null : digest(options.token);
+    // One sweep for all streams instead of a timer each: the accept path stays timer-free.
+    const idle = options.streamIdleTimeoutMs;
+    this.sweeper = setInterval(() => {
+      const cutoff = Date.now() - idle;
+      for (const p of this.streams) if (p.lastMessageAt < cutoff) p.expire(idle);
+    }, Math.max(50, Math.min(1000, Math.floor(idle / 4))));
+    this.sweeper.unref();
+  }
+
+  /** Body bytes held by streams right now (for the metrics and tests). */
+  get bufferedBytes(): number {
+    return this.buffered;
   }
 
   get port(): number {
@@ -73,6 +110,7 @@ export class ExtProcServer {
   /** Stops accepting streams; open streams get until `graceMs` to finish, then are cancelled. */
   async stop(graceMs: number): Promise<void> {
     this.setServing(false);
+    clearInterval(this.sweeper);
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         this.server.forceShutdown();
@@ -85,7 +123,20 @@ export class ExtProcServer {
     });
   }
 
+  /** The shared secret, compared in constant time over digests (equal lengths whatever was sent). */
+  private authorized(call: grpc.ServerDuplexStream<ProcessingRequest__Output, ProcessingResponse>): boolean {
+    if (this.tokenDigest === null) return true;
+    const sent = call.metadata.get(TOKEN_METADATA_KEY)[0];
+    return typeof sent === 'string' && timingSafeEqual(digest(sent), this.tokenDigest);
+  }
+
   private process(call: grpc.ServerDuplexStream<ProcessingRequest__Output, ProcessingResponse>): void {
+    if (!this.authorized(call)) {
+      this.metrics.extprocStreamErrors.inc({ reason: 'unauthenticated' });
+      this.logger.warn({ peer: call.getPeer() }, `ext_proc stream refused: missing or wrong ${TOKEN_METADATA_KEY} metadata`);
+      call.emit('error', { code: grpc.status.UNAUTHENTICATED, details: `missing or wrong ${TOKEN_METADATA_KEY}` });
+      return;
+    }
     const started = process.hrtime.bigint();
     let decision = 'none';
     let ended = false;
@@ -98,8 +149,16 @@ export class ExtProcServer {
         this.logger.warn({ reason, peer: call.getPeer() }, `ext_proc stream ended with an error: ${message}`);
         if (!ended) {
           ended = true;
-          call.emit('error', { code: reason === 'handler_error' ? grpc.status.INTERNAL : grpc.status.INVALID_ARGUMENT, details: message });
+          call.emit('error', { code: STATUS_FOR[reason], details: message });
         }
+      },
+      reserve: (bytes) => {
+        if (this.buffered + bytes > this.options.bufferBudgetBytes) return false;
+        this.buffered += bytes;
+        return true;
+      },
+      release: (bytes) => {
+        this.buffered -= bytes;
       },
       decided: (d) => {
         decision = d;

@@ -13,7 +13,7 @@ import {
 import type { ExtProcHandler, HttpReply } from './types';
 
 /** Why a stream was ended with a gRPC error; also the metric label. */
-export type ProtocolErrorReason = 'unexpected_message' | 'malformed_headers' | 'handler_error';
+export type ProtocolErrorReason = 'unexpected_message' | 'malformed_headers' | 'handler_error' | 'idle_timeout' | 'buffer_budget';
 
 export interface StreamCallbacks {
   send(response: ProcessingResponse): void;
@@ -21,6 +21,10 @@ export interface StreamCallbacks {
   fail(reason: ProtocolErrorReason, message: string): void;
   /** The request was decided; `decision` labels the stream-duration metric. */
   decided(decision: string): void;
+  /** Takes `bytes` from the process-wide body budget; false when it has no room (nothing taken). */
+  reserve(bytes: number): boolean;
+  /** Gives back what `reserve` took. */
+  release(bytes: number): void;
 }
 
 type State =
@@ -42,6 +46,10 @@ export class StreamProcessor {
   /** Made only for replies that can wait on something (an AbortController per stream costs ~8% of accept CPU). */
   private abort: AbortController | null = null;
   private pending: Promise<void> = Promise.resolve();
+  /** Body bytes taken from the budget and not yet given back. */
+  private held = 0;
+  /** When the last message arrived (ms, Date.now()): the server ends streams idle too long. */
+  lastMessageAt = Date.now();
 
   constructor(
     private readonly handler: ExtProcHandler,
@@ -52,9 +60,21 @@ export class StreamProcessor {
   close(): void {
     if (this.state.name !== 'done') this.state = { name: 'done' };
     this.abort?.abort();
+    this.releaseHeld();
+  }
+
+  /** True while the next step is Envoy's (headers or body still to come): the idle deadline applies. */
+  awaitingEnvoy(): boolean {
+    return this.state.name === 'headers' || this.state.name === 'body';
+  }
+
+  /** Ends a stream that waited longer than the idle deadline for Envoy's next message. */
+  expire(idleMs: number): void {
+    if (this.awaitingEnvoy()) this.fail('idle_timeout', `no message from Envoy for ${idleMs} ms`);
   }
 
   onMessage(msg: ProcessingRequest__Output): void {
+    this.lastMessageAt = Date.now();
     // Observability mode: Envoy ignores every response, so we send none.
     if (msg.observability_mode) return;
     const state = this.state;
@@ -115,7 +135,11 @@ export class StreamProcessor {
   private onBodyChunk(state: Extract<State, { name: 'body' }>, chunk: Buffer, endOfStream: boolean): void {
     state.size += chunk.length;
     if (state.size > state.maxBytes) return this.answer(async () => state.tooLarge(), 'too_large');
-    if (chunk.length > 0) state.chunks.push(chunk);
+    if (chunk.length > 0) {
+      if (!this.cb.reserve(chunk.length)) return this.fail('buffer_budget', 'the buffered request bodies of all streams are over EXTPROC_BUFFER_BUDGET_BYTES');
+      this.held += chunk.length;
+      state.chunks.push(chunk);
+    }
     if (endOfStream) return this.finishBody(state);
     // STREAMED (or a BUFFERED body followed by trailers): every chunk needs its own answer.
     this.cb.send(STREAMED_CHUNK_TAKEN);
@@ -135,13 +159,23 @@ export class StreamProcessor {
     this.state = { name: 'answering' };
     this.pending = reply().then(
       (r) => {
+        this.releaseHeld(); // the body is stored (or refused) by now
         if (this.state.name === 'done') return; // Envoy gave up (message timeout, client gone)
         this.state = { name: 'done' };
         this.cb.decided(decision);
         this.cb.send(immediateResponse(r));
       },
-      (err: Error) => this.fail('handler_error', err.message),
+      (err: Error) => {
+        this.releaseHeld();
+        this.fail('handler_error', err.message);
+      },
     );
+  }
+
+  private releaseHeld(): void {
+    if (this.held === 0) return;
+    this.cb.release(this.held);
+    this.held = 0;
   }
 
   private protocolError(message: string): void {
@@ -152,6 +186,7 @@ export class StreamProcessor {
     if (this.state.name === 'done') return;
     this.state = { name: 'done' };
     this.abort?.abort();
+    this.releaseHeld();
     this.cb.fail(reason, message);
   }
 }

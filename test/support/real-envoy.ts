@@ -44,7 +44,7 @@ export function findEnvoy(): EnvoyLookup {
  */
 export function describeWithEnvoy(name: string, fn: () => void): void {
   const found = findEnvoy();
-  if (found.bin) {
+  if (found.bin !== undefined) {
     describe(name, fn);
     return;
   }
@@ -139,7 +139,7 @@ export class RealEnvoy {
 
   static async start(opts: RealEnvoyOptions): Promise<RealEnvoy> {
     const found = findEnvoy();
-    if (!found.bin) throw new Error(`no Envoy: ${found.reason}`);
+    if (found.bin === undefined) throw new Error(`no Envoy: ${found.reason}`);
     const configPath = resolve(REPO_ROOT, opts.configPath ?? 'envoy/envoy.yaml');
     const text = readFileSync(configPath, 'utf8');
     const names = listenerNames(text);

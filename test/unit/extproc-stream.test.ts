@@ -17,14 +17,21 @@ function body(data: string, endOfStream: boolean): ProcessingRequest__Output {
 const BASE: Array<[string, string]> = [[':method', 'POST'], [':path', '/run?async=true'], [':authority', 'app.local'], [':scheme', 'http']];
 const REPLY: HttpReply = { status: 202, headers: [['content-type', 'application/json']], body: '{}' };
 
-function harness(decide: (head: Parameters<ExtProcHandler['onRequestHeaders']>[0]) => HeadDecision) {
+function harness(decide: (head: Parameters<ExtProcHandler['onRequestHeaders']>[0]) => HeadDecision, budget = Infinity) {
   const sent: ProcessingResponse[] = [];
   const failures: string[] = [];
   const decisions: string[] = [];
-  const cb: StreamCallbacks = { send: (r) => sent.push(r), fail: (reason) => failures.push(reason), decided: (d) => decisions.push(d) };
+  const held = { bytes: 0 };
+  const cb: StreamCallbacks = {
+    send: (r) => sent.push(r),
+    fail: (reason) => failures.push(reason),
+    decided: (d) => decisions.push(d),
+    reserve: (n) => (held.bytes + n > budget ? false : ((held.bytes += n), true)),
+    release: (n) => void (held.bytes -= n),
+  };
   const seen: Array<Parameters<ExtProcHandler['onRequestHeaders']>[0]> = [];
   const processor = new StreamProcessor({ onRequestHeaders: (h) => (seen.push(h), decide(h)) }, cb);
-  return { processor, sent, failures, decisions, seen };
+  return { processor, sent, failures, decisions, seen, held };
 }
 const tick = () => new Promise((r) => setImmediate(r));
 
@@ -138,5 +145,79 @@ describe('ext_proc stream state machine', () => {
     expect(h.sent[1]!.request_body?.response?.status).toBe('CONTINUE');
     expect(h.sent[2]!.response_headers?.response?.status).toBe('CONTINUE');
     expect(h.failures).toEqual([]);
+  });
+
+  describe('trust boundary', () => {
+    const bodyDecision = (onBody: (b: Buffer) => Promise<HttpReply> = async () => REPLY): HeadDecision => ({
+      kind: 'body', decision: 'accepted', maxBytes: 1 << 20, tooLarge: () => ({ ...REPLY, status: 413 }), onBody,
+    });
+
+    it.each([
+      ['@127.0.0.2:9/latest/meta-data/?async=true', 'POST'],
+      ['http://169.254.169.254/?async=true', 'GET'],
+      ['relative?async=true', 'POST'],
+      ['/a b?async=true', 'POST'],
+      ['/a\tb', 'POST'],
+      ['/x#frag', 'GET'],
+      ['*', 'GET'],
+    ])('ends a stream whose :path %j (%s) is not origin-form, before the handler sees it', (path, method) => {
+      const h = harness(() => bodyDecision());
+      h.processor.onMessage(headers([[':method', method], [':path', path], [':authority', 'a'], [':scheme', 'http']], false));
+      expect(h.failures).toEqual(['malformed_headers']);
+      expect(h.seen).toHaveLength(0);
+    });
+
+    it('accepts * for OPTIONS and raw non-ASCII octets in the path', () => {
+      for (const [method, path] of [['OPTIONS', '*'], ['GET', '/caf\u00e9?x=1']] as const) {
+        const h = harness(() => ({ kind: 'pass' }));
+        h.processor.onMessage(headers([[':method', method], [':path', path], [':authority', 'a'], [':scheme', 'http']], true));
+        expect(h.failures).toEqual([]);
+        expect(h.seen[0]!.path).toBe(Buffer.from(path).toString('latin1')); // raw_value bytes, read as latin1
+      }
+    });
+
+    it('takes body bytes from the budget, gives them back once the answer is out, and refuses past the budget', async () => {
+      let finish!: () => void;
+      const stored = new Promise<void>((r) => (finish = r));
+      const h = harness(() => bodyDecision(async () => (await stored, REPLY)), 10);
+      h.processor.onMessage(headers(BASE, false));
+      h.processor.onMessage(body('123456', false));
+      expect(h.held.bytes).toBe(6);
+      h.processor.onMessage(body('7890', true));
+      expect(h.held.bytes).toBe(10); // held while the run is being stored
+      finish();
+      await tick();
+      expect(h.held.bytes).toBe(0);
+      expect(h.failures).toEqual([]);
+
+      const over = harness(() => bodyDecision(), 10);
+      over.processor.onMessage(headers(BASE, false));
+      over.processor.onMessage(body('123456', false));
+      over.processor.onMessage(body('1234567', false));
+      expect(over.failures).toEqual(['buffer_budget']);
+      expect(over.held.bytes).toBe(0);
+    });
+
+    it('gives the budget back when Envoy closes the stream mid-body', () => {
+      const h = harness(() => bodyDecision(), 100);
+      h.processor.onMessage(headers(BASE, false));
+      h.processor.onMessage(body('12345', false));
+      h.processor.close();
+      expect(h.held.bytes).toBe(0);
+    });
+
+    it('expires only while it waits for Envoy (headers or body), not while it answers', async () => {
+      const waiting = harness(() => bodyDecision());
+      waiting.processor.onMessage(headers(BASE, false));
+      expect(waiting.processor.awaitingEnvoy()).toBe(true);
+      waiting.processor.expire(1000);
+      expect(waiting.failures).toEqual(['idle_timeout']);
+
+      const answering = harness(() => ({ kind: 'reply', decision: 'runs_api', reply: () => new Promise<HttpReply>(() => undefined) }));
+      answering.processor.onMessage(headers(BASE, true));
+      expect(answering.processor.awaitingEnvoy()).toBe(false);
+      answering.processor.expire(1000);
+      expect(answering.failures).toEqual([]);
+    });
   });
 });

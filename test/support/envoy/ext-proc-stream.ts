@@ -18,7 +18,7 @@ export type StreamEvent =
   | { kind: 'aborted' };
 
 type ProcessCall = grpc.ClientDuplexStream<ProcessingRequest, ProcessingResponse__Output>;
-type ProcessClient = grpc.Client & { Process(): ProcessCall };
+type ProcessClient = grpc.Client & { Process(metadata?: grpc.Metadata): ProcessCall };
 
 export function createExtProcClient(address: string, clusterName: string): ProcessClient {
   const proto = loadExtProcProto();
@@ -49,8 +49,9 @@ export class ExtProcStream {
   /** Called for messages that arrive while nobody waits (Envoy is not expecting a response). */
   onUnsolicited?: (e: StreamEvent) => void;
 
-  constructor(client: ProcessClient) {
-    this.call = client.Process();
+  /** `metadata`: the stream's initial metadata, as Envoy's grpc_service.initial_metadata adds it. */
+  constructor(client: ProcessClient, metadata?: grpc.Metadata) {
+    this.call = metadata ? client.Process(metadata) : client.Process();
     this.call.on('data', (m: ProcessingResponse__Output) => {
       this.received.push(m);
       this.push({ kind: 'message', message: m });
