@@ -6,7 +6,7 @@ import { AsyncAcceptor, RunsApi, createEnvoyHandler } from './api';
 import { AdminServer } from './admin';
 import { Dispatcher } from './dispatch';
 import { ExtProcServer } from './extproc';
-import { RunEvents, RunStore, connectRedis, connectSubscriber } from './runs';
+import { RunEvents, RunStore, connectRedis, connectSubscriber, evictionPolicyProblem } from './runs';
 import { Metrics, type Logger } from './telemetry';
 import { DeliveryWorker, WebhookSender, parseRetrySchedule, validateWebhookUrl } from './webhooks';
 
@@ -33,6 +33,15 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
   redis.on('error', () => undefined); // reported by the parts that make calls, and by /readyz
   subscriber.on('error', () => undefined);
   redis.connect().catch((err: Error) => logger.warn({ err: err.message }, 'Redis not reachable yet; retrying in the background'));
+  // Checked on every (re)connect: a failover can land on a primary configured differently.
+  redis.on('ready', () => {
+    evictionPolicyProblem(redis).then(
+      (policy) => {
+        if (policy) logger.error({ maxmemory_policy: policy }, `Redis evicts keys (maxmemory-policy ${policy}): accepted runs can be lost when it fills up; set maxmemory-policy noeviction`);
+      },
+      () => undefined,
+    );
+  });
 
   const store = new RunStore(redis, {
     keyPrefix: config.redisKeyPrefix,

@@ -136,8 +136,9 @@ export class RunsApi {
   }
 
   private async result(id: string, req: ApiRequest, scope: ApiScope): Promise<HttpReply> {
-    const result = await this.store.getResult(id);
-    if (!result || !this.visible(result.owner, req, scope)) return notFound();
+    const owner = scope === 'admin' ? null : ownerFingerprint(headerValue(req.headers, this.options.ownerHeader));
+    const result = await this.store.getResult(id, owner);
+    if (!result) return notFound();
     if (!isFinal(result.status)) {
       const run = await this.store.get(id);
       return run ? jsonReply(202, run.view, [['x-async-run-status', result.status]]) : notFound();

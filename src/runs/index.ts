@@ -43,3 +43,14 @@ export function connectSubscriber(url: string, name: string): Redis {
     lazyConnect: true,
   });
 }
+
+/**
+ * Redis must not evict keys: an evicted run, queue entry or lease loses an accepted run without
+ * a trace. Reads `maxmemory_policy` from INFO (CONFIG GET is often disabled on managed Redis).
+ * Returns the policy when it is not `noeviction`, null when it is (or cannot be read).
+ */
+export async function evictionPolicyProblem(redis: Redis): Promise<string | null> {
+  const info = await redis.info('memory');
+  const policy = /^maxmemory_policy:(\S+)/m.exec(info)?.[1];
+  return policy !== undefined && policy !== 'noeviction' ? policy : null;
+}

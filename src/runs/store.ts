@@ -38,7 +38,10 @@ const SCRIPTS = {
   redeliverWebhook: 2,
   pruneIndex: 1,
   releaseRuns: 2,
+  readResult: 1,
 } as const;
+/** Scripts that only read: flagged `no-writes`, so Redis runs them on replicas and under OOM too. */
+const READ_ONLY: ReadonlySet<ScriptName> = new Set(['readResult']);
 type ScriptName = keyof typeof SCRIPTS;
 type ScriptArg = string | number | Buffer;
 type ScriptFn = (...args: ScriptArg[]) => Promise<unknown>;
@@ -52,7 +55,11 @@ function defineScripts(redis: Redis): void {
   for (const [name, numberOfKeys] of Object.entries(SCRIPTS)) {
     if (typeof (redis as unknown as Record<string, unknown>)[`eas_${name}`] === 'function') continue;
     const body = readFileSync(join(dir, `${snake(name)}.lua`), 'utf8');
-    redis.defineCommand(`eas_${name}`, { numberOfKeys, lua: `${lib}\n${body}` });
+    // The shebang makes Redis judge a script whole: one that may write is refused before it
+    // starts when Redis is over maxmemory (no half-applied state change: complete_run's HSET
+    // refused while recover_runs' ZREM went through), instead of failing at its first write.
+    const flags = READ_ONLY.has(name as ScriptName) ? '#!lua flags=no-writes' : '#!lua';
+    redis.defineCommand(`eas_${name}`, { numberOfKeys, lua: `${flags}\n${lib}\n${body}` });
   }
 }
 
@@ -223,16 +230,19 @@ export class RunStore {
     return { view, owner: v.owner ?? '' };
   }
 
-  async getResult(id: string): Promise<StoredResult | null> {
-    const f = await this.redis.hmgetBuffer(this.keys.run(id), 'status', 'owner', 'res_status', 'res_content_type', 'res_headers', 'res_body');
-    if (!f[0]) return null;
+  /**
+   * A run's stored response, if `owner` (a fingerprint; null = the unscoped admin API) may see it.
+   * Missing and not visible are the same null, decided in Redis before the body is read.
+   */
+  async getResult(id: string, owner: string | null): Promise<StoredResult | null> {
+    const f = (await this.script('readResult', true)(this.keys.run(id), owner ?? '', owner === null ? '1' : '0')) as Buffer[] | null;
+    if (!f) return null;
     return {
       status: str(f[0]) as RunStatus,
-      owner: str(f[1]),
-      statusCode: Number(str(f[2]) || 0),
-      contentType: str(f[3]) || null,
-      headers: f[4] ? (JSON.parse(str(f[4])) as Array<[string, string]>) : [],
-      body: f[5] ?? Buffer.alloc(0),
+      statusCode: Number(str(f[1]) || 0),
+      contentType: str(f[2]) || null,
+      headers: f[3]?.length ? (JSON.parse(str(f[3])) as Array<[string, string]>) : [],
+      body: f[4] ?? Buffer.alloc(0),
     };
   }
 

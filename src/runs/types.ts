@@ -93,7 +93,6 @@ export interface StoredRun {
 
 export interface StoredResult {
   status: RunStatus;
-  owner: string;
   statusCode: number;
   contentType: string | null;
   headers: Array<[string, string]>;
