@@ -1,6 +1,7 @@
 import { Agent, request } from 'undici';
 import { RedisErrorReporter, type Logger, type Metrics } from '../telemetry';
 import type { ClaimedDelivery, ClaimedRun, DispatchOutcome, RunEvents, RunStore } from '../runs';
+import { LeaseKeeper } from './lease-keeper';
 import { dispatchTarget, parseDispatchBase, TargetOutsideOrigin, type DispatchBase } from './target';
 
 /**
@@ -26,7 +27,7 @@ export interface DispatcherOptions {
   handOff?: WebhookHandOff;
 }
 
-type AbortReason = 'grace' | 'cancelled' | 'shutdown';
+type AbortReason = 'grace' | 'cancelled' | 'shutdown' | 'lease_lost';
 
 interface InFlight {
   run: ClaimedRun;
@@ -54,6 +55,7 @@ export class Dispatcher {
   private backlog = false;
   private readonly redisErrors: RedisErrorReporter;
   private readonly base: DispatchBase;
+  private readonly leases: LeaseKeeper;
 
   constructor(
     private readonly store: RunStore,
@@ -67,6 +69,18 @@ export class Dispatcher {
     this.agent = new Agent({ connections: null, keepAliveTimeout: 10_000, headersTimeout: 0, bodyTimeout: 0 });
     this.redisErrors = new RedisErrorReporter(logger, metrics);
     this.base = parseDispatchBase(options.dispatchUrl);
+    this.leases = new LeaseKeeper(store, {
+      workerId: options.workerId,
+      leaseTimeoutMs: options.leaseTimeoutMs,
+      onLost: (ids, why) => {
+        for (const id of ids) {
+          this.metrics.leasesLost.inc({ why });
+          this.logger.warn({ run_id: id, why }, why === 'taken' ? 'lease lost: the run is no longer this worker\'s; call aborted' : 'lease not renewed for a lease timeout (Redis unreachable); call aborted, recovery decides the run');
+          this.abortRun(id, 'lease_lost');
+        }
+      },
+      onError: (err) => this.redisError('renew_leases', err),
+    });
   }
 
   start(): void {
@@ -74,7 +88,7 @@ export class Dispatcher {
     this.unsubscribe.push(this.events.onCancel((id) => this.abortRun(id, 'cancelled')));
     const lease = this.options.leaseTimeoutMs;
     this.timers.push(setInterval(() => this.fill(), this.options.pollIntervalMs ?? 1000));
-    this.timers.push(setInterval(() => void this.renewLeases(), Math.max(100, Math.floor(lease / 3))));
+    this.leases.start();
     this.timers.push(setInterval(() => void this.recoverOrphans(), Math.min(10_000, Math.max(200, Math.floor(lease / 2)))));
     for (const t of this.timers) t.unref();
     void this.recoverOrphans();
@@ -88,6 +102,7 @@ export class Dispatcher {
   async stop(graceMs: number): Promise<void> {
     this.stopping = true;
     for (const t of this.timers) clearInterval(t);
+    this.leases.stop();
     for (const u of this.unsubscribe) u();
     const all = () => Promise.all([...this.inFlight.values()].map((f) => f.done));
     let timer: NodeJS.Timeout | undefined;
@@ -134,11 +149,12 @@ export class Dispatcher {
     if (free <= 0) return;
     this.claiming = true;
     this.wantFill = false;
+    const sentAt = Date.now();
     this.store.claim(this.options.workerId, free).then(
       (runs) => {
         this.claiming = false;
         this.backlog = runs.length === free;
-        for (const run of runs) this.begin(run);
+        for (const run of runs) this.begin(run, sentAt);
         if (runs.length === free || this.wantFill) this.fill();
       },
       (err: Error) => {
@@ -148,19 +164,22 @@ export class Dispatcher {
     );
   }
 
-  private begin(run: ClaimedRun): void {
+  /** `leasedAt`: when the claim that leased the run was sent (local ms). */
+  private begin(run: ClaimedRun, leasedAt: number): void {
     // A claim or completion that was in flight when stop() began can still hand us runs: they
     // never reached the upstream, so they go back to the queue for another replica.
     if (this.stopping) return void this.release(run);
     const controller = new AbortController();
     const entry: InFlight = { run, controller, reason: null, done: Promise.resolve() };
     this.inFlight.set(run.id, entry);
+    this.leases.track(run.id, run.attempt, leasedAt);
     this.metrics.dispatchesInFlight.inc();
     this.metrics.queueWait.observe(Math.max(0, run.startedAt - run.queuedAt) / 1000);
     // The path only: a query string may carry credentials.
     this.logger.info({ run_id: run.id, attempt: run.attempt, method: run.method, path: run.target.split('?', 1)[0] }, 'run started');
     entry.done = this.execute(entry).finally(() => {
       this.inFlight.delete(run.id);
+      this.leases.untrack(run.id);
       this.metrics.dispatchesInFlight.dec();
       this.fill();
     });
@@ -177,7 +196,8 @@ export class Dispatcher {
     } finally {
       clearTimeout(grace);
     }
-    if (entry.reason === 'cancelled' || entry.reason === 'shutdown') return;
+    // Cancelled, handed back, or no longer ours: whoever holds the run now records it.
+    if (entry.reason === 'cancelled' || entry.reason === 'shutdown' || entry.reason === 'lease_lost') return;
     await this.record(run, outcome);
   }
 
@@ -251,9 +271,10 @@ export class Dispatcher {
         const window = handOff?.hasCapacity() ? handOff.windowMs : 0;
         // With a backlog, the slot this run frees is refilled in the same script (one claim less).
         const claimNext = this.backlog && !this.stopping ? 1 : 0;
+        const sentAt = Date.now();
         const { recorded, webhook, next } = await this.store.complete(this.options.workerId, run, outcome, { handOffWindowMs: window, claimNext });
         if (claimNext > 0) this.backlog = next.length === claimNext;
-        for (const taken of next) this.begin(taken);
+        for (const taken of next) this.begin(taken, sentAt);
         if (webhook && handOff) {
           handOff.deliver({
             runId: run.id,
@@ -286,15 +307,6 @@ export class Dispatcher {
         }
         await new Promise((r) => setTimeout(r, delay));
       }
-    }
-  }
-
-  private async renewLeases(): Promise<void> {
-    if (this.inFlight.size === 0) return;
-    try {
-      await this.store.renewLeases([...this.inFlight.keys()]);
-    } catch (err) {
-      this.redisError('renew_leases', err as Error);
     }
   }
 

@@ -172,10 +172,15 @@ export class RunStore {
     return (await this.script('cancelRun')(k.run(id), k.queue, k.leases, k.webhooks, id, this.options.runTtlMs, k.events)) as CancelResult;
   }
 
-  /** Heartbeat: extends the leases of the runs this worker holds. */
-  async renewLeases(ids: string[]): Promise<void> {
-    if (ids.length === 0) return;
-    await this.script('renewLeases')(this.keys.leases, this.options.leaseTimeoutMs, ...ids);
+  /**
+   * Heartbeat: extends the leases of the runs this worker holds (id and attempt); returns the ids
+   * it no longer holds, whose calls must stop.
+   */
+  async renewLeases(workerId: string, held: ReadonlyArray<{ id: string; attempt: number }>): Promise<string[]> {
+    if (held.length === 0) return [];
+    const args: ScriptArg[] = [];
+    for (const h of held) args.push(h.id, h.attempt);
+    return (await this.script('renewLeases')(this.keys.leases, this.keys.base, workerId, this.options.leaseTimeoutMs, ...args)) as string[];
   }
 
   /**

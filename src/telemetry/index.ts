@@ -60,6 +60,10 @@ export class Metrics {
     name: 'eas_extproc_stream_errors_total', help: 'ext_proc streams ended with a protocol error, by reason.',
     labelNames: ['reason'] as const, registers: [this.registry],
   });
+  readonly leasesLost = new Counter({
+    name: 'eas_leases_lost_total', help: 'Runs whose lease this worker lost while calling the app (the call was aborted), by why (taken, expired).',
+    labelNames: ['why'] as const, registers: [this.registry],
+  });
   readonly redisErrors = new Counter({
     name: 'eas_redis_errors_total', help: 'Redis commands that failed, by operation.',
     labelNames: ['operation'] as const, registers: [this.registry],

@@ -117,9 +117,25 @@ describe('run store (one Lua script per state change)', () => {
     await store.claim('w1', 1);
     for (let i = 0; i < 4; i++) {
       await new Promise((r) => setTimeout(r, 100));
-      await store.renewLeases([id(1)]);
+      expect(await store.renewLeases('w1', [{ id: id(1), attempt: 1 }])).toEqual([]);
     }
     expect(await store.recover(10)).toEqual([]);
+  });
+
+  it('names the leases a worker lost: recovered and taken again, cancelled, or of another attempt', async () => {
+    for (let i = 1; i <= 3; i++) await store.create(newRun(id(i), { method: 'GET' }));
+    await store.claim('w1', 3);
+    await new Promise((r) => setTimeout(r, 250)); // every lease expires
+    expect((await store.recover(10)).map((r) => r.outcome)).toEqual(['queued', 'queued', 'queued']);
+    const [taken] = await store.claim('w2', 1); // attempt 2, now w2's
+    expect(taken!.attempt).toBe(2);
+    const other = [id(1), id(2), id(3)].find((x) => x !== taken!.id)!;
+    await store.cancel(other);
+    const lost = await store.renewLeases('w1', [1, 2, 3].map((n) => ({ id: id(n), attempt: 1 })));
+    expect(lost.sort()).toEqual([id(1), id(2), id(3)]);
+    // w2's lease is untouched by w1's renewal, and renews for w2 (for its own attempt only).
+    expect(await store.renewLeases('w2', [{ id: taken!.id, attempt: 2 }])).toEqual([]);
+    expect(await store.renewLeases('w2', [{ id: taken!.id, attempt: 1 }])).toEqual([taken!.id]);
   });
 
   it('queues a webhook delivery when a run with a webhook ends, and keeps the run until it is delivered', async () => {
