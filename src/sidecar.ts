@@ -133,7 +133,13 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
   }
 
   const admin = new AdminServer(
-    { host: config.adminAddr.host, port: config.adminAddr.port, adminToken: config.adminToken, runsApiPrefix: config.runsApiPrefix },
+    {
+      host: config.adminAddr.host,
+      port: config.adminAddr.port,
+      adminToken: config.adminToken,
+      runsApiPrefix: config.runsApiPrefix,
+      allowedHosts: config.adminAllowedHosts,
+    },
     {
       live: () => true,
       ready: async () => {

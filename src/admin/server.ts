@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { timingSafeEqual, createHash } from 'node:crypto';
+import { isIP } from 'node:net';
 import type { HttpReply } from '../extproc';
 import { jsonError, jsonReply, type RunsApi } from '../api';
 import type { Logger, Metrics } from '../telemetry';
@@ -10,6 +11,18 @@ export interface AdminServerOptions {
   port: number;
   adminToken: string | null;
   runsApiPrefix: string;
+  /** Host names accepted in `Host` besides IP literals and localhost (lower case). */
+  allowedHosts: readonly string[];
+}
+
+const STATE_CHANGING = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+
+/** The host part of a Host header value (`[::1]:9090` → `::1`, `Example:80` → `example`). */
+function hostOf(value: string): string {
+  const v = value.trim().toLowerCase();
+  if (v.startsWith('[')) return v.slice(1, v.indexOf(']') >>> 0);
+  const colon = v.lastIndexOf(':');
+  return colon < 0 ? v : v.slice(0, colon);
 }
 
 export interface AdminChecks {
@@ -68,10 +81,43 @@ export class AdminServer {
     });
   }
 
+  /**
+   * DNS rebinding: a page on attacker.example whose name is made to resolve to 127.0.0.1 can
+   * read a loopback server, but its requests carry `Host: attacker.example`. An IP literal or
+   * `localhost` cannot be rebound, so only other names need to be listed.
+   */
+  private hostAllowed(req: IncomingMessage): boolean {
+    const host = hostOf(req.headers.host ?? '');
+    return host === 'localhost' || isIP(host) !== 0 || this.options.allowedHosts.includes(host);
+  }
+
+  /**
+   * A browser tab on another site can still send a "simple" cross-site POST (no preflight) to a
+   * loopback port; browsers mark it with Sec-Fetch-Site and Origin, which a same-origin page
+   * (the dashboard) and non-browser clients (curl, scripts) do not set to another site.
+   */
+  private crossSite(req: IncomingMessage): boolean {
+    const site = req.headers['sec-fetch-site'];
+    if (site !== undefined && site !== 'same-origin' && site !== 'none') return true;
+    const origin = req.headers.origin;
+    if (origin === undefined || origin === 'null') return origin === 'null';
+    try {
+      return new URL(origin).host !== (req.headers.host ?? '').toLowerCase();
+    } catch {
+      return true;
+    }
+  }
+
   private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = req.url ?? '/';
     const pathname = path.split('?', 1)[0]!;
     const method = req.method ?? 'GET';
+    if (!this.hostAllowed(req)) {
+      return send(res, jsonError(403, 'host_not_allowed', 'The Host header names a host this admin port does not answer to (see ADMIN_ALLOWED_HOSTS).'));
+    }
+    if (STATE_CHANGING.has(method) && this.crossSite(req)) {
+      return send(res, jsonError(403, 'cross_site_request', 'State-changing requests from another site are refused.'));
+    }
     if (pathname === '/healthz' || pathname === '/readyz' || pathname === '/metrics') {
       if (method !== 'GET' && method !== 'HEAD') return send(res, jsonError(405, 'method_not_allowed', 'Allowed methods: GET, HEAD.', [['allow', 'GET, HEAD']]));
     }

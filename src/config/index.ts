@@ -29,6 +29,8 @@ export interface Config {
   extprocBufferBudgetBytes: number;
   adminAddr: HostPort;
   adminToken: string | null;
+  /** Host names (lower case) the admin port answers to besides IP literals and localhost. */
+  adminAllowedHosts: string[];
   redisUrl: string;
   redisKeyPrefix: string;
   redisCommandTimeoutMs: number;
@@ -92,6 +94,11 @@ function readSetting<K extends SettingKey>(key: K, env: NodeJS.ProcessEnv): unkn
   return result.data;
 }
 
+/** 127.0.0.0/8, ::1 and localhost: reachable from this network namespace only. */
+export function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
 function splitHostPort(v: string): HostPort {
   const i = v.lastIndexOf(':');
   return { host: v.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(v.slice(i + 1)) };
@@ -142,6 +149,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, argv: readonly 
   const extprocToken = s('extprocToken') as string;
   const maxBodyBytes = s('maxBodyBytes') as number;
   const bufferBudget = s('extprocBufferBudget') as number;
+  const adminAddr = splitHostPort(s('adminAddr') as string);
+  if (!isLoopbackHost(adminAddr.host) && adminToken === '') {
+    throw new ConfigError(`invalid ADMIN_ADDR=${JSON.stringify(`${adminAddr.host}:${adminAddr.port}`)} without ADMIN_TOKEN: the admin port serves every tenant's runs, so off loopback it needs ADMIN_TOKEN`);
+  }
   if (bufferBudget < maxBodyBytes) {
     throw new ConfigError(`invalid EXTPROC_BUFFER_BUDGET_BYTES=${bufferBudget}: must be at least MAX_BODY_BYTES (${maxBodyBytes}), or no body of the largest size could be received`);
   }
@@ -151,8 +162,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, argv: readonly 
     extprocToken: extprocToken === '' ? null : extprocToken,
     extprocStreamIdleTimeoutMs: Math.round((s('extprocStreamIdleTimeout') as number) * 1000),
     extprocBufferBudgetBytes: bufferBudget,
-    adminAddr: splitHostPort(s('adminAddr') as string),
+    adminAddr,
     adminToken: adminToken === '' ? null : adminToken,
+    adminAllowedHosts: (s('adminAllowedHosts') as string).split(',').map((h) => h.trim().toLowerCase()).filter(Boolean),
     redisUrl: s('redisUrl') as string,
     redisKeyPrefix: s('redisKeyPrefix') as string,
     redisCommandTimeoutMs: Math.round((s('redisCommandTimeout') as number) * 1000),

@@ -76,7 +76,11 @@ export const SETTINGS = {
   },
   adminToken: {
     env: 'ADMIN_TOKEN', default: '', schema: z.string(), secret: true,
-    description: 'When set, the runs API on the admin port requires `Authorization: Bearer <token>`.',
+    description: 'When set, the runs API on the admin port requires `Authorization: Bearer <token>`. Required when ADMIN_ADDR is not a loopback address.',
+  },
+  adminAllowedHosts: {
+    env: 'ADMIN_ALLOWED_HOSTS', default: '', schema: z.string().trim().regex(/^[A-Za-z0-9.,\s-]*$/, 'must be comma-separated host names'),
+    description: 'Comma-separated host names the admin port answers to in `Host`, besides IP addresses and `localhost` (a defence against DNS rebinding); others get 403.',
   },
   redisUrl: {
     env: 'REDIS_URL', default: 'redis://127.0.0.1:6379', schema: redisUrl,

@@ -116,7 +116,11 @@ describe('docker-compose.yml', () => {
     expect(env.EXTPROC_ADDR).toBe('0.0.0.0:50051');
     expect(env.ADMIN_ADDR).toBe(`0.0.0.0:${ADMIN_PORT}`);
     expect(svc.sidecar.ports).toEqual([`127.0.0.1:${ADMIN_PORT}:${ADMIN_PORT}`]);
-    expect(env.WEBHOOK_ALLOW_PRIVATE_NETWORKS).toBe('true');
+    // Safe as shipped: the demo receiver by name, no private networks, the admin API behind a token.
+    expect(env.WEBHOOK_ALLOW_PRIVATE_NETWORKS).toBeUndefined();
+    expect(env.WEBHOOK_ALLOWED_HOSTS).toBe('webhooks');
+    expect(svc.webhooks).toBeDefined();
+    expect(env.ADMIN_TOKEN).toMatch(/^\$\{ADMIN_TOKEN:\?/);
     // Every variable the compose file sets is a setting the sidecar knows, and its value passes the schema.
     const byEnv = new Map(Object.values(SETTINGS).map((s) => [s.env, s]));
     for (const [k, v] of Object.entries<string>(env)) {
@@ -453,7 +457,8 @@ describe('deploy/kubernetes (kustomize)', () => {
         expect(app.command).toEqual(['node', '/app/examples/app/server.js']);
         expect(app.image).toBe('envoy-async-sidecar-examples:dev');
         expect(sidecar.image).toBe('envoy-async-sidecar:dev');
-        expect(env(sidecar, 'WEBHOOK_ALLOW_PRIVATE_NETWORKS').value).toBe('true');
+        expect(sidecar.env.find((e: { name: string }) => e.name === 'WEBHOOK_ALLOW_PRIVATE_NETWORKS')).toBeUndefined();
+        expect(env(sidecar, 'WEBHOOK_ALLOWED_HOSTS').value.split(',')).toContain('webhooks');
         const wh = find('Deployment', 'webhooks');
         expect(wh.spec.template.spec.containers[0].command).toEqual(['node', '/app/examples/webhook-receiver/server.js']);
         expect(find('Service', 'webhooks').spec.ports[0].port).toBe(9000);
