@@ -43,13 +43,24 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
     );
   });
 
-  const store = new RunStore(redis, {
+  const storeOptions = {
     keyPrefix: config.redisKeyPrefix,
     runTtlMs: config.runTtlMs,
     leaseTimeoutMs: config.leaseTimeoutMs,
     maxDispatchAttempts: config.maxDispatchAttempts,
     redispatchInterrupted: config.redispatchInterrupted,
-  });
+  };
+  const store = new RunStore(redis, storeOptions);
+  // The dispatcher and the delivery worker get their own connection with a longer command
+  // timeout: their replies carry bodies, and a large one must not time out the accept path's.
+  let workerRedis: Redis | null = null;
+  let workerStore = store;
+  if (config.role !== 'extproc') {
+    workerRedis = connectRedis(config.redisUrl, { commandTimeoutMs: config.redisWorkerCommandTimeoutMs, name: 'eas-worker' });
+    workerRedis.on('error', () => undefined);
+    workerRedis.connect().catch(() => undefined);
+    workerStore = new RunStore(workerRedis, storeOptions);
+  }
   const events = new RunEvents(subscriber, store.keys.events);
   await subscriber.connect().catch(() => undefined);
   events.start().catch((err: Error) => logger.warn({ err: err.message }, 'could not subscribe to run events yet'));
@@ -98,7 +109,7 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
     const deliveryVisibilityMs = config.webhook.timeoutMs + 30_000;
     const resultBase = `${config.publicBaseUrl}${config.runsApiPrefix}`;
     delivery = new DeliveryWorker(
-      store,
+      workerStore,
       sender,
       {
         retryScheduleMs: parseRetrySchedule(config.webhook.retrySchedule),
@@ -113,7 +124,7 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
     );
     const worker = delivery;
     dispatcher = new Dispatcher(
-      store,
+      workerStore,
       events,
       {
         workerId,
@@ -186,6 +197,7 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
         await admin.stop();
         await events.stop();
         await redis.quit().catch(() => redis.disconnect());
+        await workerRedis?.quit().catch(() => workerRedis?.disconnect());
         logger.info('stopped');
       })()),
   };

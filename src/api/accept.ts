@@ -128,7 +128,18 @@ export class AsyncAcceptor {
       await this.store.create(run);
     } catch (err) {
       this.metrics.redisErrors.inc({ operation: 'create_run' });
-      this.logger.error({ err: (err as Error).message, request_id: run.requestId }, 'could not store a new run');
+      // A timeout means the script was sent and may have run: the run may exist, and a blind
+      // retry could start the app twice. Any other error (not connected, refused) means it did not.
+      const uncertain = /timed out/i.test((err as Error).message);
+      this.logger.error({ err: (err as Error).message, request_id: run.requestId, run_id: id, uncertain }, 'could not store a new run');
+      if (uncertain) {
+        return this.reject(
+          503, 'store_uncertain',
+          `Redis did not confirm the run in time; it may have been stored. Look it up at ${this.options.runsApiPrefix}/${id} before retrying.`,
+          [['retry-after', '1'], ['location', `${this.options.runsApiPrefix}/${id}`]],
+          { run_id: id },
+        );
+      }
       return this.reject(503, 'store_unavailable', 'The run could not be stored; nothing was accepted. Retry later.', [['retry-after', '1']]);
     }
     this.metrics.runsAccepted.inc({ trigger: req.trigger });
@@ -145,8 +156,8 @@ export class AsyncAcceptor {
     return { status: 202, headers, body: `{"run_id":"${id}"}\n`, details: 'async_run_accepted' };
   }
 
-  private reject(status: number, code: string, message: string, extra: Array<[string, string]> = []): HttpReply {
+  private reject(status: number, code: string, message: string, extra: Array<[string, string]> = [], fields: Record<string, string> = {}): HttpReply {
     this.metrics.runsRejected.inc({ code });
-    return jsonError(status, code, message, extra);
+    return jsonError(status, code, message, extra, fields);
   }
 }

@@ -1,11 +1,18 @@
 import type { HttpReply } from '../extproc';
 
 /** Every error the sidecar answers with has this JSON shape (SPEC §2), and its code is a metric label. */
-export function jsonError(status: number, code: string, message: string, extraHeaders: Array<[string, string]> = []): HttpReply {
+export function jsonError(
+  status: number,
+  code: string,
+  message: string,
+  extraHeaders: Array<[string, string]> = [],
+  /** More fields of the error object (e.g. the run_id a client should look up). */
+  extra: Record<string, string> = {},
+): HttpReply {
   return {
     status,
     headers: [['content-type', 'application/json'], ...extraHeaders],
-    body: `${JSON.stringify({ error: { code, message } })}\n`,
+    body: `${JSON.stringify({ error: { code, message, ...extra } })}\n`,
     details: `async_sidecar_${code}`,
   };
 }

@@ -34,6 +34,12 @@ export interface Config {
   redisUrl: string;
   redisKeyPrefix: string;
   redisCommandTimeoutMs: number;
+  /**
+   * Command timeout of the worker's own connection (claims, body reads, completions): replies
+   * carry bodies of up to MAX_BODY_BYTES, and no client waits on them, so they get longer than
+   * the accept path, which must answer within Envoy's message timeout.
+   */
+  redisWorkerCommandTimeoutMs: number;
   dispatchUrl: string;
   dispatchConcurrency: number;
   gracePeriodMs: number;
@@ -168,6 +174,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, argv: readonly 
     redisUrl: s('redisUrl') as string,
     redisKeyPrefix: s('redisKeyPrefix') as string,
     redisCommandTimeoutMs: Math.round((s('redisCommandTimeout') as number) * 1000),
+    redisWorkerCommandTimeoutMs: Math.max(5000, 5 * Math.round((s('redisCommandTimeout') as number) * 1000)),
     dispatchUrl: (s('dispatchUrl') as string).replace(/\/+$/, ''),
     dispatchConcurrency: s('dispatchConcurrency') as number,
     gracePeriodMs: Math.round((s('responseGracePeriod') as number) * 1000),

@@ -125,9 +125,9 @@ export class Dispatcher {
     await this.agent.close();
   }
 
-  private release(run: ClaimedRun): void {
+  private release(run: ClaimedRun, why = 'run taken while stopping, put back in the queue'): void {
     this.store.release(this.options.workerId, [run.id]).then(
-      () => this.logger.info({ run_id: run.id }, 'run taken while stopping, put back in the queue'),
+      () => this.logger.info({ run_id: run.id }, why),
       (err: Error) => this.redisError('release_runs', err),
     );
   }
@@ -187,10 +187,22 @@ export class Dispatcher {
 
   private async execute(entry: InFlight): Promise<void> {
     const { run, controller } = entry;
+    let body = run.body;
+    if (body === null) {
+      // Too large to come with the claim: read on its own. If that fails the run never started,
+      // so it goes back to the queue rather than waiting for its lease to end it interrupted.
+      try {
+        body = await this.store.readBody(run.id);
+      } catch (err) {
+        this.redisError('read_body', err as Error);
+        return this.release(run, 'run body could not be read; put back in the queue');
+      }
+      if (body === null) return; // cancelled and expired meanwhile
+    }
     const grace = setTimeout(() => this.abortRun(run.id, 'grace'), run.gracePeriodMs);
     let outcome: DispatchOutcome;
     try {
-      outcome = await this.replay(run, controller.signal);
+      outcome = await this.replay(run, body, controller.signal);
     } catch (err) {
       outcome = this.failure(entry, err as Error);
     } finally {
@@ -201,12 +213,12 @@ export class Dispatcher {
     await this.record(run, outcome);
   }
 
-  private async replay(run: ClaimedRun, signal: AbortSignal): Promise<DispatchOutcome> {
+  private async replay(run: ClaimedRun, body: Buffer, signal: AbortSignal): Promise<DispatchOutcome> {
     const res = await request(dispatchTarget(this.base, run.target), {
       dispatcher: this.agent,
       method: run.method as 'GET',
       headers: run.headers.flat(),
-      body: run.body.length > 0 || !['GET', 'HEAD'].includes(run.method) ? run.body : null,
+      body: body.length > 0 || !['GET', 'HEAD'].includes(run.method) ? body : null,
       signal,
       headersTimeout: run.gracePeriodMs,
       bodyTimeout: run.gracePeriodMs,

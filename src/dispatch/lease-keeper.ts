@@ -19,8 +19,8 @@ interface Held {
 
 /**
  * Keeps the leases of a worker's runs alive, as BullMQ's LockManager does: one heartbeat that
- * re-arms its own timer after each round trip (never two renewals in flight behind a slow Redis),
- * and a report of the leases lost, so the worker aborts calls it no longer holds instead of
+ * re-arms its own timer (no setInterval; never two renewals in flight behind a slow Redis), and a
+ * report of the leases lost, so the worker aborts calls it no longer holds instead of
  * letting a recovered run execute twice at once. A lease counts from when its renewal was *sent*:
  * if Redis cannot be reached for a whole lease timeout, another worker may already have
  * recovered the run, so the call stops then too ('expired').
@@ -29,6 +29,7 @@ export class LeaseKeeper {
   private readonly held = new Map<string, Held>();
   private timer: NodeJS.Timeout | null = null;
   private running = false;
+  private renewing = false;
   /** Heartbeat period: a third of the lease, so two renewals can fail before it runs out. */
   private readonly intervalMs: number;
 
@@ -61,28 +62,38 @@ export class LeaseKeeper {
 
   private arm(): void {
     if (!this.running) return;
-    this.timer = setTimeout(() => void this.beat(), this.intervalMs);
+    this.timer = setTimeout(() => this.beat(), this.intervalMs);
     this.timer.unref();
   }
 
-  private async beat(): Promise<void> {
-    if (this.held.size > 0) {
-      const sentAt = Date.now();
-      const batch = [...this.held].map(([id, h]) => ({ id, attempt: h.attempt }));
-      try {
-        const lost = new Set(await this.store.renewLeases(this.options.workerId, batch));
-        for (const { id, attempt } of batch) {
-          const h = this.held.get(id);
-          if (h && h.attempt === attempt && !lost.has(id)) h.validFrom = sentAt;
-        }
-        const gone = batch.filter((b) => lost.has(b.id) && this.held.get(b.id)?.attempt === b.attempt).map((b) => b.id);
-        if (gone.length > 0) this.lose(gone, 'taken');
-      } catch (err) {
-        this.options.onError(err as Error);
-      }
-      this.expireStale();
+  /**
+   * One heartbeat: a renewal unless the previous one is still waiting for Redis (never two in
+   * flight), and the expiry check either way, since a blackholed Redis answers nothing until the
+   * command timeout, which may be longer than the lease.
+   */
+  private beat(): void {
+    if (this.held.size > 0 && !this.renewing) {
+      this.renewing = true;
+      void this.renew().finally(() => (this.renewing = false));
     }
+    this.expireStale();
     this.arm();
+  }
+
+  private async renew(): Promise<void> {
+    const sentAt = Date.now();
+    const batch = [...this.held].map(([id, h]) => ({ id, attempt: h.attempt }));
+    try {
+      const lost = new Set(await this.store.renewLeases(this.options.workerId, batch));
+      for (const { id, attempt } of batch) {
+        const h = this.held.get(id);
+        if (h && h.attempt === attempt && !lost.has(id)) h.validFrom = Math.max(h.validFrom, sentAt);
+      }
+      const gone = batch.filter((b) => lost.has(b.id) && this.held.get(b.id)?.attempt === b.attempt).map((b) => b.id);
+      if (gone.length > 0) this.lose(gone, 'taken');
+    } catch (err) {
+      this.options.onError(err as Error);
+    }
   }
 
   /**

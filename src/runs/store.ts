@@ -76,6 +76,13 @@ const str = (v: Buffer | string | null | undefined): string => (v === null || v 
 /** A run as claim_runs (and complete_run's claim) return it: see lib.lua `claim`. */
 type ClaimedRow = Array<Buffer | number>;
 
+/**
+ * Request bodies one claim reply carries inline, all runs together (the rest are read one by one
+ * with `readBody`): small bodies keep one round trip per claim, large ones cannot make a reply
+ * outgrow the command timeout.
+ */
+export const CLAIM_INLINE_BODY_BYTES = 1024 * 1024;
+
 function toClaimedRun(r: ClaimedRow): ClaimedRun {
   return {
     id: str(r[0] as Buffer),
@@ -85,7 +92,8 @@ function toClaimedRun(r: ClaimedRow): ClaimedRun {
     method: str(r[4] as Buffer),
     target: str(r[5] as Buffer),
     headers: JSON.parse(str(r[6] as Buffer)) as Array<[string, string]>,
-    body: (r[7] as Buffer | null) ?? Buffer.alloc(0),
+    body: (r[7] as Buffer | null) ?? (Number(r[9]) > 0 ? null : Buffer.alloc(0)),
+    bodyBytes: Number(r[9]),
     gracePeriodMs: Number(str(r[8] as Buffer)),
   };
 }
@@ -127,7 +135,7 @@ export class RunStore {
   /** Takes up to `max` queued runs for `workerId`, oldest first, each leased for the lease timeout. */
   async claim(workerId: string, max: number): Promise<ClaimedRun[]> {
     const rows = (await this.script('claimRuns', true)(
-      this.keys.queue, this.keys.leases, this.keys.base, workerId, this.options.leaseTimeoutMs, max,
+      this.keys.queue, this.keys.leases, this.keys.base, workerId, this.options.leaseTimeoutMs, max, CLAIM_INLINE_BODY_BYTES,
     )) as ClaimedRow[];
     return rows.map(toClaimedRun);
   }
@@ -159,11 +167,21 @@ export class RunStore {
     const done = (await this.script('completeRun', true)(
       k.run(run.id), k.leases, k.webhooks, k.queue, run.id, workerId, run.attempt, outcome.status,
       this.options.runTtlMs, k.events, options.handOffWindowMs ?? 0, options.claimNext ?? 0, k.base,
-      this.options.leaseTimeoutMs, ...fields,
+      this.options.leaseTimeoutMs, CLAIM_INLINE_BODY_BYTES, ...fields,
     )) as 0 | [number, Buffer, Buffer, ClaimedRow[]];
     if (done === 0) return { recorded: false, webhook: null, next: [] };
     const url = str(done[1]);
     return { recorded: true, webhook: url ? { url, webhookId: str(done[2]) } : null, next: done[3].map(toClaimedRun) };
+  }
+
+  /** The request body of a claimed run whose body did not come inline (null: the run is gone). */
+  async readBody(id: string): Promise<Buffer | null> {
+    return this.redis.hgetBuffer(this.keys.run(id), 'body');
+  }
+
+  /** The stored upstream response body of a delivery whose body did not come inline. */
+  async readResultBody(id: string): Promise<Buffer | null> {
+    return this.redis.hgetBuffer(this.keys.run(id), 'res_body');
   }
 
   /** Cancels a queued or running run; returns the status it had, or 'missing'. */
@@ -253,18 +271,23 @@ export class RunStore {
 
   /** Takes up to `limit` due webhook deliveries, hidden from other workers for `visibilityMs`. */
   async claimWebhooks(limit: number, visibilityMs: number): Promise<ClaimedDelivery[]> {
-    const rows = (await this.script('claimWebhooks', true)(this.keys.webhooks, this.keys.base, visibilityMs, limit)) as Buffer[][];
-    return rows.map((r) => ({
-      runId: str(r[0]),
-      url: str(r[1]),
-      webhookId: str(r[2]),
-      runStatus: str(r[3]) as RunStatus,
-      error: str(r[4]) || null,
-      upstreamStatus: num(str(r[5])),
-      contentType: str(r[6]) || null,
-      body: str(r[5]) ? (r[7] ?? Buffer.alloc(0)) : null,
-      tries: Number(str(r[8]) || 0),
-    }));
+    const rows = (await this.script('claimWebhooks', true)(this.keys.webhooks, this.keys.base, visibilityMs, limit, CLAIM_INLINE_BODY_BYTES)) as Array<Array<Buffer | null>>;
+    return rows.map((r) => {
+      const hasResponse = str(r[5]) !== '';
+      const inline = r[7] ?? null;
+      return {
+        runId: str(r[0]),
+        url: str(r[1]),
+        webhookId: str(r[2]),
+        runStatus: str(r[3]) as RunStatus,
+        error: str(r[4]) || null,
+        upstreamStatus: num(str(r[5])),
+        contentType: str(r[6]) || null,
+        body: hasResponse ? (inline ?? Buffer.alloc(0)) : null,
+        bodyPending: hasResponse && inline === null && Number(str(r[9])) > 0,
+        tries: Number(str(r[8]) || 0),
+      };
+    });
   }
 
   async recordWebhookAttempt(runId: string, record: WebhookAttemptRecord, retryDelayMs: number | null): Promise<void> {

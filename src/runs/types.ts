@@ -39,7 +39,9 @@ export interface ClaimedRun {
   method: string;
   target: string;
   headers: Array<[string, string]>;
-  body: Buffer;
+  /** null: too large to come with the claim; read it with RunStore.readBody before the replay. */
+  body: Buffer | null;
+  bodyBytes: number;
   gracePeriodMs: number;
 }
 
@@ -109,6 +111,8 @@ export interface ClaimedDelivery {
   upstreamStatus: number | null;
   contentType: string | null;
   body: Buffer | null;
+  /** The body was too large to come with the claim: read it with RunStore.readResultBody first. */
+  bodyPending?: boolean;
   /** Attempts already made in this delivery. */
   tries: number;
 }

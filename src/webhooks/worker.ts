@@ -95,6 +95,16 @@ export class DeliveryWorker {
   }
 
   private async deliver(d: ClaimedDelivery): Promise<void> {
+    if (d.bodyPending) {
+      // Left out of the claim for its size. If it cannot be read now, the delivery stays claimed
+      // until its visibility window ends and is taken again then: repeated, never lost.
+      try {
+        d = { ...d, body: (await this.store.readResultBody(d.runId)) ?? Buffer.alloc(0), bodyPending: false };
+      } catch (err) {
+        this.redisErrors.report('read_result_body', err as Error, { run_id: d.runId }, 'could not read a webhook body; the delivery is retried after its visibility window');
+        return;
+      }
+    }
     const payload = buildWebhookBody(
       {
         runId: d.runId,

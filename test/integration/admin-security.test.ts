@@ -47,7 +47,8 @@ describe('admin port: Host and Origin', () => {
   it('refuses a cross-site POST (Origin of another site, or Sec-Fetch-Site: cross-site), allows same-origin and non-browser clients', async () => {
     const host = `127.0.0.1:${sidecar.adminPort}`;
     const path = `/v1/runs/${RUN}/redeliver`;
-    for (const extra of [{ origin: 'https://attacker.example' }, { 'sec-fetch-site': 'cross-site' }, { 'sec-fetch-site': 'same-site' }, { origin: 'null' }]) {
+    const crossSite: Array<Record<string, string>> = [{ origin: 'https://attacker.example' }, { 'sec-fetch-site': 'cross-site' }, { 'sec-fetch-site': 'same-site' }, { origin: 'null' }];
+    for (const extra of crossSite) {
       const r = await call(path, { host, ...extra }, 'POST');
       expect([extra, r.status, JSON.parse(r.body).error.code]).toEqual([extra, 403, 'cross_site_request']);
     }

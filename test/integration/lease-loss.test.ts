@@ -65,6 +65,9 @@ it('a worker that cannot renew its lease aborts the call before another worker t
     expect(lost).toMatch(/eas_leases_lost_total\{why="expired"\} 1/);
     expect((await store.get(RUN_ID))!.view).toMatchObject({ status: 'running', dispatch_attempts: 2 });
   } finally {
+    // End the partition as TCP would after one: by dropping the connections (the proxy swallowed
+    // bytes, which a real network never does, so the old connections cannot be trusted).
+    proxy.setMode('reset');
     proxy.setMode('pass');
     await other.stop();
     await cutOff.stop();
