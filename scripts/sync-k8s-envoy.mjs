@@ -27,7 +27,9 @@ const HEADER =
   '#   sidecar worker ──▶ `dispatch` 127.0.0.1:8081 (no ext_proc) ──▶ `app`\n' +
   '# Only the clusters `app` and `async_sidecar` differ from envoy/envoy.yaml (STATIC, localhost);\n' +
   '# test/unit/deploy-manifests.test.ts checks that. The admin listener (0.0.0.0:9901) is reachable\n' +
-  '# on the pod IP for the readiness probe: keep it from other workloads with a NetworkPolicy.\n';
+  '# on the pod IP for the readiness probe: keep it from other workloads with a NetworkPolicy.\n' +
+  '# Needs Envoy >= 1.36, as envoy/envoy.yaml (whose header says why); validated by the real Envoy in\n' +
+  '# test/unit/envoy-validate.test.ts.\n';
 
 /** The structural transform: clusters in POD_LOCAL become STATIC endpoints on localhost. */
 export function podLocalObject(obj) {

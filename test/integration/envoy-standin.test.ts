@@ -349,14 +349,14 @@ describe('Envoy stand-in: responses from the server', () => {
     expect(e.stats.overrideTimeoutsIgnored).toBe(1);
   });
 
-  it('answers 500 on a gRPC error from the server (failure_mode_allow false)', async () => {
+  it('answers status_on_error (envoy.yaml: 503) on a gRPC error from the server (failure_mode_allow false)', async () => {
     const e = await startEnvoy();
     script = async (s) => {
       await s.next();
       s.call.emit('error', { code: grpc.status.INTERNAL, details: 'boom' });
     };
     const r = await e.process({ method: 'GET', path: '/g?async=true' });
-    expect(r.status).toBe(500);
+    expect(r.status).toBe(503);
     expect(r.details).toBe('ext_proc_error_gRPC_error_13{boom}');
     expect(e.stats.grpcErrors).toBe(1);
     expect(upstreamRequests).toHaveLength(0);
@@ -392,7 +392,7 @@ describe('Envoy stand-in: responses from the server', () => {
       s.send(CONTINUE_BODY); // a body response while Envoy waits for a headers response
     };
     const r = await e.process({ method: 'POST', path: '/sp?async=true', body: 'x' });
-    expect(r.status).toBe(500);
+    expect(r.status).toBe(503); // envoy.yaml's status_on_error
     expect(e.stats.spuriousMessages).toBe(1);
   });
 

@@ -1,123 +1,150 @@
 /**
- * Strict validation and a small typed model of Envoy bootstrap YAML (envoy/envoy.yaml, snippets).
- *
- * Strict parsing uses Envoy's own API protos as bundled by @grpc/grpc-js-xds (nothing copied into
- * the repo) and `buf` (devDependency @bufbuild/buf):
- *  1. `buf build` compiles an image of the Bootstrap proto plus every typed config we use, with
- *     imports, into a temp dir (once per process and proto set).
- *  2. `buf convert <image> --type <T> --from cfg.yaml#format=yaml`: buf's YAML reader (protoyaml)
- *     rejects unknown fields, unknown enum names, unresolvable `@type` in Any (also nested, e.g.
- *     typed_per_filter_config) and malformed values, with file:line:col in the message.
- *  3. The same document converted to JSON (package `yaml`) through `--from cfg.json#format=json`:
- *     protojson's value syntax, which is what Envoy's own YAML loader applies after YAML→JSON
- *     (e.g. durations must be "<n>s": protoyaml alone would accept "5m"). buf's JSON reader
- *     discards unknown fields, which is why step 2 is needed.
- * Not checked: PGV `validate.rules` constraints (buf only knows protovalidate), and anything
- * newer than the bundled protos (data-plane-api of mid-2024) is reported as an unknown field.
+ * Envoy configuration in tests:
+ *  - `validateEnvoyConfig`: the real Envoy's judgement (`envoy --mode validate`), which checks
+ *    every field, enum, `@type` and protoc-gen-validate rule of the Envoy that will run the file.
+ *  - `snippetBootstrap` / `istioPatchesBootstrap`: envoy/snippets/ pasted into a minimal
+ *    "existing" Envoy, the way a user would, so that Envoy can judge them too.
+ *  - a small typed model (`envoyConfigFromYaml`, `loadEnvoyConfig`) read by the Envoy stand-in
+ *    (test/support/envoy/stand-in.ts) and the topology tests. It does not validate anything.
  */
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, symlink, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { isAbsolute, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { parse as parseYaml } from 'yaml';
+import { parse as parseYaml, stringify } from 'yaml';
+import { loadExtProcProto } from '../../src/extproc/proto';
+import { findEnvoy } from './real-envoy';
+
+export const REPO_ROOT = resolve(__dirname, '..', '..');
 
 const execFileAsync = promisify(execFile);
 
-export const REPO_ROOT = resolve(__dirname, '..', '..');
-const BUF_BIN = join(REPO_ROOT, 'node_modules', '.bin', 'buf');
-const XDS_DEPS = join(dirname(require.resolve('@grpc/grpc-js-xds/package.json')), 'deps');
-
-/** Proto files (relative to deps/envoy-api) always compiled into the image: every typed config of envoy.yaml. */
-export const DEFAULT_ENVOY_PROTO_FILES: readonly string[] = [
-  'envoy/config/bootstrap/v3/bootstrap.proto',
-  'envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto',
-  'envoy/extensions/filters/http/ext_proc/v3/ext_proc.proto',
-  'envoy/extensions/filters/http/router/v3/router.proto',
-  'envoy/extensions/upstreams/http/v3/http_protocol_options.proto',
-];
-
-export interface StrictParseOptions {
-  /** Fully-qualified message type; default envoy.config.bootstrap.v3.Bootstrap. */
-  typeName?: string;
-  /** More proto files (relative to deps/envoy-api) whose messages may appear in `@type`. */
-  extraProtoFiles?: readonly string[];
-}
-
-const images = new Map<string, Promise<{ dir: string; image: string }>>();
+export type ValidateResult = { ok: true } | { ok: false; error: string };
 
 /**
- * The bundled protoc-gen-validate predates `StringRules.ignore_empty` (field 26), which the bundled
- * Envoy protos use in an option annotation; buf refuses to compile that. Annotations do not affect
- * parsing, so the temp workspace gets a copy of validate.proto with that one option field added.
+ * Runs `envoy --mode validate` on the YAML text: Envoy builds every listener, cluster and filter
+ * from it without binding ports, connecting or resolving DNS (STRICT_DNS names need not resolve).
+ * `error` is Envoy's own message, for assertions on why it refused. Not checked by Envoy here:
+ * that an ext_proc filter's `envoy_grpc.cluster_name` names an existing cluster (measured on 1.40).
  */
-async function buildImage(files: readonly string[]): Promise<{ dir: string; image: string }> {
-  const dir = await mkdtemp(join(tmpdir(), 'envoy-protos-'));
-  for (const m of ['envoy-api', 'xds', 'googleapis']) await symlink(join(XDS_DEPS, m), join(dir, m));
-  const validate = await readFile(join(XDS_DEPS, 'protoc-gen-validate', 'validate', 'validate.proto'), 'utf8');
-  const patched = validate.includes('ignore_empty')
-    ? validate
-    : validate.replace(
-        /^(\s*)optional bool strict = 25 \[default = true\];$/m,
-        '$&\n$1optional bool ignore_empty = 26; // added for buf: see envoy-config.ts',
-      );
-  await mkdir(join(dir, 'pgv', 'validate'), { recursive: true });
-  await writeFile(join(dir, 'pgv', 'validate', 'validate.proto'), patched);
-  await writeFile(
-    join(dir, 'buf.yaml'),
-    'version: v2\nmodules:\n  - path: envoy-api\n  - path: xds\n  - path: googleapis\n  - path: pgv\n',
-  );
-  const image = join(dir, 'image.binpb');
-  const args = ['build', dir, '-o', image];
-  for (const f of files) args.push('--path', join(dir, 'envoy-api', f));
-  await runBuf(args);
-  return { dir, image };
-}
-
-async function runBuf(args: string[]): Promise<void> {
+export async function validateEnvoyConfig(yamlText: string): Promise<ValidateResult> {
+  const found = findEnvoy();
+  if (found.bin === undefined) throw new Error(`no Envoy: ${found.reason}`);
+  const dir = await mkdtemp(join(tmpdir(), 'eas-envoy-validate-'));
   try {
-    await execFileAsync(BUF_BIN, args, { maxBuffer: 16 * 1024 * 1024 });
-  } catch (err) {
-    const e = err as { stderr?: string; stdout?: string; message: string };
-    throw new Error((e.stderr || e.stdout || e.message).trim());
+    const file = join(dir, 'envoy.yaml');
+    await writeFile(file, yamlText);
+    try {
+      await execFileAsync(found.bin, ['--mode', 'validate', '-c', file, '--log-level', 'critical', '--disable-hot-restart'], {
+        maxBuffer: 16 * 1024 * 1024,
+      });
+      return { ok: true };
+    } catch (err) {
+      const e = err as { stdout?: string; stderr?: string; message: string };
+      const text = `${e.stderr ?? ''}${e.stdout ?? ''}`.trim() || e.message;
+      // The message may span lines (a validate rule failure prints the offending proto).
+      const at = text.indexOf('error initializing configuration');
+      return { ok: false, error: at >= 0 ? text.slice(at) : text };
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
   }
 }
 
-function imageFor(files: readonly string[]): Promise<{ dir: string; image: string }> {
-  const key = [...files].sort().join('\n');
-  let p = images.get(key);
-  if (!p) {
-    p = buildImage(files);
-    images.set(key, p);
-    p.catch(() => images.delete(key));
-  }
-  return p;
+type Obj = Record<string, unknown>;
+
+const HCM_TYPE = 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager';
+const ROUTER_FILTER = { name: 'envoy.filters.http.router', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router' } };
+
+function staticCluster(name: string, port: number): Obj {
+  return {
+    name,
+    type: 'STATIC',
+    connect_timeout: '1s',
+    load_assignment: { cluster_name: name, endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: '127.0.0.1', port_value: port } } } }] }] },
+  };
 }
 
-let seq = 0;
+export interface SnippetParts {
+  /** HTTP filters, placed before the router (http-filter.yaml, composite-filter.yaml). */
+  filters?: Obj[];
+  /** Routes, placed before the existing catch-all route (routes.yaml). */
+  routes?: Obj[];
+  /** Clusters, added to the existing `app` cluster (cluster.yaml). */
+  clusters?: Obj[];
+  /** Cluster the existing catch-all route goes to (default `app`). */
+  appCluster?: string;
+  /** Port of the existing listener (default 8080). */
+  listenerPort?: number;
+  /** Name of the existing listener (default `existing`; RealEnvoy's `url` is the one named `ingress`). */
+  listenerName?: string;
+}
 
 /**
- * Parses Envoy YAML as `typeName` (default Bootstrap) strictly; resolves if valid, otherwise throws
- * an Error whose message is buf's (with line:column for YAML errors).
+ * An "existing" Envoy (admin, one listener `existing` with one HTTP connection manager whose
+ * virtual host ends with a catch-all route to the app cluster, and that cluster) with the snippets
+ * pasted where envoy/snippets/ says they go. Returns the bootstrap YAML.
  */
-export async function parseEnvoyBootstrapStrict(yamlText: string, options: StrictParseOptions = {}): Promise<void> {
-  const typeName = options.typeName ?? 'envoy.config.bootstrap.v3.Bootstrap';
-  const files = [...DEFAULT_ENVOY_PROTO_FILES, ...(options.extraProtoFiles ?? [])];
-  const { dir, image } = await imageFor(files);
-  let json: string;
-  try {
-    json = JSON.stringify(parseYaml(yamlText));
-  } catch (err) {
-    throw new Error(`YAML syntax: ${(err as Error).message}`);
+export function snippetBootstrap(parts: SnippetParts): string {
+  const app = parts.appCluster ?? 'app';
+  return stringify({
+    admin: { address: { socket_address: { address: '127.0.0.1', port_value: 9901 } } },
+    static_resources: {
+      listeners: [
+        {
+          name: parts.listenerName ?? 'existing',
+          address: { socket_address: { address: '127.0.0.1', port_value: parts.listenerPort ?? 8080 } },
+          filter_chains: [
+            {
+              filters: [
+                {
+                  name: 'envoy.filters.network.http_connection_manager',
+                  typed_config: {
+                    '@type': HCM_TYPE,
+                    stat_prefix: 'existing',
+                    route_config: {
+                      name: 'existing',
+                      virtual_hosts: [{ name: 'all', domains: ['*'], routes: [...(parts.routes ?? []), { name: 'existing', match: { prefix: '/' }, route: { cluster: app } }] }],
+                    },
+                    http_filters: [...(parts.filters ?? []), ROUTER_FILTER],
+                  },
+                },
+              ],
+            },
+          ],
+        },
+      ],
+      clusters: [staticCluster(app, 8000), ...(parts.clusters ?? [])],
+    },
+  });
+}
+
+interface IstioPatch {
+  applyTo: string;
+  match?: { context?: string; listener?: { portNumber?: number }; routeConfiguration?: { portNumber?: number } };
+  patch: { operation: string; value: Obj };
+}
+
+/**
+ * The patches of an Istio EnvoyFilter applied to a stand-in of Istio's inbound config for one
+ * port: a listener whose HCM has the router and a catch-all route to `inbound|<port>||` (Istio's
+ * generated cluster name). Handles what envoy/snippets/istio-envoyfilter.yaml uses: CLUSTER ADD,
+ * HTTP_FILTER INSERT_BEFORE the router, HTTP_ROUTE INSERT_FIRST (each goes to the top, so the
+ * last one applied ends up first). Anything else is an error, so a new kind of patch gets a test.
+ */
+export function istioPatchesBootstrap(envoyFilter: { spec: { configPatches: IstioPatch[] } }, port = 8000): string {
+  const filters: Obj[] = [];
+  const routes: Obj[] = [];
+  const clusters: Obj[] = [];
+  for (const p of envoyFilter.spec.configPatches) {
+    const op = `${p.applyTo} ${p.patch.operation}`;
+    if (op === 'CLUSTER ADD') clusters.push(p.patch.value);
+    else if (op === 'HTTP_FILTER INSERT_BEFORE') filters.push(p.patch.value);
+    else if (op === 'HTTP_ROUTE INSERT_FIRST') routes.unshift(p.patch.value);
+    else throw new Error(`istioPatchesBootstrap: ${op} is not handled`);
   }
-  const n = `${process.pid}-${++seq}`;
-  const yamlPath = join(dir, `cfg-${n}.yaml`);
-  const jsonPath = join(dir, `cfg-${n}.json`);
-  await writeFile(yamlPath, yamlText);
-  await writeFile(jsonPath, json);
-  const convert = (from: string) => ['convert', image, '--type', typeName, '--from', from, '--to', join(dir, `out-${n}.binpb`)];
-  await runBuf(convert(`${yamlPath}#format=yaml`)); // unknown fields / enums / @type, with line numbers
-  await runBuf(convert(`${jsonPath}#format=json`)); // protojson value syntax, as Envoy parses it
+  return snippetBootstrap({ filters, routes, clusters, appCluster: `inbound|${port}||`, listenerPort: port });
 }
 
 // ───────────────────────────── typed-ish model used by the Envoy stand-in ─────────────────────────────
@@ -164,7 +191,7 @@ export interface RouteModel {
   /** Route timeout in ms; 0 = disabled; Envoy's default is 15 s. */
   timeoutMs: number;
   idleTimeoutMs?: number;
-  /** Route.request_body_buffer_limit (Envoy >= 1.36) if present. */
+  /** Route.request_body_buffer_limit (Envoy >= 1.36): the BUFFERED body limit on this route, above the listener's. */
   requestBodyBufferLimit?: number;
   /** typed_per_filter_config entries by filter name (raw objects, `@type` kept). */
   perFilterConfig: Record<string, Record<string, unknown>>;
@@ -179,7 +206,7 @@ export interface ExtProcFilterModel {
   maxMessageTimeoutMs: number;
   allowModeOverride: boolean;
   processingMode: ProcessingModeModel;
-  /** status_on_error (Envoy >= 1.36; not in the bundled protos): 500 unless set. */
+  /** status_on_error (Envoy >= 1.36) as a number: what gRPC errors and spurious messages answer; 500 unless set. */
   statusOnError: number;
 }
 
@@ -224,7 +251,6 @@ export interface EnvoyConfigModel {
   listener(name: string): ListenerModel;
 }
 
-type Obj = Record<string, unknown>;
 const obj = (v: unknown): Obj => (v && typeof v === 'object' && !Array.isArray(v) ? (v as Obj) : {});
 const arr = (v: unknown): Obj[] => (Array.isArray(v) ? (v as Obj[]) : []);
 const num = (v: unknown, d: number): number => (v === undefined || v === null ? d : Number(v));
@@ -266,7 +292,6 @@ export function processingModeFrom(v: unknown): ProcessingModeModel {
 }
 
 const EXT_PROC_TYPE = 'type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor';
-const HCM_TYPE = 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager';
 
 function routeModel(r: Obj): RouteModel {
   const match = obj(r.match);
@@ -289,6 +314,28 @@ function routeModel(r: Obj): RouteModel {
   };
 }
 
+let statusCodes: Map<string, number> | undefined;
+
+/** envoy.type.v3.StatusCode by name (`ServiceUnavailable` → 503), from Envoy's protos. */
+function statusCodeNumber(name: string): number | undefined {
+  if (!statusCodes) {
+    const values = (loadExtProcProto() as unknown as { envoy: { type: { v3: { StatusCode: { type: { value: { name: string; number: number }[] } } } } } })
+      .envoy.type.v3.StatusCode.type.value;
+    statusCodes = new Map(values.map((v) => [v.name, v.number]));
+  }
+  return statusCodes.get(name);
+}
+
+/**
+ * ExternalProcessor.status_on_error ({code: <StatusCode name or number>}) as Envoy applies it:
+ * unset, or a code outside 4xx/5xx, is 500 (toErrorCode in ext_proc.cc).
+ */
+export function statusOnError(v: unknown): number {
+  const code = obj(v).code;
+  const n = typeof code === 'number' ? code : typeof code === 'string' ? (/^\d+$/.test(code) ? Number(code) : statusCodeNumber(code)) : undefined;
+  return n !== undefined && n >= 400 && n <= 599 ? n : 500;
+}
+
 function extProcModel(f: HttpFilterModel): ExtProcFilterModel {
   const c = f.config;
   const grpc = obj(c.grpc_service);
@@ -302,11 +349,11 @@ function extProcModel(f: HttpFilterModel): ExtProcFilterModel {
     allowModeOverride: c.allow_mode_override === true,
     // The filter-level mode: unset fields take the documented defaults (SEND headers, NONE bodies).
     processingMode: c.processing_mode === undefined ? { ...DEFAULT_PROCESSING_MODE } : processingModeFrom(c.processing_mode),
-    statusOnError: typeof obj(c.status_on_error).code === 'number' ? (obj(c.status_on_error).code as number) : 500,
+    statusOnError: statusOnError(c.status_on_error),
   };
 }
 
-/** Parses the YAML (not strictly: use parseEnvoyBootstrapStrict for that) into plain objects. */
+/** Reads the YAML into the model (no validation: the real Envoy does that). */
 export function envoyConfigFromYaml(yamlText: string): EnvoyConfigModel {
   const raw = obj(parseYaml(yamlText));
   const sr = obj(raw.static_resources);
