@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { service as healthService } from 'grpc-health-check';
 import { request } from 'undici';
-import { EnvoyStandIn } from '../support/envoy';
+import { RealEnvoy, describeWithEnvoy } from '../support/real-envoy';
 import { RedisServer } from '../support/redis-server';
 import { Upstream } from '../support/upstream';
 import { freePort } from '../support/ports';
@@ -12,7 +12,8 @@ let redis: RedisServer;
 let app: Upstream;
 
 beforeAll(async () => {
-  redis = await RedisServer.start();
+  // AOF fsync'd before every reply: a Redis stop in these tests loses nothing that was acknowledged.
+  redis = await RedisServer.start({ args: ['--save', '', '--appendonly', 'yes', '--appendfsync', 'always'] });
   app = await Upstream.start();
 });
 afterAll(async () => {
@@ -39,9 +40,10 @@ function grpcHealth(port: number): Promise<string> {
   );
 }
 
-async function withStack<T>(env: Record<string, string>, fn: (s: { sidecar: Sidecar; envoy: EnvoyStandIn }) => Promise<T>): Promise<T> {
+/** The real Envoy on the shipped envoy/envoy.yaml in front of an in-process sidecar. */
+async function withStack<T>(env: Record<string, string>, fn: (s: { sidecar: Sidecar; envoy: RealEnvoy }) => Promise<T>): Promise<T> {
   const extprocPort = await freePort();
-  const envoy = await EnvoyStandIn.start({ clusters: { async_sidecar: `127.0.0.1:${extprocPort}`, app: `127.0.0.1:${app.port}` } });
+  const envoy = await RealEnvoy.start({ clusters: { async_sidecar: `127.0.0.1:${extprocPort}`, app: `127.0.0.1:${app.port}` } });
   const sidecar = await startTestSidecar({ EXTPROC_ADDR: `127.0.0.1:${extprocPort}`, REDIS_URL: redis.url, DISPATCH_URL: app.url, ...env });
   try {
     return await fn({ sidecar, envoy });
@@ -51,13 +53,34 @@ async function withStack<T>(env: Record<string, string>, fn: (s: { sidecar: Side
   }
 }
 
-async function accept(envoy: EnvoyStandIn, path: string, method = 'POST'): Promise<{ status: number; id?: string; code?: string }> {
-  const res = await request(`${envoy.url}${path}`, { method: method as 'POST', body: method === 'GET' ? undefined : '{}', headers: { 'content-type': 'application/json' } });
-  const json = (await res.body.json()) as { run_id?: string; error?: { code: string } };
-  return { status: res.statusCode, id: json.run_id, code: json.error?.code };
+interface Answer {
+  status: number;
+  id?: string;
+  code?: string;
+  contentType?: string;
+  body: string;
 }
 
-describe('operating it (SPEC §6)', () => {
+/** One request through Envoy; the body is kept as text since Envoy's own errors are not JSON. */
+async function send(envoy: RealEnvoy, path: string, method = 'POST'): Promise<Answer> {
+  const res = await request(`${envoy.url}${path}`, { method: method as 'POST', body: method === 'GET' ? undefined : '{}', headers: { 'content-type': 'application/json' } });
+  const body = await res.body.text();
+  let json: { run_id?: string; error?: { code: string } } = {};
+  try {
+    json = JSON.parse(body) as typeof json;
+  } catch {
+    /* Envoy's local reply */
+  }
+  return { status: res.statusCode, id: json.run_id, code: json.error?.code, contentType: res.headers['content-type'] as string | undefined, body };
+}
+const accept = send;
+
+/** Waits until Envoy routes to the sidecar and the sidecar answers (its health turns SERVING once Redis answered). */
+async function serving(envoy: RealEnvoy): Promise<void> {
+  await eventually(async () => ((await send(envoy, '/v1/runs/00000000-0000-4000-8000-000000000000', 'GET')).status === 404 ? true : undefined), 15_000, 'sidecar answering through Envoy');
+}
+
+describeWithEnvoy('operating it through the real Envoy (SPEC §6)', () => {
   it('reports liveness, readiness and gRPC health across a Redis outage', async () => {
     await withStack({}, async ({ sidecar }) => {
       const admin = `http://127.0.0.1:${sidecar.adminPort}`;
@@ -105,9 +128,10 @@ describe('operating it (SPEC §6)', () => {
 
   it('on SIGTERM refuses new runs, lets short runs finish, and hands long ones back', async () => {
     const extprocPort = await freePort();
-    const envoy = await EnvoyStandIn.start({ clusters: { async_sidecar: `127.0.0.1:${extprocPort}`, app: `127.0.0.1:${app.port}` } });
+    const envoy = await RealEnvoy.start({ clusters: { async_sidecar: `127.0.0.1:${extprocPort}`, app: `127.0.0.1:${app.port}` } });
     const env = { REDIS_URL: redis.url, DISPATCH_URL: app.url, SHUTDOWN_GRACE: '1' };
     const first = await startTestSidecar({ ...env, EXTPROC_ADDR: `127.0.0.1:${extprocPort}` });
+    await serving(envoy);
     app.setHandler((req, res) => {
       if (req.url.startsWith('/short')) setTimeout(() => res.writeHead(200).end('short'), 300);
       // long runs hang until the client goes away
@@ -137,6 +161,73 @@ describe('operating it (SPEC §6)', () => {
       app.setHandler(Upstream.json(200, { ok: true }));
     }
   });
+
+  it('answers a clear JSON 503 from the sidecar while Redis is down, and loses no accepted run', async () => {
+    await withStack({}, async ({ envoy }) => {
+      await serving(envoy);
+      // Slow enough that the runs are still queued or running when Redis dies.
+      app.setHandler((_req, res) => void setTimeout(() => res.writeHead(200).end('ok'), 500));
+      const before = await Promise.all([1, 2, 3].map(() => accept(envoy, '/before?async=true')));
+      expect(before.map((a) => a.status)).toEqual([202, 202, 202]);
+      await redis.stop('SIGKILL');
+      try {
+        const down = await accept(envoy, '/during?async=true');
+        const api = await send(envoy, `/v1/runs/${before[0]!.id}`, 'GET');
+        // Both come from the sidecar (an ImmediateResponse), not from Envoy: JSON with a code.
+        expect(down).toMatchObject({ status: 503, code: 'store_unavailable', contentType: 'application/json' });
+        expect(api).toMatchObject({ status: 503, code: 'store_unavailable', contentType: 'application/json' });
+      } finally {
+        await redis.startProcess();
+      }
+      app.setHandler(Upstream.json(200, { ok: true }));
+      // The runs acknowledged before the crash are all there (AOF always) and end.
+      for (const a of before) {
+        const v = await eventually(async () => {
+          const r = await send(envoy, `/v1/runs/${a.id}?wait=5`, 'GET');
+          return r.status === 200 && JSON.parse(r.body).status !== 'queued' && JSON.parse(r.body).status !== 'running' ? JSON.parse(r.body) : undefined;
+        }, 30_000, `run ${a.id} to end`);
+        expect(v.status).toMatch(/^(succeeded|failed)$/);
+      }
+      expect((await accept(envoy, '/after?async=true')).status).toBe(202);
+    });
+  }, 60_000);
+
+  it('between SIGTERM and exit clients get 503 shutting_down from the sidecar, then Envoy\'s own empty 503 once it is gone', async () => {
+    const extprocPort = await freePort();
+    const envoy = await RealEnvoy.start({ clusters: { async_sidecar: `127.0.0.1:${extprocPort}`, app: `127.0.0.1:${app.port}` } });
+    const sidecar = await startTestSidecar({ REDIS_URL: redis.url, DISPATCH_URL: app.url, SHUTDOWN_GRACE: '12', EXTPROC_ADDR: `127.0.0.1:${extprocPort}` });
+    try {
+      await serving(envoy);
+      // One run that hangs keeps the sidecar draining for SHUTDOWN_GRACE.
+      app.setHandler(Upstream.hang());
+      const held = await accept(envoy, '/held?async=true');
+      expect(held.status).toBe(202);
+      await eventually(() => (app.requests.some((r) => r.url === '/held') ? true : undefined));
+      const stopping = sidecar.stop();
+      let gone = false;
+      void stopping.then(() => (gone = true));
+      const during: Answer[] = [];
+      // Envoy's health check does not help here: after a check it waits no_traffic_interval (60 s
+      // by default) or interval (5 s) before the next, and a cluster's only host is used even when
+      // unhealthy (panic threshold). So the sidecar itself must answer until it exits.
+      for (let i = 0; i < 20; i++) {
+        during.push(await accept(envoy, '/late?async=true'));
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(gone).toBe(false);
+      expect(during.filter((a) => a.status !== 503 || a.code !== 'shutting_down')).toEqual([]);
+      expect(during[0]).toMatchObject({ contentType: 'application/json' });
+      await stopping;
+      const after = await accept(envoy, '/after-exit?async=true');
+      // Nobody listens any more: the ext_proc stream cannot open, failure_mode_allow: false, Envoy answers itself.
+      expect(after).toMatchObject({ status: 503, body: '', code: undefined });
+      expect(app.requests.some((r) => r.url.startsWith('/after-exit') || r.url.startsWith('/late'))).toBe(false);
+    } finally {
+      await sidecar.stop();
+      await envoy.close();
+      app.setHandler(Upstream.json(200, { ok: true }));
+    }
+  }, 60_000);
 
   it('ends a run of a worker that died (no heartbeat) within the lease timeout', async () => {
     const { Redis } = await import('ioredis');
