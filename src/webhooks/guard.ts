@@ -1,5 +1,6 @@
 import { promises as dns } from 'node:dns';
 import type { LookupAddress, LookupOptions } from 'node:dns';
+import { isIP } from 'node:net';
 import { canonicalIp } from './address';
 import { addressRefusal, type NetworkPolicy } from './policy';
 
@@ -11,11 +12,62 @@ export interface ResolvedAddress {
 /** Resolves a host name to all its addresses (the system resolver by default; injectable for tests). */
 export type Resolver = (hostname: string) => Promise<ResolvedAddress[]>;
 
-/** `dns.lookup(host, { all: true })`: the addresses the OS would connect to (hosts file included). */
-export const systemResolver: Resolver = async (hostname) => {
-  const found = await dns.lookup(hostname, { all: true, verbatim: true });
-  return found.map((a) => ({ address: a.address, family: a.family === 6 ? 6 : 4 }));
-};
+export interface DnsResolverOptions {
+  /** Milliseconds per query try (c-ares `timeout`); two tries. */
+  timeoutMs?: number;
+  /** Lookups in flight at once; more wait their turn (each attempt's own timeout still runs). */
+  maxConcurrent?: number;
+  /** DNS servers (`ip` or `ip:port`); default: the system's (/etc/resolv.conf). */
+  servers?: string[];
+}
+
+/**
+ * Resolves webhook hosts with c-ares (`dns.Resolver`: A and AAAA queries on the network), not
+ * `dns.lookup`: getaddrinfo runs on libuv's threadpool (4 threads), so a dozen webhook hosts that
+ * resolve slowly held every thread and other tenants' dispatches to a DISPATCH_URL host name,
+ * file reads and zlib waited behind them (docs/SECURITY.md). `localhost` names are loopback
+ * (RFC 6761) without a query. c-ares queries the name as given, with no search domains and no
+ * hosts file, so a single-label name (`webhooks`, a compose or Kubernetes service that only an
+ * operator can allow) goes through getaddrinfo as before: those resolve locally and quickly.
+ */
+export function createDnsResolver(options: DnsResolverOptions = {}): Resolver {
+  const resolver = new dns.Resolver({ timeout: options.timeoutMs ?? 2000, tries: 2 });
+  if (options.servers) resolver.setServers(options.servers);
+  const max = options.maxConcurrent ?? 32;
+  let active = 0;
+  const waiting: Array<() => void> = [];
+  const turn = async () => {
+    if (active >= max) await new Promise<void>((r) => waiting.push(r));
+    active++;
+  };
+  const done = () => {
+    active--;
+    waiting.shift()?.();
+  };
+  return async (hostname) => {
+    const name = hostname.toLowerCase().replace(/\.$/, '');
+    if (name === 'localhost' || name.endsWith('.localhost')) return [{ address: '127.0.0.1', family: 4 }, { address: '::1', family: 6 }];
+    if (isIP(name)) return [{ address: name, family: isIP(name) === 6 ? 6 : 4 }];
+    if (!name.includes('.')) {
+      const found = await dns.lookup(name, { all: true, verbatim: true });
+      return found.map((a) => ({ address: a.address, family: a.family === 6 ? 6 : 4 }));
+    }
+    await turn();
+    try {
+      const [v4, v6] = await Promise.allSettled([resolver.resolve4(name), resolver.resolve6(name)]);
+      const out: ResolvedAddress[] = [];
+      if (v4.status === 'fulfilled') for (const a of v4.value) out.push({ address: a, family: 4 });
+      if (v6.status === 'fulfilled') for (const a of v6.value) out.push({ address: a, family: 6 });
+      if (out.length === 0 && v4.status === 'rejected') throw v4.reason;
+      return out;
+    } finally {
+      done();
+    }
+  };
+}
+
+/** The process's webhook resolver (one c-ares channel, one concurrency bound for all deliveries). */
+export const systemResolver: Resolver = createDnsResolver();
 
 export type TargetCheck =
   | { ok: true; /** null for an IP-literal host (nothing to pin: no DNS). */ addresses: ResolvedAddress[] | null }

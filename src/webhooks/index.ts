@@ -1,6 +1,6 @@
 export { isBlockedAddress, blockedReason, metadataReason } from './address';
 export { validateWebhookUrl, isHostAllowed, isHostListed, addressRefusal, MAX_WEBHOOK_URL_LENGTH, type NetworkPolicy, type UrlCheck } from './policy';
-export { checkDeliveryTarget, PinnedLookup, systemResolver, type Resolver, type ResolvedAddress, type TargetCheck } from './guard';
+export { checkDeliveryTarget, createDnsResolver, PinnedLookup, systemResolver, type Resolver, type ResolvedAddress, type TargetCheck } from './guard';
 export { WebhookSigner } from './signing';
 export {
   DEFAULT_RETRY_SCHEDULE,

@@ -7,6 +7,7 @@
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Redis } from 'ioredis';
+import type { ImmediateResponse__Output } from '../../src/generated/envoy/service/ext_proc/v3/ImmediateResponse';
 import { connectRedis, RunStore, type NewRun } from '../../src/runs';
 import { createExtProcClient, ExtProcStream } from '../support/envoy/ext-proc-stream';
 import { FaultProxy } from '../support/fault-proxy';
@@ -107,12 +108,12 @@ it('a 503 whose write may have happened says so and names the run, which the cli
   const sidecar = await startTestSidecar({ EXTPROC_ADDR: `127.0.0.1:${extprocPort}`, REDIS_URL: `redis://127.0.0.1:${proxy.port}` }, ['--role', 'extproc']);
   const client = createExtProcClient(`127.0.0.1:${extprocPort}`, 'async_sidecar');
   try {
-    await eventually(async () => ((await db.client('LIST')).includes('name=eas ') ? true : undefined), 10_000, 'sidecar connected');
+    await eventually(async () => (String(await db.client('LIST')).includes('name=eas ') ? true : undefined), 10_000, 'sidecar connected');
     proxy.setLatency(700); // the write reaches Redis after 0.7 s, its reply comes back after the 1 s timeout
     const s = new ExtProcStream(client);
     const h = (key: string, v: string) => ({ key, raw_value: Buffer.from(v) });
     s.send({ request_headers: { headers: { headers: [h(':method', 'POST'), h(':path', '/x?async=true'), h(':authority', 'app'), h(':scheme', 'http')] }, end_of_stream: true } });
-    let reply;
+    let reply: ImmediateResponse__Output | undefined;
     for (const deadline = Date.now() + 10_000; !reply; ) {
       const e = await s.next(deadline);
       if (e.kind !== 'message') throw new Error(`stream ended: ${JSON.stringify(e)}`);
