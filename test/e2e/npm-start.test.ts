@@ -1,5 +1,5 @@
 import { request } from 'undici';
-import { EnvoyStandIn } from '../support/envoy';
+import { RealEnvoy, describeWithEnvoy } from '../support/real-envoy';
 import { RedisServer } from '../support/redis-server';
 import { Upstream } from '../support/upstream';
 import { freePort } from '../support/ports';
@@ -51,13 +51,13 @@ function start(e: Record<string, string>, args: string[] = []): SidecarProcess {
   return p;
 }
 
-async function acceptThrough(envoy: EnvoyStandIn, path: string): Promise<string> {
+async function acceptThrough(envoy: RealEnvoy, path: string): Promise<string> {
   const res = await request(envoy.url + path, { method: 'POST', body: '{"x":1}', headers: { 'content-type': 'application/json' } });
   expect(res.statusCode).toBe(202);
   return ((await res.body.json()) as { run_id: string }).run_id;
 }
 
-async function waitSucceeded(envoy: EnvoyStandIn, runId: string): Promise<void> {
+async function waitSucceeded(envoy: RealEnvoy, runId: string): Promise<void> {
   await eventually(async () => {
     const res = await request(`${envoy.url}/v1/runs/${runId}?wait=5`);
     const body = (await res.body.json()) as { status: string };
@@ -65,17 +65,22 @@ async function waitSucceeded(envoy: EnvoyStandIn, runId: string): Promise<void> 
   }, 20_000, 'run to succeed');
 }
 
-describe('the built sidecar, started like npm start', () => {
-  it('serves Envoy-shaped traffic it has not seen before, then stops cleanly on SIGTERM', async () => {
+describeWithEnvoy('the built sidecar, started like npm start, behind the real Envoy', () => {
+  it('serves traffic through Envoy on the shipped config, replays through its dispatch listener, then stops cleanly on SIGTERM', async () => {
     const e = await env();
-    const p = start(e);
-    await p.waitForLog('envoy-async-sidecar started');
-    const envoy = await EnvoyStandIn.start({ clusters: { async_sidecar: e.EXTPROC_ADDR, app: `127.0.0.1:${app.port}` } });
+    const envoy = await RealEnvoy.start({ clusters: { async_sidecar: e.EXTPROC_ADDR, app: `127.0.0.1:${app.port}` } });
+    // DISPATCH_URL is Envoy's dispatch listener, as in the shipped topology.
+    const p = start({ ...e, DISPATCH_URL: envoy.dispatchUrl });
     try {
+      await p.waitForLog('envoy-async-sidecar started');
       const runId = await acceptThrough(envoy, '/v4/p-1/my-app/run?async=true');
       await waitSucceeded(envoy, runId);
       const log = await p.waitForLog('run finished');
       expect(log).toMatchObject({ run_id: runId, status: 'succeeded' });
+      const replay = app.requests.find((r) => Object.fromEntries(r.headers)['x-async-run-id'] === runId)!;
+      expect(replay.url).toBe('/v4/p-1/my-app/run');
+      // Set by Envoy's router on the dispatch route: the replay went through Envoy with its 12-hour timeout.
+      expect(Object.fromEntries(replay.headers)['x-envoy-expected-rq-timeout-ms']).toBe('43200000');
       const health = await request(`http://${e.ADMIN_ADDR}/healthz`);
       expect(health.statusCode).toBe(200);
       await health.body.dump();
@@ -93,7 +98,7 @@ describe('the built sidecar, started like npm start', () => {
     const worker = start({ ...shared, EXTPROC_ADDR: `127.0.0.1:${await freePort()}` }, ['--role=worker']);
     await acceptor.waitForLog('envoy-async-sidecar started');
     await worker.waitForLog('envoy-async-sidecar started');
-    const envoy = await EnvoyStandIn.start({ clusters: { async_sidecar: shared.EXTPROC_ADDR, app: `127.0.0.1:${app.port}` } });
+    const envoy = await RealEnvoy.start({ clusters: { async_sidecar: shared.EXTPROC_ADDR, app: `127.0.0.1:${app.port}` } });
     try {
       const ids = await Promise.all([1, 2, 3].map(() => acceptThrough(envoy, '/roles?async=true')));
       for (const id of ids) await waitSucceeded(envoy, id);
@@ -109,6 +114,9 @@ describe('the built sidecar, started like npm start', () => {
     expect((await worker.exited).code).toBe(0);
   });
 
+});
+
+describe('the built sidecar, started like npm start', () => {
   it.each([
     [{ RESPONSE_GRACE_PERIOD: '50000' }, [], /RESPONSE_GRACE_PERIOD="50000"/],
     [{ REDIS_URL: 'localhost:6379' }, [], /REDIS_URL="localhost:6379": must be a redis:\/\/ or rediss:\/\/ URL/],
