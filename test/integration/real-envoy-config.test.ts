@@ -3,15 +3,18 @@
  * settings whose effect a validation cannot show: status_on_error when the sidecar is unreachable
  * or fails, the async routes' request_body_buffer_limit (413 above it, a body just under it
  * accepted and replayed in full through the dispatch listener), and the one-entry composite filter
- * of envoy/snippets/composite-filter.yaml in an "existing" Envoy without our routes.
+ * of envoy/snippets/composite-filter.yaml in an "existing" Envoy without our routes (also as the
+ * Istio EnvoyFilter's patches assemble it).
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import * as grpc from '@grpc/grpc-js';
 import { request } from 'undici';
+import { loadExtProcProto } from '../../src/extproc/proto';
 import { parse } from 'yaml';
-import { REPO_ROOT, snippetBootstrap } from '../support/envoy-config';
+import { istioPatchesBootstrap, REPO_ROOT, snippetBootstrap } from '../support/envoy-config';
 import { freePort } from '../support/ports';
 import { describeWithEnvoy, RealEnvoy } from '../support/real-envoy';
 import { RedisServer } from '../support/redis-server';
@@ -91,6 +94,30 @@ describeWithEnvoy('envoy/envoy.yaml on the real Envoy: errors from the sidecar (
       await sidecar.stop();
     }
   });
+
+  it('answers 504, not status_on_error, when the sidecar does not answer within message_timeout (2 s)', async () => {
+    // An ext_proc server that takes the stream and never answers (no health service: Envoy's
+    // panic routing still sends to the one unhealthy host).
+    const server = new grpc.Server();
+    const held: grpc.ServerDuplexStream<unknown, unknown>[] = [];
+    server.addService(loadExtProcProto().envoy.service.ext_proc.v3.ExternalProcessor.service, {
+      Process: (call: grpc.ServerDuplexStream<unknown, unknown>) => {
+        held.push(call);
+        call.on('data', () => undefined);
+        call.on('error', () => undefined);
+      },
+    });
+    const port = await new Promise<number>((res, rej) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))));
+    const envoy = await RealEnvoy.start({ clusters: { async_sidecar: `127.0.0.1:${port}`, app: `127.0.0.1:${app.port}` } });
+    try {
+      expect(await send(`${envoy.url}/silent?async=true`, { body: 'x' })).toEqual({ status: 504, body: '' });
+      expect(held.length).toBe(1);
+      expect(await envoy.stat('http.ingress_http.ext_proc.message_timeouts')).toBe(1);
+    } finally {
+      await envoy.close();
+      server.forceShutdown();
+    }
+  });
 });
 
 describeWithEnvoy('envoy/envoy.yaml on the real Envoy: body limits', () => {
@@ -165,21 +192,16 @@ describeWithEnvoy('envoy/snippets/composite-filter.yaml on the real Envoy: one f
   let dir: string;
   const AUTH = { authorization: 'Bearer composite-test' };
 
-  /** An "existing" Envoy: one listener, a catch-all route to the app; plus the composite filter and cluster.yaml. */
-  async function startComposite(vhostBufferLimit?: number): Promise<RealEnvoy> {
-    const cfg = join(dir, `composite-${vhostBufferLimit ?? 'default'}.yaml`);
-    writeFileSync(cfg, snippetBootstrap({ filters: snippet('composite-filter.yaml'), clusters: snippet('cluster.yaml'), listenerName: 'ingress' }));
-    return RealEnvoy.start({
-      configPath: cfg,
-      clusters: { async_sidecar: `127.0.0.1:${sidecar.extprocPort}`, app: `127.0.0.1:${app.port}` },
-      edit: (doc) => {
-        if (vhostBufferLimit === undefined) return;
-        doc.setIn(
-          ['static_resources', 'listeners', 0, 'filter_chains', 0, 'filters', 0, 'typed_config', 'route_config', 'virtual_hosts', 0, 'request_body_buffer_limit'],
-          vhostBufferLimit,
-        );
-      },
-    });
+  /** An Envoy on this bootstrap (its one listener named `ingress`), its app cluster pointed at the app. */
+  async function startFrom(bootstrap: string, appCluster = 'app'): Promise<RealEnvoy> {
+    const cfg = join(dir, `bootstrap-${Math.random().toString(36).slice(2)}.yaml`);
+    writeFileSync(cfg, bootstrap);
+    return RealEnvoy.start({ configPath: cfg, clusters: { async_sidecar: `127.0.0.1:${sidecar.extprocPort}`, [appCluster]: `127.0.0.1:${app.port}` } });
+  }
+
+  /** An "existing" Envoy (one listener, a catch-all route to the app) plus composite-filter.yaml and cluster.yaml. */
+  function startComposite(virtualHost?: Record<string, unknown>): Promise<RealEnvoy> {
+    return startFrom(snippetBootstrap({ filters: snippet('composite-filter.yaml'), clusters: snippet('cluster.yaml'), virtualHost, listenerName: 'ingress' }));
   }
 
   beforeAll(async () => {
@@ -228,6 +250,34 @@ describeWithEnvoy('envoy/snippets/composite-filter.yaml on the real Envoy: one f
     }
   });
 
+  it('holds a runs-API ?wait=30 past message_timeout (the sidecar\'s override_message_timeout works inside the composite filter)', async () => {
+    const envoy = await startComposite();
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    app.setHandler(async (req, res) => {
+      if (req.url.startsWith('/slow')) await released;
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}');
+    });
+    try {
+      const id = runId(await send(`${envoy.url}/slow?async=true`, { body: 'x', headers: AUTH }));
+      await replayOf(id);
+      const waiting = send(`${envoy.url}/v1/runs/${id}?wait=30`, { headers: AUTH });
+      // Longer than message_timeout (2 s): without the override Envoy would have answered 504 by now.
+      await new Promise((r) => setTimeout(r, 2_500));
+      release();
+      const a = await waiting;
+      expect(a.status).toBe(200);
+      expect(JSON.parse(a.body)).toMatchObject({ run_id: id, status: 'succeeded' });
+      // (the composite bootstrap's HCM has stat_prefix `existing`)
+      expect(await envoy.stat('http.existing.ext_proc.streams_started')).toBeGreaterThan(0);
+      expect(await envoy.stat('http.existing.ext_proc.message_timeouts')).toBe(0);
+    } finally {
+      release();
+      app.setHandler(Upstream.json(200, { ok: true }));
+      await envoy.close();
+    }
+  });
+
   it('limits BUFFERED bodies to the stream buffer limit: 1 MiB unless the virtual host raises it', async () => {
     const dflt = await startComposite();
     try {
@@ -237,13 +287,25 @@ describeWithEnvoy('envoy/snippets/composite-filter.yaml on the real Envoy: one f
     } finally {
       await dflt.close();
     }
-    const raised = await startComposite(MAX_BODY);
+    const raised = await startComposite({ request_body_buffer_limit: MAX_BODY });
     try {
       const id = runId(await send(`${raised.url}/big?async=true`, { body: body(MAX_BODY), headers: AUTH }));
       expect((await replayOf(id)).body.length).toBe(MAX_BODY);
       expect((await send(`${raised.url}/big?async=true`, { body: body(MAX_BODY + 1), headers: AUTH })).status).toBe(413);
     } finally {
       await raised.close();
+    }
+  });
+
+  it("istio-envoyfilter.yaml's patches on a stand-in of Istio's inbound config: a 10 MiB async body is accepted, a plain request passes", async () => {
+    const ef = parse(readFileSync(join(REPO_ROOT, 'envoy', 'snippets', 'istio-envoyfilter.yaml'), 'utf8'));
+    const envoy = await startFrom(istioPatchesBootstrap(ef, { listenerName: 'ingress' }), 'inbound|8000||');
+    try {
+      const id = runId(await send(`${envoy.url}/big?async=1`, { body: Readable.from([body(MAX_BODY)]), headers: AUTH }));
+      expect((await replayOf(id)).body.length).toBe(MAX_BODY);
+      expect((await send(`${envoy.url}/plain`)).status).toBe(200);
+    } finally {
+      await envoy.close();
     }
   });
 });

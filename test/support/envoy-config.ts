@@ -79,6 +79,8 @@ export interface SnippetParts {
   listenerPort?: number;
   /** Name of the existing listener (default `existing`; RealEnvoy's `url` is the one named `ingress`). */
   listenerName?: string;
+  /** Fields merged into the existing virtual host (e.g. request_body_buffer_limit). */
+  virtualHost?: Obj;
 }
 
 /**
@@ -105,7 +107,14 @@ export function snippetBootstrap(parts: SnippetParts): string {
                     stat_prefix: 'existing',
                     route_config: {
                       name: 'existing',
-                      virtual_hosts: [{ name: 'all', domains: ['*'], routes: [...(parts.routes ?? []), { name: 'existing', match: { prefix: '/' }, route: { cluster: app } }] }],
+                      virtual_hosts: [
+                        {
+                          name: 'all',
+                          domains: ['*'],
+                          routes: [...(parts.routes ?? []), { name: 'existing', match: { prefix: '/' }, route: { cluster: app } }],
+                          ...parts.virtualHost,
+                        },
+                      ],
                     },
                     http_filters: [...(parts.filters ?? []), ROUTER_FILTER],
                   },
@@ -129,22 +138,28 @@ interface IstioPatch {
 /**
  * The patches of an Istio EnvoyFilter applied to a stand-in of Istio's inbound config for one
  * port: a listener whose HCM has the router and a catch-all route to `inbound|<port>||` (Istio's
- * generated cluster name). Handles what envoy/snippets/istio-envoyfilter.yaml uses: CLUSTER ADD,
- * HTTP_FILTER INSERT_BEFORE the router, HTTP_ROUTE INSERT_FIRST (each goes to the top, so the
- * last one applied ends up first). Anything else is an error, so a new kind of patch gets a test.
+ * generated cluster name). Handles CLUSTER ADD, HTTP_FILTER INSERT_BEFORE the router,
+ * HTTP_ROUTE INSERT_FIRST (each goes to the top, so the last one applied ends up first) and
+ * VIRTUAL_HOST MERGE. Anything else is an error, so a new kind of patch gets a test.
  */
-export function istioPatchesBootstrap(envoyFilter: { spec: { configPatches: IstioPatch[] } }, port = 8000): string {
+export function istioPatchesBootstrap(
+  envoyFilter: { spec: { configPatches: IstioPatch[] } },
+  opts: { port?: number; listenerName?: string } = {},
+): string {
+  const port = opts.port ?? 8000;
   const filters: Obj[] = [];
   const routes: Obj[] = [];
   const clusters: Obj[] = [];
+  let virtualHost: Obj = {};
   for (const p of envoyFilter.spec.configPatches) {
     const op = `${p.applyTo} ${p.patch.operation}`;
     if (op === 'CLUSTER ADD') clusters.push(p.patch.value);
     else if (op === 'HTTP_FILTER INSERT_BEFORE') filters.push(p.patch.value);
     else if (op === 'HTTP_ROUTE INSERT_FIRST') routes.unshift(p.patch.value);
+    else if (op === 'VIRTUAL_HOST MERGE') virtualHost = { ...virtualHost, ...p.patch.value };
     else throw new Error(`istioPatchesBootstrap: ${op} is not handled`);
   }
-  return snippetBootstrap({ filters, routes, clusters, appCluster: `inbound|${port}||`, listenerPort: port });
+  return snippetBootstrap({ filters, routes, clusters, virtualHost, appCluster: `inbound|${port}||`, listenerPort: port, listenerName: opts.listenerName });
 }
 
 // ───────────────────────────── typed-ish model used by the Envoy stand-in ─────────────────────────────

@@ -36,7 +36,7 @@ describe('snippetBootstrap / istioPatchesBootstrap (the assembling functions)', 
     expect(parse(snippetBootstrap({ listenerName: 'ingress' })).static_resources.listeners[0].name).toBe('ingress');
   });
 
-  it("applies Istio patches as Istio does: INSERT_FIRST one by one (last first), routes to Istio's inbound cluster", () => {
+  it("applies Istio patches as Istio does: INSERT_FIRST one by one (last first), VIRTUAL_HOST MERGE, routes to Istio's inbound cluster", () => {
     const value = (name: string) => ({ name });
     const b = istioPatchesBootstrap({
       spec: {
@@ -57,6 +57,8 @@ describe('snippetBootstrap / istioPatchesBootstrap (the assembling functions)', 
     expect(h.http_filters.map((f: Obj) => f.name)).toEqual(['f', 'envoy.filters.http.router']);
     expect(parse(b).static_resources.clusters.map((c: Obj) => c.name)).toEqual(['inbound|8000||', 'c']);
     expect(() => istioPatchesBootstrap({ spec: { configPatches: [{ applyTo: 'LISTENER', patch: { operation: 'MERGE', value: {} } }] } })).toThrow(/LISTENER MERGE/);
+    const merged = hcmOf(istioPatchesBootstrap({ spec: { configPatches: [{ applyTo: 'VIRTUAL_HOST', patch: { operation: 'MERGE', value: { request_body_buffer_limit: 5 } } }] } }, { port: 9000 }));
+    expect(merged.route_config.virtual_hosts[0]).toMatchObject({ name: 'all', request_body_buffer_limit: 5, routes: [{ route: { cluster: 'inbound|9000||' } }] });
   });
 });
 
@@ -131,7 +133,7 @@ describe('envoy/snippets/istio-envoyfilter.yaml', () => {
   const ef: Obj = docs[0]!.toJS();
   const patches: Obj[] = ef.spec.configPatches;
 
-  it('is one networking.istio.io/v1alpha3 EnvoyFilter for a workload, on SIDECAR_INBOUND', () => {
+  it('is one networking.istio.io/v1alpha3 EnvoyFilter for a workload, on SIDECAR_INBOUND, touching no route', () => {
     expect(docs).toHaveLength(1);
     expect(ef.apiVersion).toBe('networking.istio.io/v1alpha3');
     expect(ef.kind).toBe('EnvoyFilter');
@@ -139,28 +141,25 @@ describe('envoy/snippets/istio-envoyfilter.yaml', () => {
     expect(patches.map((p) => [p.applyTo, p.patch.operation])).toEqual([
       ['CLUSTER', 'ADD'],
       ['HTTP_FILTER', 'INSERT_BEFORE'],
-      ['HTTP_ROUTE', 'INSERT_FIRST'],
-      ['HTTP_ROUTE', 'INSERT_FIRST'],
-      ['HTTP_ROUTE', 'INSERT_FIRST'],
+      ['VIRTUAL_HOST', 'MERGE'],
     ]);
-    for (const p of patches) expect(['SIDECAR_INBOUND', 'GATEWAY']).toContain(p.match.context);
+    for (const p of patches) expect(p.match.context).toBe('SIDECAR_INBOUND');
     expect(patches[1].match.listener.filterChain.filter.subFilter.name).toBe('envoy.filters.http.router');
+    // The filter and the body limit apply to the same port.
+    expect(patches[2].match.routeConfiguration.portNumber).toBe(patches[1].match.listener.portNumber);
   });
 
-  it('carries the same filter, cluster and routes as the snippets (routes to the inbound cluster)', () => {
-    const filter = patches[1].patch.value;
-    expect(filter.disabled).toBe(true);
-    expect(filter).toEqual(snippet('http-filter.yaml')[0]);
+  it('carries composite-filter.yaml and cluster.yaml unchanged, and raises the body limit to MAX_BODY_BYTES', () => {
     expect(patches[0].patch.value).toEqual(snippet('cluster.yaml')[0]);
-    // INSERT_FIRST in order: the last patch ends up first.
-    const inserted = patches.slice(2).map((p) => p.patch.value).reverse();
-    const snippetRoutes: Obj[] = snippet('routes.yaml');
-    expect(inserted.map((r) => r.name)).toEqual(snippetRoutes.map((r) => r.name));
-    inserted.forEach((r, i) => {
-      expect(r.match).toEqual(snippetRoutes[i].match);
-      expect(r.typed_per_filter_config).toEqual(snippetRoutes[i].typed_per_filter_config);
-      expect(r.request_body_buffer_limit).toEqual(snippetRoutes[i].request_body_buffer_limit);
-      expect(r.route.cluster).toBe('inbound|8000||');
-    });
+    expect(patches[1].patch.value).toEqual(snippet('composite-filter.yaml')[0]);
+    expect(patches[2].patch.value).toEqual({ request_body_buffer_limit: 10 * 1024 * 1024 });
+  });
+
+  it('assembles into an inbound config with the filter before the router and the limit on the virtual host', () => {
+    const b = parse(istioPatchesBootstrap(ef));
+    const h = b.static_resources.listeners[0].filter_chains[0].filters[0].typed_config;
+    expect(h.http_filters.map((f: Obj) => f.name)).toEqual(['envoy.filters.http.async_sidecar', 'envoy.filters.http.router']);
+    expect(h.route_config.virtual_hosts[0]).toMatchObject({ request_body_buffer_limit: 10485760, routes: [{ route: { cluster: 'inbound|8000||' } }] });
+    expect(b.static_resources.clusters.map((c: Obj) => c.name)).toEqual(['inbound|8000||', 'async_sidecar']);
   });
 });
