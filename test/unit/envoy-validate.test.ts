@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse, parseAllDocuments } from 'yaml';
 import { istioPatchesBootstrap, REPO_ROOT, snippetBootstrap, validateEnvoyConfig } from '../support/envoy-config';
-import { describeWithEnvoy, findEnvoy } from '../support/real-envoy';
+import { describeWithEnvoy, findEnvoy, renderEnvoyConfig } from '../support/real-envoy';
 
 jest.setTimeout(60_000);
 
@@ -45,6 +45,15 @@ describeWithEnvoy('Envoy configurations, validated by the real Envoy', () => {
 
   it('deploy/kubernetes/base/envoy.yaml (the pod-local copy)', async () => {
     expect(await validateEnvoyConfig(read('deploy/kubernetes/base/envoy.yaml'))).toEqual({ ok: true });
+  });
+
+  it('envoy/envoy.yaml as the real-Envoy tests run it (renderEnvoyConfig: loopback addresses)', async () => {
+    const rendered = renderEnvoyConfig(SHIPPED, {
+      listeners: { ingress: 18080, dispatch: 18081 },
+      clusters: { app: '127.0.0.1:18000', async_sidecar: '127.0.0.1:15051' },
+      adminPort: 19901,
+    });
+    expect(await validateEnvoyConfig(rendered)).toEqual({ ok: true });
   });
 
   it('http-filter.yaml + routes.yaml + cluster.yaml pasted into an existing Envoy', async () => {
