@@ -1,6 +1,6 @@
 import type { HttpReply } from '../extproc';
 import type { Logger, Metrics } from '../telemetry';
-import { isFinal, type RunEvents, type RunStatus, type RunStore, type RunView } from '../runs';
+import { isFinal, REDELIVER_MIN_INTERVAL_MS, type RunEvents, type RunStatus, type RunStore, type RunView } from '../runs';
 import { ownerFingerprint } from './accept';
 import { jsonError, jsonReply } from './errors';
 import { headerValue, paramValue, parseQuery, splitPath } from './request-parts';
@@ -172,12 +172,17 @@ export class RunsApi {
   }
 
   private async redeliver(id: string, req: ApiRequest, scope: ApiScope): Promise<HttpReply> {
-    const run = await this.store.get(id);
-    if (!run || !this.visible(run.owner, req, scope)) return notFound();
-    const outcome = await this.store.redeliver(id);
+    const owner = scope === 'admin' ? null : ownerFingerprint(headerValue(req.headers, this.options.ownerHeader));
+    const outcome = await this.store.redeliver(id, owner);
     if (outcome === 'missing') return notFound();
     if (outcome === 'not_finished') return jsonError(409, 'run_not_finished', 'The run has not ended; its webhook is sent when it does.');
     if (outcome === 'no_webhook') return jsonError(409, 'no_webhook', 'The run was created without a webhookEndpoint.');
+    if (outcome === 'cancelled') return jsonError(409, 'run_cancelled', 'The run was cancelled: it has no outcome to deliver.');
+    if (outcome === 'pending') return jsonError(409, 'delivery_pending', 'A delivery of this webhook is still pending.');
+    if (outcome === 'too_soon') {
+      const wait = String(Math.ceil(REDELIVER_MIN_INTERVAL_MS / 1000));
+      return jsonError(429, 'redeliver_too_soon', `This webhook was redelivered less than ${wait} s ago.`, [['retry-after', wait]]);
+    }
     this.logger.info({ run_id: id }, 'webhook redelivery requested');
     const after = await this.store.get(id);
     return after ? jsonReply(202, after.view) : notFound();

@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
 
-export { RunStore, type RunStoreOptions, type CancelResult, type RedeliverResult } from './store';
+export { RunStore, REDELIVER_MIN_INTERVAL_MS, type RunStoreOptions, type CancelResult, type RedeliverResult } from './store';
 export { RunEvents } from './events';
 export { RunKeys } from './keys';
 export * from './types';

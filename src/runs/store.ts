@@ -24,7 +24,13 @@ export interface RunStoreOptions {
 }
 
 export type CancelResult = 'cancelled' | 'missing' | RunStatus;
-export type RedeliverResult = 'ok' | 'missing' | 'not_finished' | 'no_webhook';
+export type RedeliverResult = 'ok' | 'missing' | 'not_finished' | 'no_webhook' | 'cancelled' | 'pending' | 'too_soon';
+
+/** Webhook attempts kept in a run's history (the latest; the attempt count covers all). */
+export const WEBHOOK_HISTORY_MAX = 50;
+
+/** Shortest time between two redeliveries of one run's webhook. */
+export const REDELIVER_MIN_INTERVAL_MS = 10_000;
 
 const SCRIPTS = {
   enqueueRun: 3,
@@ -36,7 +42,7 @@ const SCRIPTS = {
   claimWebhooks: 1,
   recordWebhookAttempt: 2,
   redeliverWebhook: 2,
-  pruneIndex: 1,
+  pruneIndex: 2,
   releaseRuns: 2,
   readResult: 1,
 } as const;
@@ -293,12 +299,15 @@ export class RunStore {
   async recordWebhookAttempt(runId: string, record: WebhookAttemptRecord, retryDelayMs: number | null): Promise<void> {
     await this.script('recordWebhookAttempt')(
       this.keys.run(runId), this.keys.webhooks, runId, record.outcome, JSON.stringify(record),
-      retryDelayMs ?? -1, record.status_code ?? '', this.options.runTtlMs,
+      retryDelayMs ?? -1, record.status_code ?? '', this.options.runTtlMs, WEBHOOK_HISTORY_MAX,
     );
   }
 
-  async redeliver(id: string): Promise<RedeliverResult> {
-    return (await this.script('redeliverWebhook')(this.keys.run(id), this.keys.webhooks, id)) as RedeliverResult;
+  /** A new delivery of a finished run's webhook, if `owner` (null = the admin API) may ask for it. */
+  async redeliver(id: string, owner: string | null): Promise<RedeliverResult> {
+    return (await this.script('redeliverWebhook')(
+      this.keys.run(id), this.keys.webhooks, id, owner ?? '', owner === null ? '1' : '0', REDELIVER_MIN_INTERVAL_MS,
+    )) as RedeliverResult;
   }
 
   async queueDepth(): Promise<number> {
@@ -323,8 +332,8 @@ export class RunStore {
     return out;
   }
 
-  /** Drops listing-index entries of expired runs among the `scan` oldest; returns how many. */
+  /** Drops listing-index entries of expired runs among the next `scan` or so of the index; returns how many. */
   async pruneIndex(scan: number): Promise<number> {
-    return Number(await this.script('pruneIndex')(this.keys.index, this.keys.base, scan));
+    return Number(await this.script('pruneIndex')(this.keys.index, `${this.keys.index}:prune_cursor`, this.keys.base, scan));
   }
 }

@@ -53,6 +53,9 @@ describe('run store (one Lua script per state change)', () => {
     expect((await store.complete('w1', run!, outcome)).recorded).toBe(false);
     const view = (await store.get(id(1)))!.view;
     expect(view).toMatchObject({ status: 'succeeded', response: { status_code: 200, content_type: 'text/plain', size: 2 }, error: null });
+    // The request's credentials and body do not outlive the run; what the runs API shows stays.
+    expect(await client.hmget(store.keys.run(id(1)), 'headers', 'body', 'target')).toEqual([null, null, null]);
+    expect(view.request).toMatchObject({ method: 'POST', path: '/p' });
     expect(await client.pttl(store.keys.run(id(1)))).toBeGreaterThan(50_000);
   });
 
@@ -156,8 +159,29 @@ describe('run store (one Lua script per state change)', () => {
     expect(view.webhook).toMatchObject({ status: 'delivered', attempts: 2, last_status_code: 200, next_attempt_at: null });
     expect(view.webhook.history.map((h) => h.status_code)).toEqual([503, 200]);
     expect(await client.pttl(store.keys.run(id(1)))).toBeGreaterThan(50_000);
-    expect(await store.redeliver(id(1))).toBe('ok');
+    expect(await store.redeliver(id(1), 'someone-else')).toBe('missing'); // not theirs, in the same script
+    expect(await store.redeliver(id(1), '')).toBe('ok');
+    expect(await store.redeliver(id(1), null)).toBe('pending'); // still to be sent
     expect((await store.claimWebhooks(10, 10_000))[0]!.tries).toBe(0);
+    await store.recordWebhookAttempt(id(1), { at: new Date().toISOString(), status_code: 200, error: null, duration_ms: 2, outcome: 'delivered' }, null);
+    expect(await store.redeliver(id(1), null)).toBe('too_soon'); // one redelivery per 10 s
+  });
+
+  it('refuses to redeliver for a cancelled run, and keeps the latest 50 attempts of a history', async () => {
+    await store.create(newRun(id(1), { webhookUrl: 'https://hooks.example/x' }));
+    await store.cancel(id(1));
+    expect(await store.redeliver(id(1), null)).toBe('cancelled');
+
+    await store.create(newRun(id(2), { webhookUrl: 'https://hooks.example/x' }));
+    const [run] = await store.claim('w1', 1);
+    await store.complete('w1', run!, { status: 'failed', response: null, error: { code: 'x', message: 'y' } });
+    for (let i = 0; i < 60; i++) {
+      await store.recordWebhookAttempt(id(2), { at: new Date().toISOString(), status_code: 500 + (i % 10), error: null, duration_ms: i, outcome: 'retry' }, 0);
+    }
+    const wh = (await store.get(id(2)))!.view.webhook;
+    expect(wh.attempts).toBe(60);
+    expect(wh.history).toHaveLength(50);
+    expect(wh.history.map((h) => h.duration_ms)).toEqual(Array.from({ length: 50 }, (_, i) => i + 10));
   });
 
   it('hands a webhook delivery to the completing worker, due for others only after the window', async () => {
@@ -191,6 +215,18 @@ describe('run store (one Lua script per state change)', () => {
     await client.del(store.keys.run(id(1))); // as if it had expired
     expect(await store.pruneIndex(100)).toBe(1);
     expect(await client.zrange(store.keys.index, '0', '-1')).toEqual([id(2)]);
+  });
+
+  it('prunes expired entries behind long-lived ones at the old end of the index', async () => {
+    for (let i = 1; i <= 250; i++) await store.create(newRun(id(i))); // live, and the oldest
+    const later = Date.now() + 1000;
+    const expired: Array<string | number> = [];
+    for (let i = 0; i < 5000; i++) expired.push(later + i, `ffffffff-0000-4000-8000-${String(i).padStart(12, '0')}`);
+    await client.zadd(store.keys.index, ...expired); // index entries whose run hashes are gone
+    let removed = 0;
+    for (let call = 0; call < 200 && removed < 5000; call++) removed += await store.pruneIndex(200);
+    expect(removed).toBe(5000);
+    expect(await client.zcard(store.keys.index)).toBe(250);
   });
 
   it('sends no webhook for a cancelled run', async () => {

@@ -9,9 +9,11 @@ end
 -- ends, and its delivery is due at `due` (now, or later when the caller delivers it at once and
 -- only needs the entry as a fallback); any other run expires ttl_ms after now.
 -- Returns the webhook URL when a delivery was scheduled, else false.
+-- The request's headers (Authorization, Cookie), query and body are dropped here: nothing reads
+-- them after the last dispatch, and they should not sit in Redis for RUN_TTL.
 local function finish(run_key, webhooks_key, id, status, now, ttl_ms, channel, due)
   redis.call('HSET', run_key, 'status', status, 'finished_at', now)
-  redis.call('HDEL', run_key, 'worker')
+  redis.call('HDEL', run_key, 'worker', 'headers', 'body', 'target')
   local url = redis.call('HGET', run_key, 'webhook_url')
   local scheduled = false
   if url and url ~= '' and status ~= 'cancelled' then
