@@ -241,6 +241,8 @@ export interface ListenerModel {
     statPrefix: string;
     streamIdleTimeoutMs?: number;
     requestTimeoutMs?: number;
+    /** VirtualHost.request_body_buffer_limit (Envoy >= 1.36) of the first virtual host: for routes without their own. */
+    virtualHostBufferLimit?: number;
     routes: RouteModel[];
     httpFilters: HttpFilterModel[];
     extProc?: ExtProcFilterModel;
@@ -394,6 +396,7 @@ export function envoyConfigFromYaml(yamlText: string): EnvoyConfigModel {
         statPrefix: String(hcm.stat_prefix ?? ''),
         streamIdleTimeoutMs: durationMs(hcm.stream_idle_timeout),
         requestTimeoutMs: durationMs(hcm.request_timeout),
+        virtualHostBufferLimit: vhost.request_body_buffer_limit === undefined ? undefined : Number(vhost.request_body_buffer_limit),
         routes: arr(vhost.routes).map(routeModel),
         httpFilters,
         extProc: ep ? extProcModel(ep) : undefined,

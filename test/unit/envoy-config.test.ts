@@ -45,6 +45,9 @@ describe('the typed model of envoy.yaml (what the stand-in reads)', () => {
     const byName = Object.fromEntries(m.listener('ingress').hcm.routes.map((r) => [r.name, r.requestBodyBufferLimit]));
     expect(byName).toEqual({ runs_api: undefined, async_query: 10485760, async_prefer: 2048, passthrough: undefined });
     expect(m.listener('ingress').perConnectionBufferLimitBytes).toBe(1024 * 1024);
+    expect(m.listener('ingress').hcm.virtualHostBufferLimit).toBeUndefined();
+    const v = envoyConfigFromYaml(mutate('              domains: ["*"]\n              routes:                                   # first match wins', '              domains: ["*"]\n              request_body_buffer_limit: 4096\n              routes:'));
+    expect(v.listener('ingress').hcm.virtualHostBufferLimit).toBe(4096);
   });
 });
 
