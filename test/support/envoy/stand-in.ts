@@ -13,6 +13,7 @@
 import { randomUUID } from 'node:crypto';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import { loadExtProcProto } from '../../../src/extproc/proto';
 import type { HeaderMutation__Output } from '../../../src/generated/envoy/service/ext_proc/v3/HeaderMutation';
 import type { ProcessingRequest } from '../../../src/generated/envoy/service/ext_proc/v3/ProcessingRequest';
@@ -65,6 +66,8 @@ export interface StandInRequest {
   body?: Buffer | string;
   trailers?: Record<string, string>;
   signal?: AbortSignal;
+  /** The downstream peer's address (default 127.0.0.1). */
+  remoteAddress?: string;
 }
 
 export interface StandInResponse {
@@ -247,7 +250,8 @@ export class EnvoyStandIn {
     for (let i = 0; i < req.rawHeaders.length; i += 2) headers.push([req.rawHeaders[i].toLowerCase(), req.rawHeaders[i + 1]]);
     const trailers = Object.keys(req.trailers).length ? (req.trailers as Record<string, string>) : undefined;
     try {
-      const r = await this.process({ method: req.method ?? 'GET', path: req.url ?? '/', headers, body: Buffer.concat(chunks), trailers, signal: ac.signal });
+      const remoteAddress = req.socket.remoteAddress?.replace(/^::ffff:/, '');
+      const r = await this.process({ method: req.method ?? 'GET', path: req.url ?? '/', headers, body: Buffer.concat(chunks), trailers, signal: ac.signal, remoteAddress });
       if (ac.signal.aborted) return;
       res.writeHead(r.status, r.headers);
       res.end(r.body);
@@ -271,7 +275,8 @@ export class EnvoyStandIn {
     const [host, port] = splitHostPort(this.endpoint(route.cluster));
     const out = headers.filter(([k]) => !HOP_BY_HOP.has(k));
     if (!out.some(([k]) => k === 'x-request-id')) out.push(['x-request-id', randomUUID()]);
-    out.push(['x-forwarded-proto', 'http']);
+    // No use_remote_address here: an x-forwarded-proto already set is kept (conn_manager_utility.cc).
+    if (!out.some(([k]) => k === 'x-forwarded-proto')) out.push(['x-forwarded-proto', 'http']);
     if (route.timeoutMs > 0) out.push(['x-envoy-expected-rq-timeout-ms', String(route.timeoutMs)]);
     const started = Date.now();
     const up = http.request({ host, port, method: req.method, path: req.url, headers: toOutgoing(out), agent: false });
@@ -353,7 +358,12 @@ export class EnvoyStandIn {
     }
   }
 
-  /** HCM: pseudo-headers, x-forwarded-proto, x-request-id, x-forwarded-for (use_remote_address). */
+  /**
+   * HCM with use_remote_address (ConnectionManagerUtility::mutateRequestHeaders): x-forwarded-for
+   * gets the peer's address, or Envoy's own local address (the host's first non-loopback address)
+   * when the peer is loopback, as in tests; the request is external (no internal_address_config),
+   * so x-envoy-external-address is the peer and a client's x-request-id is replaced.
+   */
   private hcmHeaders(input: StandInRequest, body: Body): HeaderList {
     const raw: HeaderList = Array.isArray(input.headers)
       ? input.headers.map(([k, v]) => [k.toLowerCase(), v])
@@ -370,9 +380,12 @@ export class EnvoyStandIn {
     const te = headerValue(raw, 'transfer-encoding');
     if (te) out.push(['transfer-encoding', te]);
     else if (body.length > 0 && headerValue(out, 'content-length') === undefined) out.push(['content-length', String(body.length)]);
-    setHeader(out, 'x-forwarded-for', [headerValue(raw, 'x-forwarded-for'), '127.0.0.1'].filter(Boolean).join(','));
+    const peer = input.remoteAddress ?? '127.0.0.1';
+    const hop = isLoopback(peer) ? envoyLocalAddress() : peer;
+    setHeader(out, 'x-forwarded-for', [headerValue(raw, 'x-forwarded-for'), hop].filter(Boolean).join(','));
     setHeader(out, 'x-forwarded-proto', 'http');
-    if (headerValue(out, 'x-request-id') === undefined) out.push(['x-request-id', randomUUID()]);
+    setHeader(out, 'x-envoy-external-address', peer);
+    setHeader(out, 'x-request-id', randomUUID());
     return out;
   }
 
@@ -938,4 +951,16 @@ class Upstream {
     signal?.addEventListener('abort', () => this.abort());
     return this.done;
   }
+}
+
+function isLoopback(ip: string): boolean {
+  return ip === '::1' || ip.startsWith('127.');
+}
+
+/** Envoy's local address (Network::Utility::getLocalAddress): the first non-loopback IPv4 of the host. */
+function envoyLocalAddress(): string {
+  for (const list of Object.values(networkInterfaces())) {
+    for (const a of list ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
+  }
+  return '127.0.0.1';
 }
