@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { request } from 'undici';
-import { EnvoyStandIn } from '../support/envoy';
+import { asRealEnvoy, asStandIn, describeEachEnvoy, type TestEnvoy } from '../support/envoys';
 import { RedisServer } from '../support/redis-server';
 import { Upstream } from '../support/upstream';
 import { WebhookReceiver } from '../support/webhook-receiver';
@@ -10,57 +10,57 @@ import { eventually, startTestSidecar } from '../support/sidecar';
 const OWNER = { authorization: 'Bearer owner-1' };
 const ADMIN_TOKEN = 'admin-secret';
 
-let redis: RedisServer;
-let app: Upstream;
-let hooks: WebhookReceiver;
-let envoy: EnvoyStandIn;
-let sidecar: Awaited<ReturnType<typeof startTestSidecar>>;
-let admin: string;
+describeEachEnvoy('runs API (SPEC §5)', (factory) => {
+  let redis: RedisServer;
+  let app: Upstream;
+  let hooks: WebhookReceiver;
+  let envoy: TestEnvoy;
+  let sidecar: Awaited<ReturnType<typeof startTestSidecar>>;
+  let admin: string;
 
-beforeAll(async () => {
-  redis = await RedisServer.start();
-  app = await Upstream.start();
-  hooks = await WebhookReceiver.start();
-  const extprocPort = await freePort();
-  envoy = await EnvoyStandIn.start({ clusters: { async_sidecar: `127.0.0.1:${extprocPort}`, app: `127.0.0.1:${app.port}` } });
-  sidecar = await startTestSidecar({
-    EXTPROC_ADDR: `127.0.0.1:${extprocPort}`,
-    REDIS_URL: redis.url,
-    DISPATCH_URL: app.url,
-    DISPATCH_CONCURRENCY: '2',
-    ADMIN_TOKEN,
-    RUN_TTL: '5',
+  beforeAll(async () => {
+    redis = await RedisServer.start();
+    app = await Upstream.start();
+    hooks = await WebhookReceiver.start();
+    const extprocPort = await freePort();
+    envoy = await factory.start({ async_sidecar: `127.0.0.1:${extprocPort}`, app: `127.0.0.1:${app.port}` });
+    sidecar = await startTestSidecar({
+      EXTPROC_ADDR: `127.0.0.1:${extprocPort}`,
+      REDIS_URL: redis.url,
+      DISPATCH_URL: envoy.dispatchUrl,
+      DISPATCH_CONCURRENCY: '2',
+      ADMIN_TOKEN,
+      RUN_TTL: '5',
+    });
+    admin = `http://127.0.0.1:${sidecar.adminPort}`;
+    await eventually(async () => ((await request(`${envoy.url}/v1/runs/00000000-0000-4000-8000-000000000000`)).statusCode === 404 ? true : undefined), 15_000, 'sidecar serving');
   });
-  admin = `http://127.0.0.1:${sidecar.adminPort}`;
-  await eventually(async () => ((await request(`${envoy.url}/v1/runs/00000000-0000-4000-8000-000000000000`)).statusCode === 404 ? true : undefined));
-});
 
-afterEach(() => app.setHandler(Upstream.json(200, { ok: true })));
+  afterEach(() => app.setHandler(Upstream.json(200, { ok: true })));
 
-afterAll(async () => {
-  await sidecar?.stop();
-  await envoy?.close();
-  await hooks?.close();
-  await app?.close();
-  await redis?.destroy();
-});
+  afterAll(async () => {
+    await sidecar?.stop();
+    await envoy?.close();
+    await hooks?.close();
+    await app?.close();
+    await redis?.destroy();
+  });
 
-type Res = { status: number; headers: Record<string, unknown>; body: Buffer; json: () => any };
-async function call(base: string, method: string, path: string, headers: Record<string, string> = {}, body?: string): Promise<Res> {
-  const res = await request(base + path, { method: method as 'GET', headers, body });
-  const buf = Buffer.from(await res.body.arrayBuffer());
-  return { status: res.statusCode, headers: res.headers, body: buf, json: () => JSON.parse(buf.toString()) };
-}
-const viaEnvoy = (method: string, path: string, headers: Record<string, string> = OWNER, body?: string) => call(envoy.url, method, path, headers, body);
-const viaAdmin = (method: string, path: string) => call(admin, method, path, { authorization: `Bearer ${ADMIN_TOKEN}` });
+  type Res = { status: number; headers: Record<string, unknown>; body: Buffer; json: () => any };
+  async function call(base: string, method: string, path: string, headers: Record<string, string> = {}, body?: string): Promise<Res> {
+    const res = await request(base + path, { method: method as 'GET', headers, body });
+    const buf = Buffer.from(await res.body.arrayBuffer());
+    return { status: res.statusCode, headers: res.headers, body: buf, json: () => JSON.parse(buf.toString()) };
+  }
+  const viaEnvoy = (method: string, path: string, headers: Record<string, string> = OWNER, body?: string) => call(envoy.url, method, path, headers, body);
+  const viaAdmin = (method: string, path: string) => call(admin, method, path, { authorization: `Bearer ${ADMIN_TOKEN}` });
 
-async function accept(path = '/work', body = '{}', headers: Record<string, string> = OWNER): Promise<string> {
-  const res = await viaEnvoy('POST', path.includes('?') ? `${path}&async=true` : `${path}?async=true`, { 'content-type': 'application/json', ...headers }, body);
-  expect(res.status).toBe(202);
-  return res.json().run_id;
-}
+  async function accept(path = '/work', body = '{}', headers: Record<string, string> = OWNER): Promise<string> {
+    const res = await viaEnvoy('POST', path.includes('?') ? `${path}&async=true` : `${path}?async=true`, { 'content-type': 'application/json', ...headers }, body);
+    expect(res.status).toBe(202);
+    return res.json().run_id;
+  }
 
-describe('runs API (SPEC §5)', () => {
   it('shows a run through Envoy and on the admin port with the documented fields', async () => {
     const id = await accept('/status-check');
     const waited = await viaEnvoy('GET', `/v1/runs/${id}?wait=10`);
@@ -96,13 +96,26 @@ describe('runs API (SPEC §5)', () => {
     app.setHandler((_req, res) => { release = () => res.writeHead(200, { 'content-type': 'text/plain' }).end('late'); });
     const id = await accept('/waits');
     await eventually(() => (release ? true : undefined));
+    const real = asRealEnvoy(envoy);
+    const timeouts = await real?.stat('http.ingress_http.ext_proc.message_timeouts');
+    const overrides = await real?.stat('http.ingress_http.ext_proc.override_message_timeout_received');
+    const applied = asStandIn(envoy)?.stats.overrideTimeoutsApplied;
     const t0 = Date.now();
-    setTimeout(() => release!(), 2500); // longer than Envoy's 2 s message timeout
+    // Twice Envoy's 2 s message_timeout: only the sidecar's override_message_timeout keeps the
+    // stream open (without it, Envoy answers 504 at 2 s).
+    setTimeout(() => release!(), 4000);
     const res = await viaEnvoy('GET', `/v1/runs/${id}?wait=20`);
     expect(res.status).toBe(200);
     expect(res.json().status).toBe('succeeded');
-    expect(Date.now() - t0).toBeLessThan(10_000);
-  });
+    // Woken by the run's end, not by the end of its 20 s wait.
+    expect(Date.now() - t0).toBeLessThan(20_000);
+    if (real) {
+      expect(await real.stat('http.ingress_http.ext_proc.message_timeouts')).toBe(timeouts);
+      expect(await real.stat('http.ingress_http.ext_proc.override_message_timeout_received')).toBeGreaterThan(overrides!);
+    }
+    const standIn = asStandIn(envoy);
+    if (standIn) expect(standIn.stats.overrideTimeoutsApplied).toBeGreaterThan(applied!);
+  }, 30_000);
 
   it('is woken by a cancel, and cancel aborts the running upstream call', async () => {
     app.setHandler(Upstream.hang());
