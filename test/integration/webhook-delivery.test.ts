@@ -1,6 +1,6 @@
 import { request } from 'undici';
 import { Webhook } from 'standardwebhooks';
-import { EnvoyStandIn } from '../support/envoy';
+import { describeEachEnvoy, type TestEnvoy } from '../support/envoys';
 import { RedisServer } from '../support/redis-server';
 import { Upstream } from '../support/upstream';
 import { WebhookReceiver, type ScriptedResponse } from '../support/webhook-receiver';
@@ -11,63 +11,64 @@ const SECRET_OLD = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw';
 const SECRET_NEW = 'whsec_dGhpcyBpcyB0aGUgbmV3IHNlY3JldCBrZXkh';
 
 type Sidecar = Awaited<ReturnType<typeof startTestSidecar>>;
-let redis: RedisServer;
-let app: Upstream;
-let envoy: EnvoyStandIn;
-let extprocPort: number;
-let sidecar: Sidecar | null = null;
-const receivers: WebhookReceiver[] = [];
 
-const BASE_ENV = () => ({
-  EXTPROC_ADDR: `127.0.0.1:${extprocPort}`,
-  REDIS_URL: redis.url,
-  DISPATCH_URL: app.url,
-  WEBHOOK_SECRET: `${SECRET_OLD} ${SECRET_NEW}`,
-  WEBHOOK_RETRY_SCHEDULE: '0,100ms,100ms,100ms',
-  WEBHOOK_TIMEOUT: '0.5',
-});
+describeEachEnvoy('webhook delivery that survives (SPEC §4)', (factory) => {
+  let redis: RedisServer;
+  let app: Upstream;
+  let envoy: TestEnvoy;
+  let extprocPort: number;
+  let sidecar: Sidecar | null = null;
+  const receivers: WebhookReceiver[] = [];
 
-beforeAll(async () => {
-  redis = await RedisServer.start();
-  app = await Upstream.start(Upstream.json(200, { answer: 42 }));
-  extprocPort = await freePort();
-  envoy = await EnvoyStandIn.start({ clusters: { async_sidecar: `127.0.0.1:${extprocPort}`, app: `127.0.0.1:${app.port}` } });
-});
+  const BASE_ENV = () => ({
+    EXTPROC_ADDR: `127.0.0.1:${extprocPort}`,
+    REDIS_URL: redis.url,
+    DISPATCH_URL: envoy.dispatchUrl,
+    WEBHOOK_SECRET: `${SECRET_OLD} ${SECRET_NEW}`,
+    WEBHOOK_RETRY_SCHEDULE: '0,100ms,100ms,100ms',
+    WEBHOOK_TIMEOUT: '0.5',
+  });
 
-afterEach(async () => {
-  await sidecar?.stop();
-  sidecar = null;
-  for (const r of receivers.splice(0)) await r.close();
-});
+  beforeAll(async () => {
+    redis = await RedisServer.start();
+    app = await Upstream.start(Upstream.json(200, { answer: 42 }));
+    extprocPort = await freePort();
+    envoy = await factory.start({ async_sidecar: `127.0.0.1:${extprocPort}`, app: `127.0.0.1:${app.port}` });
+  });
 
-afterAll(async () => {
-  await envoy?.close();
-  await app?.close();
-  await redis?.destroy();
-});
+  afterEach(async () => {
+    await sidecar?.stop();
+    sidecar = null;
+    for (const r of receivers.splice(0)) await r.close();
+  });
 
-async function receiver(responses: ScriptedResponse[] = []): Promise<WebhookReceiver> {
-  const r = await WebhookReceiver.start({ responses });
-  receivers.push(r);
-  return r;
-}
+  afterAll(async () => {
+    await envoy?.close();
+    await app?.close();
+    await redis?.destroy();
+  });
 
-async function acceptWith(hookUrl: string): Promise<string> {
-  const res = await request(`${envoy.url}/work?async=true&webhookEndpoint=${encodeURIComponent(hookUrl)}`, { method: 'POST', body: '{}', headers: { 'content-type': 'application/json' } });
-  const body = (await res.body.json()) as { run_id?: string; error?: unknown };
-  if (res.statusCode !== 202) throw new Error(`expected 202, got ${res.statusCode} ${JSON.stringify(body)}`);
-  return body.run_id!;
-}
+  async function receiver(responses: ScriptedResponse[] = []): Promise<WebhookReceiver> {
+    const r = await WebhookReceiver.start({ responses });
+    receivers.push(r);
+    return r;
+  }
 
-async function webhookOf(id: string, until: (w: any) => boolean): Promise<any> {
-  const admin = `http://127.0.0.1:${sidecar!.adminPort}`;
-  return eventually(async () => {
-    const v = (await (await request(`${admin}/v1/runs/${id}`)).body.json()) as any;
-    return until(v.webhook) ? v.webhook : undefined;
-  }, 10_000, `webhook of ${id}`);
-}
+  async function acceptWith(hookUrl: string): Promise<string> {
+    const res = await request(`${envoy.url}/work?async=true&webhookEndpoint=${encodeURIComponent(hookUrl)}`, { method: 'POST', body: '{}', headers: { 'content-type': 'application/json' } });
+    const body = (await res.body.json()) as { run_id?: string; error?: unknown };
+    if (res.statusCode !== 202) throw new Error(`expected 202, got ${res.statusCode} ${JSON.stringify(body)}`);
+    return body.run_id!;
+  }
 
-describe('webhook delivery that survives (SPEC §4)', () => {
+  async function webhookOf(id: string, until: (w: any) => boolean): Promise<any> {
+    const admin = `http://127.0.0.1:${sidecar!.adminPort}`;
+    return eventually(async () => {
+      const v = (await (await request(`${admin}/v1/runs/${id}`)).body.json()) as any;
+      return until(v.webhook) ? v.webhook : undefined;
+    }, 10_000, `webhook of ${id}`);
+  }
+
   it('retries 5xx until delivered, with one webhook-id, signed with every secret', async () => {
     sidecar = await startTestSidecar(BASE_ENV());
     const rx = await receiver([500, 503, 200]);
