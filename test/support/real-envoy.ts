@@ -8,13 +8,18 @@
  * without it.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { parseDocument, type Document } from 'yaml';
 import { freePort } from './ports';
 
-export const REPO_ROOT = resolve(__dirname, '..', '..');
+/** The nearest folder above this file with a package.json: this file also runs compiled, from dist-bench/test/support/ (the benchmarks). */
+export const REPO_ROOT = (() => {
+  let dir = __dirname;
+  while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
+  return dir;
+})();
 const ENVOY_SCRIPT = join(REPO_ROOT, 'scripts', 'envoy.sh');
 
 export type EnvoyLookup = { bin: string; version: string } | { bin: undefined; reason: string };
@@ -187,6 +192,11 @@ export class RealEnvoy {
       await new Promise((r) => setTimeout(r, 50));
     }
     return envoy;
+  }
+
+  /** Envoy's process id (the benchmarks read its CPU time from /proc). */
+  get pid(): number {
+    return this.child.pid!;
   }
 
   /** Envoy's own log so far (for failure messages). */

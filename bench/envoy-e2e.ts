@@ -1,0 +1,506 @@
+/**
+ * End to end through the real Envoy (issue #18): HTTP/1.1 requests from h2load to Envoy's ingress
+ * listener, with the shipped envoy/envoy.yaml rendered for loopback, against two floors measured
+ * in the same run: Envoy answering the async route by itself (`direct_response`, the same status
+ * and a 50-byte body) and Envoy with the bare ext_proc server (bench/floor-server.ts) as its sidecar.
+ * Then the cost of the filter on ordinary pass-through traffic: the shipped `passthrough` route
+ * (filter disabled) against the same route with the filter enabled for request headers only.
+ *
+ * One Envoy per config variant, all up at once; each measurement is repeated in interleaved
+ * rounds so that a disturbance from other work on the shared cores shows as one bad round.
+ * Every loop is bounded; only 127.0.0.1.
+ */
+import { execFileSync } from 'node:child_process';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Redis } from 'ioredis';
+import type { Document } from 'yaml';
+import { RealEnvoy, findEnvoy } from '../test/support/real-envoy';
+import { ROOT, cpuMicros, fmt, pct, sleep } from './lib';
+import { BODY_BYTES, bodyMessage } from './messages';
+
+/** A running process whose CPU time is read from /proc. */
+export interface Proc {
+  pid: number;
+  port: number;
+}
+
+export interface E2EDeps {
+  /** The sidecar, `--role extproc`, on its gRPC port. */
+  sidecar: Proc;
+  /** bench/floor-server.ts. */
+  floor: Proc;
+  /** bench/noop-http.ts: the app behind Envoy. */
+  app: Proc;
+  redis: { client: Redis; pid: number };
+  quick: boolean;
+  tmp: string;
+  log(msg: string): void;
+}
+
+export type Request = 'async-get' | 'async-post' | 'pass';
+export type Variant = 'direct_response' | 'bare ext_proc' | 'sidecar' | 'filter disabled' | 'filter on, bare ext_proc' | 'filter on, sidecar';
+
+export interface E2ERow {
+  variant: Variant;
+  request: Request;
+  mode: 'throughput' | 'rate';
+  round?: number;
+  /** Requests per second over the measurement (h2load's own figure). */
+  rps: number;
+  /** For `rate` rows: the rate asked for. */
+  targetRps: number;
+  seconds: number;
+  ok: number;
+  /** Responses with another status than the expected one, plus failed and errored requests. */
+  bad: number;
+  firstBad: string;
+  p50: number;
+  p99: number;
+  p999: number;
+  max: number;
+  mean: number;
+  /** CPU µs per request, by process ('h2load' = the load generator). */
+  cpu: Record<string, number>;
+  /** Envoy's counters over the measurement (deltas). */
+  envoy: { extprocStreams: number; sidecarConnections: number; appRequests: number; clientConnections: number };
+  /** Runs in the Redis queue afterwards (sidecar rows only). */
+  stored: number | null;
+}
+
+export interface E2EReport {
+  envoyVersion: string;
+  h2load: string;
+  connections: number;
+  rateConnections: number;
+  rate: number;
+  seconds: number;
+  rounds: number;
+  rows: E2ERow[];
+  /** What the probe request of each variant got (status, content-type, body length). */
+  probes: Array<{ variant: Variant; request: Request; status: number; contentType: string; bodyBytes: number }>;
+  at: string;
+}
+
+/** The 202 body the sidecar sends: `{"run_id":"<uuid>"}\n`, 50 bytes. The floor sends the same. */
+const ACCEPT_BODY = '{"run_id":"00000000-0000-4000-8000-000000000000"}\n';
+const ASYNC_PATH = '/v1/reports/generate?async=true&format=pdf';
+const PASS_PATH = '/v1/reports/42?format=pdf';
+/** Closed-loop throughput: HTTP/1.1 has one request in flight per connection. */
+const CONNECTIONS = 64;
+/** Fixed-rate latency: the rate is spread over this many connections so that one slow response delays few others. */
+const RATE_CONNECTIONS = 40;
+/** Below every variant's capacity here (the sidecar path is the slowest), so the rows compare latency, not queueing. */
+const RATE = 1000;
+const FILTER = 'envoy.filters.http.ext_proc';
+/** Every measurement is repeated this often (BENCH_QUICK: once), interleaved; the report shows the best round and the spread. */
+const ROUNDS = 2;
+const seconds = (deps: E2EDeps) => (deps.quick ? 3 : 5);
+
+// ---------------------------------------------------------------- Envoy configs
+
+type Path = Array<string | number>;
+
+/** Path of the ingress listener's route named `name` in the rendered document. */
+function ingressRoute(doc: Document, name: string): Path {
+  const listeners = (doc.toJS() as { static_resources: { listeners: Array<{ name: string; filter_chains: Array<{ filters: Array<{ typed_config: { route_config?: { virtual_hosts: Array<{ routes: Array<{ name?: string }> }> } } }> }> }> } }).static_resources.listeners;
+  const li = listeners.findIndex((l) => l.name === 'ingress');
+  const routes = listeners[li]?.filter_chains[0]?.filters[0]?.typed_config.route_config?.virtual_hosts[0]?.routes ?? [];
+  const ri = routes.findIndex((r) => r.name === name);
+  if (li < 0 || ri < 0) throw new Error(`envoy.yaml: no ingress route ${name}`);
+  return ['static_resources', 'listeners', li, 'filter_chains', 0, 'filters', 0, 'typed_config', 'route_config', 'virtual_hosts', 0, 'routes', ri];
+}
+
+/**
+ * The async_query route answered by Envoy itself: the throughput floor of any async path through
+ * Envoy. A buffer filter reads the whole body first, as ext_proc's BUFFERED mode does: a
+ * direct_response sent while a request body is still unread ends the HTTP/1.1 connection
+ * (`connection: close`), so without it every POST would pay for a new TCP connection.
+ */
+export function directResponse(doc: Document): void {
+  const r = ingressRoute(doc, 'async_query');
+  const hcm = r.slice(0, r.indexOf('route_config'));
+  const filters = doc.getIn([...hcm, 'http_filters']) as { items: unknown[] };
+  const router = filters.items.findIndex((_, i) => doc.getIn([...hcm, 'http_filters', i, 'name']) === 'envoy.filters.http.router');
+  filters.items.splice(
+    router,
+    0,
+    doc.createNode({
+      name: 'envoy.filters.http.buffer',
+      typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer', max_request_bytes: 10_485_760 },
+    }),
+  );
+  doc.deleteIn([...r, 'route']);
+  doc.deleteIn([...r, 'typed_per_filter_config']);
+  doc.setIn([...r, 'direct_response'], doc.createNode({ status: 202, body: { inline_string: ACCEPT_BODY } }));
+  const h = (key: string, value: string) => ({ header: { key, value }, append_action: 'OVERWRITE_IF_EXISTS_OR_ADD' });
+  doc.setIn([...r, 'response_headers_to_add'], doc.createNode([h('content-type', 'application/json'), h('location', '/v1/runs/00000000-0000-4000-8000-000000000000')]));
+}
+
+/** The passthrough route with the filter enabled for request headers only (the sidecar answers CONTINUE). */
+export function filterOnPassthrough(doc: Document): void {
+  const r = ingressRoute(doc, 'passthrough');
+  doc.setIn(
+    [...r, 'typed_per_filter_config'],
+    doc.createNode({
+      [FILTER]: {
+        '@type': 'type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute',
+        overrides: {
+          processing_mode: {
+            request_header_mode: 'SEND', response_header_mode: 'SKIP', request_body_mode: 'NONE',
+            response_body_mode: 'NONE', request_trailer_mode: 'SKIP', response_trailer_mode: 'SKIP',
+          },
+        },
+      },
+    }),
+  );
+}
+
+// ---------------------------------------------------------------- h2load
+
+interface H2Out {
+  seconds: number;
+  rps: number;
+  status2xx: number;
+  failed: number;
+  errored: number;
+  meanMs: number;
+  /** Per-request (status, µs) from --log-file. */
+  log: Array<[number, number]>;
+  /** CPU µs of h2load itself (bash `times`: children's user + sys). */
+  cpuUs: number;
+}
+
+function h2loadVersion(): string {
+  try {
+    return execFileSync('h2load', ['--version']).toString().trim();
+  } catch {
+    return '?';
+  }
+}
+
+const requestArgs = (request: Request, bodyFile: string): string[] =>
+  request === 'async-post'
+    ? ['-d', bodyFile, '-H', 'content-type: application/json']
+    : [];
+
+/**
+ * One h2load run over HTTP/1.1. Without `rate`: closed loop for `seconds`. With `rate`: that many
+ * requests/s in total, each connection sending rate/connections per second (`--rps`); the
+ * connections are opened 1000/rate ms apart (`-r 1 --rate-period`), which staggers their send
+ * timers evenly: started together, they would all send at the same instant (measured: bursts of
+ * 40 requests every 40 ms, p50 5 ms instead of 0.7 ms through the bare ext_proc server).
+ */
+function h2load(url: string, request: Request, opts: { seconds: number; connections: number; rate?: number; bodyFile: string; logFile: string }): H2Out {
+  const pace = opts.rate
+    ? ['-n', String(Math.round(opts.rate * opts.seconds)), '-r', '1', `--rate-period=${Math.max(1, Math.round(1000 / opts.rate))}ms`, '--rps', String(opts.rate / opts.connections)]
+    : ['-D', String(opts.seconds)];
+  const args = [
+    '--h1', '-t', '1', '-c', String(opts.connections), '-m', '1', ...pace,
+    '--log-file', opts.logFile,
+    '-H', 'accept: */*', '-H', 'authorization: Bearer 3f1c9f1e2b7a4d7c8e0f5a6b7c8d9e0f',
+    ...requestArgs(request, opts.bodyFile),
+  ];
+  args.push(`${url}${request === 'pass' ? PASS_PATH : ASYNC_PATH}`);
+  rmSync(opts.logFile, { force: true }); // h2load appends to it
+  // `times` reports the CPU of the shell's finished children, i.e. of h2load.
+  const quoted = args.map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
+  const out = execFileSync('bash', ['-c', `h2load ${quoted}; rc=$?; times; exit $rc`], { timeout: (opts.seconds + 30) * 1000, maxBuffer: 1 << 20 }).toString();
+  const fin = /finished in ([\d.]+)(ms|s), ([\d.]+) req\/s/.exec(out);
+  const reqs = /requests: \d+ total, \d+ started, \d+ done, \d+ succeeded, (\d+) failed, (\d+) errored/.exec(out);
+  const codes = /status codes: (\d+) 2xx/.exec(out);
+  const mean = /time for request:\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)/.exec(out);
+  const times = [...out.matchAll(/(\d+)m([\d.]+)s (\d+)m([\d.]+)s/g)].pop();
+  if (!fin || !reqs || !codes) throw new Error(`could not parse h2load output:\n${out}`);
+  const ms = (v: string, u: string) => Number(v) * (u === 'us' ? 0.001 : u === 's' ? 1000 : 1);
+  const log: Array<[number, number]> = [];
+  for (const line of readFileSync(opts.logFile, 'utf8').split('\n')) {
+    const f = line.split('\t');
+    if (f.length >= 3) log.push([Number(f[1]), Number(f[2])]);
+  }
+  const sec = (m: string, s: string) => Number(m) * 60 + Number(s);
+  return {
+    seconds: Number(fin[1]) / (fin[2] === 'ms' ? 1000 : 1),
+    rps: Number(fin[3]),
+    status2xx: Number(codes[1]),
+    failed: Number(reqs[1]),
+    errored: Number(reqs[2]),
+    meanMs: mean ? ms(mean[1]!, mean[2]!) : NaN,
+    log,
+    cpuUs: times ? (sec(times[1]!, times[2]!) + sec(times[3]!, times[4]!)) * 1e6 : NaN,
+  };
+}
+
+// ---------------------------------------------------------------- measuring
+
+async function counters(envoy: RealEnvoy): Promise<E2ERow['envoy']> {
+  const s = await envoy.stats();
+  return {
+    extprocStreams: s.get('http.ingress_http.ext_proc.streams_started') ?? 0,
+    sidecarConnections: s.get('cluster.async_sidecar.upstream_cx_total') ?? 0,
+    appRequests: s.get('cluster.app.upstream_rq_total') ?? 0,
+    clientConnections: s.get('http.ingress_http.downstream_cx_total') ?? 0,
+  };
+}
+
+async function measure(
+  deps: E2EDeps,
+  envoy: RealEnvoy,
+  variant: Variant,
+  request: Request,
+  procs: Record<string, number>,
+  mode: 'throughput' | 'rate',
+): Promise<E2ERow> {
+  const bodyFile = join(deps.tmp, 'e2e-body.json');
+  writeFileSync(bodyFile, bodyMessage().request_body!.body as Buffer);
+  const logFile = join(deps.tmp, 'e2e-h2load.log');
+  const connections = mode === 'rate' ? RATE_CONNECTIONS : CONNECTIONS;
+  const rate = mode === 'rate' ? RATE : undefined;
+  // Warm-up, not measured: Envoy's upstream connections, the servers' JIT.
+  h2load(envoy.url, request, { seconds: 1, connections, rate, bodyFile, logFile });
+  // Requests cut off when the warm-up stopped may still be writing their runs: let them land
+  // before the flush, so that runs stored counts only this measurement's.
+  await sleep(300);
+  const withRedis = 'redis' in procs;
+  if (withRedis) await deps.redis.client.flushall();
+  const c0 = await counters(envoy);
+  const cpu0 = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, cpuMicros(pid)]));
+  const r = h2load(envoy.url, request, { seconds: seconds(deps), connections, rate, bodyFile, logFile });
+  const cpu1 = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, cpuMicros(pid)]));
+  const c1 = await counters(envoy);
+  const stored = withRedis ? await deps.redis.client.llen('eas:{runs}:queue') : null;
+  const expected = request === 'pass' ? 200 : 202;
+  const lat: number[] = [];
+  const other = new Map<number, number>();
+  for (const [status, us] of r.log) {
+    if (status === expected) lat.push(us / 1000);
+    else other.set(status, (other.get(status) ?? 0) + 1);
+  }
+  lat.sort((a, b) => a - b);
+  const n = Math.max(1, r.log.length);
+  const cpu: Record<string, number> = {};
+  for (const k of Object.keys(procs)) cpu[k] = (cpu1[k]! - cpu0[k]!) / n;
+  cpu.h2load = r.cpuUs / n;
+  const row: E2ERow = {
+    variant, request, mode, rps: r.rps, targetRps: rate ?? 0, seconds: r.seconds,
+    ok: lat.length,
+    bad: r.log.length - lat.length + r.errored,
+    firstBad: [...other].map(([s, c]) => `${c}× ${s === -1 ? 'failed' : s}`).join(', '),
+    p50: pct(lat, 50), p99: pct(lat, 99), p999: pct(lat, 99.9), max: lat.length ? lat[lat.length - 1]! : NaN,
+    mean: r.meanMs,
+    cpu,
+    envoy: {
+      extprocStreams: c1.extprocStreams - c0.extprocStreams,
+      sidecarConnections: c1.sidecarConnections - c0.sidecarConnections,
+      appRequests: c1.appRequests - c0.appRequests,
+      clientConnections: c1.clientConnections - c0.clientConnections,
+    },
+    stored,
+  };
+  deps.log(`envoy ${variant} ${request} ${mode}: ${fmt(r.rps)} req/s, p50 ${row.p50.toFixed(2)} p99 ${row.p99.toFixed(2)} ms, ok ${row.ok} bad ${row.bad}${row.firstBad ? ` (${row.firstBad})` : ''}, CPU µs/req ${Object.entries(cpu).map(([k, v]) => `${k} ${fmt(v)}`).join(' ')}, ext_proc streams ${row.envoy.extprocStreams}, client connections ${row.envoy.clientConnections}, app requests ${row.envoy.appRequests}, stored ${stored ?? '-'}`);
+  return row;
+}
+
+/** One request through the variant's Envoy: what a client gets (asserted against the sidecar's answer in the report). */
+async function probe(envoy: RealEnvoy, variant: Variant, request: Request): Promise<E2EReport['probes'][number]> {
+  const res = await fetch(`${envoy.url}${request === 'pass' ? PASS_PATH : ASYNC_PATH}`, { method: request === 'async-post' ? 'POST' : 'GET', body: request === 'async-post' ? Buffer.alloc(BODY_BYTES, 'x') : undefined });
+  const body = Buffer.from(await res.arrayBuffer());
+  return { variant, request, status: res.status, contentType: res.headers.get('content-type') ?? '', bodyBytes: body.length };
+}
+
+/** Installs Envoy when missing (scripts/envoy.sh) and makes the test support's lookup find that one. */
+export function ensureEnvoy(log: (m: string) => void): string {
+  if (!process.env.ENVOY_BIN) {
+    const bin = execFileSync('bash', [join(ROOT, 'scripts', 'envoy.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 600_000 }).trim().split('\n').pop()!;
+    process.env.ENVOY_BIN = bin;
+  }
+  const found = findEnvoy();
+  if (found.bin === undefined) throw new Error(`no Envoy: ${found.reason}`);
+  log(`envoy ${found.version}`);
+  return found.version;
+}
+
+export async function envoyE2E(deps: E2EDeps): Promise<E2EReport> {
+  const version = ensureEnvoy(deps.log);
+  const rounds = deps.quick ? 1 : ROUNDS;
+  const report: E2EReport = {
+    envoyVersion: version, h2load: h2loadVersion(), connections: CONNECTIONS, rateConnections: RATE_CONNECTIONS, rate: RATE,
+    seconds: seconds(deps), rounds, rows: [], probes: [], at: new Date().toISOString(),
+  };
+  const app = `127.0.0.1:${deps.app.port}`;
+  const serverName = (p: Proc) => (p === deps.sidecar ? 'sidecar' : 'ext_proc server');
+  // The shipped config unchanged serves the sidecar's async rows and the filter-disabled
+  // pass-through row; the others differ from it only where their variant says.
+  const plans: Array<{ sidecar: Proc; edit?: (d: Document) => void; rows: Array<[Variant, Request]> }> = [
+    { sidecar: deps.floor, edit: directResponse, rows: [['direct_response', 'async-get'], ['direct_response', 'async-post']] },
+    { sidecar: deps.floor, edit: filterOnPassthrough, rows: [['bare ext_proc', 'async-get'], ['bare ext_proc', 'async-post'], ['filter on, bare ext_proc', 'pass']] },
+    { sidecar: deps.sidecar, rows: [['sidecar', 'async-get'], ['sidecar', 'async-post'], ['filter disabled', 'pass']] },
+    { sidecar: deps.sidecar, edit: filterOnPassthrough, rows: [['filter on, sidecar', 'pass']] },
+  ];
+  const envoys: RealEnvoy[] = [];
+  try {
+    // All Envoys up at once (idle ones cost only their health checks), so that every round can
+    // measure the variants of one request back to back: a disturbance from other work on the
+    // machine then hits one round of all variants rather than all rounds of one.
+    const jobs: Array<{ envoy: RealEnvoy; variant: Variant; request: Request; procs: Record<string, number> }> = [];
+    for (const plan of plans) {
+      const envoy = await RealEnvoy.start({ clusters: { async_sidecar: `127.0.0.1:${plan.sidecar.port}`, app }, edit: plan.edit });
+      envoys.push(envoy);
+      for (const [variant, request] of plan.rows) {
+        const procs: Record<string, number> = { envoy: envoy.pid };
+        if (request === 'pass') procs.app = deps.app.pid;
+        if (variant !== 'direct_response' && variant !== 'filter disabled') procs[serverName(plan.sidecar)] = plan.sidecar.pid;
+        if (variant === 'sidecar') procs.redis = deps.redis.pid;
+        jobs.push({ envoy, variant, request, procs });
+      }
+    }
+    const order: Request[] = ['async-get', 'async-post', 'pass'];
+    jobs.sort((a, b) => order.indexOf(a.request) - order.indexOf(b.request));
+    for (const j of jobs) report.probes.push(await probe(j.envoy, j.variant, j.request));
+    for (let round = 1; round <= rounds; round++) {
+      for (const mode of ['throughput', 'rate'] as const) {
+        for (const j of jobs) report.rows.push({ ...(await measure(deps, j.envoy, j.variant, j.request, j.procs, mode)), round });
+      }
+    }
+  } finally {
+    for (const e of envoys) await e.close();
+  }
+  return report;
+}
+
+// ---------------------------------------------------------------- report
+
+const REQUEST_LABEL: Record<Request, string> = {
+  'async-get': 'GET ?async=true (no body)',
+  'async-post': `POST ?async=true, ${fmt(BODY_BYTES)} B body`,
+  pass: 'GET (not async)',
+};
+const ms = (v: number) => (Number.isFinite(v) ? v.toFixed(2) : 'n/a');
+const cpuCell = (row: E2ERow, key: string) => (row.cpu[key] === undefined ? '–' : fmt(row.cpu[key]!));
+const totalCpu = (row: E2ERow) => Object.values(row.cpu).reduce((a, b) => a + b, 0);
+
+/** Markdown lines of the section; `skipped` = why there are no figures. */
+export function renderEnvoyE2E(r: E2EReport | null | undefined, skipped?: string): string[] {
+  const L: string[] = ['## 6. End to end through the real Envoy', ''];
+  if (!r) {
+    L.push(`Skipped${skipped ? `: ${skipped}` : ''}.`, '');
+    return L;
+  }
+  const all = (variant: Variant, request: Request, mode: E2ERow['mode']) => r.rows.filter((x) => x.variant === variant && x.request === request && x.mode === mode);
+  /** The best round: highest throughput, or lowest p99 at the fixed rate (a disturbance only ever makes a round worse). */
+  const find = (variant: Variant, request: Request, mode: E2ERow['mode']): E2ERow | undefined =>
+    all(variant, request, mode).sort((a, b) => (mode === 'throughput' ? b.rps - a.rps : a.p99 - b.p99))[0];
+  const spread = (variant: Variant, request: Request, mode: E2ERow['mode']) =>
+    all(variant, request, mode).map((x) => (mode === 'throughput' ? fmt(x.rps) : ms(x.p99))).join(' / ');
+  const variantsOf = (request: Request) => [...new Set(r.rows.filter((x) => x.request === request).map((x) => x.variant))];
+  const other = (rows: Array<E2ERow | undefined>) => {
+    const bad = rows.reduce((a, x) => a + (x?.bad ?? 0), 0);
+    return bad ? `${bad}: ${rows.map((x) => x?.firstBad).filter(Boolean).join(', ')}` : '0';
+  };
+
+  L.push(`Envoy ${r.envoyVersion} (found, or installed into \`.venv/envoy\`, by \`scripts/envoy.sh\`; \`--concurrency 2\`) on \`envoy/envoy.yaml\``);
+  L.push('rendered for loopback by `renderEnvoyConfig` (test/support/real-envoy.ts: every address moved to 127.0.0.1, nothing else');
+  L.push('changed). The load generator is h2load over HTTP/1.1 (`--h1`, one request in flight per connection, keep-alive) to the');
+  L.push('`ingress` listener: it is C and costs a few µs of CPU per request (the h2load column), where the Node driver of section 1');
+  L.push('costs ≈0.5 ms per stream and would take one of the two cores from the processes measured. Variants of the async route');
+  L.push('(`async_query`), each its own Envoy:');
+  L.push('- **direct_response**: the route answers 202 itself with a 50-byte JSON body, the size of the sidecar\'s `{"run_id":…}`, and');
+  L.push('  its `content-type` and `location` (no ext_proc, no upstream; a buffer filter reads the body first, as BUFFERED ext_proc');
+  L.push('  does: without it Envoy answers `connection: close` while the body is unread and every POST pays for a new connection).');
+  L.push('  Envoy\'s floor;');
+  L.push('- **bare ext_proc**: the shipped config with `bench/floor-server.ts` as the `async_sidecar` cluster (grpc-js, same answers,');
+  L.push('  stores nothing): the protocol\'s floor;');
+  L.push('- **sidecar**: the shipped config unchanged, with `node dist/src/main.js --role extproc` and a private Redis (no persistence):');
+  L.push('  every 202 is a run in Redis. The extproc role does not dispatch (sections 3–4 measure that), so runs stay queued.');
+  L.push('');
+  L.push(`All Envoys run at once and every measurement is repeated ${r.rounds} × (${r.seconds} s each, after an unmeasured 1 s warm-up),`);
+  L.push('the variants of one request back to back within a round; tables show the best round (highest req/s, or lowest p99 at');
+  L.push('the fixed rate: a disturbance from other work on the machine only makes a round worse) and, under *rounds*, every round.');
+  L.push(`*Throughput*: closed loop, ${r.connections} connections; its p50/p99 are latencies at saturation (mostly queueing).`);
+  L.push(`*Latency*: ${fmt(r.rate)} requests/s in total, ${r.rateConnections} connections sending ${fmt(r.rate / r.rateConnections)}/s each (\`--rps\`), opened`);
+  L.push(`${Math.max(1, Math.round(1000 / r.rate))} ms apart so their send timers are evenly staggered (started together they send in bursts of ${r.rateConnections}); percentiles`);
+  L.push('from h2load\'s per-request log (`--log-file`). h2load sends a connection\'s next request only after its previous response,');
+  L.push('so a stall delays that connection\'s later requests instead of being counted from when they were due (coordinated');
+  L.push('omission): where *achieved* falls short of the rate, the p99 is a lower bound. CPU µs/request = Δ(utime+stime) of each');
+  L.push('process from /proc ÷ requests (h2load: bash `times`); *all* is their sum, so 2 cores ÷ *all* bounds the throughput.');
+  L.push('The last columns are Envoy\'s own counters (admin `/stats`) over the measurement.', '');
+
+  L.push('### Async accepts: throughput', '');
+  L.push('| path | request | req/s | × direct_response | × bare ext_proc | rounds (req/s) | p50 (ms) | p99 (ms) | CPU µs/req: Envoy | ext_proc server | Redis | h2load | all | 202s / ext_proc streams / runs stored | connections to the ext_proc server | other answers |');
+  L.push('|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|');
+  for (const request of ['async-get', 'async-post'] as Request[]) {
+    const d = find('direct_response', request, 'throughput');
+    const b = find('bare ext_proc', request, 'throughput');
+    for (const variant of variantsOf(request)) {
+      const row = find(variant, request, 'throughput')!;
+      const server = row.cpu.sidecar ?? row.cpu['ext_proc server'];
+      L.push(`| ${variant} | ${REQUEST_LABEL[request]} | ${fmt(row.rps)} | ${d ? (row.rps / d.rps).toFixed(2) : ''} | ${b && variant !== 'direct_response' ? (row.rps / b.rps).toFixed(2) : ''} | ${spread(variant, request, 'throughput')} | ${ms(row.p50)} | ${ms(row.p99)} | ${cpuCell(row, 'envoy')} | ${server === undefined ? '–' : fmt(server)} | ${cpuCell(row, 'redis')} | ${cpuCell(row, 'h2load')} | ${fmt(totalCpu(row))} | ${fmt(row.ok)} / ${fmt(row.envoy.extprocStreams)} / ${row.stored === null ? '–' : fmt(row.stored)} | ${variant === 'direct_response' ? '–' : fmt(row.envoy.sidecarConnections)} | ${other(all(variant, request, 'throughput'))} |`);
+    }
+  }
+  L.push('');
+  L.push(`### Async accepts: latency at ${fmt(r.rate)} requests/s`, '');
+  L.push('| path | request | achieved req/s | p50 (ms) | p99 (ms) | p99.9 (ms) | max (ms) | rounds (p99) | p50 − direct | p99 − direct | CPU µs/req: Envoy | ext_proc server | all | 202s | other answers |');
+  L.push('|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|');
+  for (const request of ['async-get', 'async-post'] as Request[]) {
+    const d = find('direct_response', request, 'rate');
+    for (const variant of variantsOf(request)) {
+      const row = find(variant, request, 'rate')!;
+      const diff = (a: number, b?: number) => (b === undefined || variant === 'direct_response' ? '' : `${a - b >= 0 ? '+' : ''}${(a - b).toFixed(2)}`);
+      const server = row.cpu.sidecar ?? row.cpu['ext_proc server'];
+      L.push(`| ${variant} | ${REQUEST_LABEL[request]} | ${fmt(row.rps)} | ${ms(row.p50)} | ${ms(row.p99)} | ${ms(row.p999)} | ${ms(row.max)} | ${spread(variant, request, 'rate')} | ${diff(row.p50, d?.p50)} | ${diff(row.p99, d?.p99)} | ${cpuCell(row, 'envoy')} | ${server === undefined ? '–' : fmt(server)} | ${fmt(totalCpu(row))} | ${fmt(row.ok)} | ${other(all(variant, request, 'rate'))} |`);
+    }
+  }
+  L.push('');
+
+  L.push('### Pass-through: the filter enabled vs disabled', '');
+  L.push('`GET /v1/reports/42` (not async) to the no-op app (`bench/noop-http.ts`, Node) on the `passthrough` route: as shipped');
+  L.push('(ext_proc disabled there: no stream), and with the route enabling the filter for request headers only (an');
+  L.push('`ExtProcPerRoute` processing mode with `request_header_mode: SEND`, everything else SKIP/NONE), answered CONTINUE by the');
+  L.push('bare server or by the sidecar (both also switch every later phase off with `mode_override`).', '');
+  L.push(`| route | req/s | × disabled | rounds (req/s) | p50 / p99 at saturation (ms) | p50 at ${fmt(r.rate)}/s | p99 at ${fmt(r.rate)}/s | p99.9 at ${fmt(r.rate)}/s | rounds (p99) | CPU µs/req: Envoy | ext_proc server | app | h2load | all | ext_proc streams | other answers |`);
+  L.push('|---|---:|---:|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|');
+  const off = find('filter disabled', 'pass', 'throughput');
+  const offRate = find('filter disabled', 'pass', 'rate');
+  for (const variant of variantsOf('pass')) {
+    const t = find(variant, 'pass', 'throughput')!;
+    const q = find(variant, 'pass', 'rate');
+    const server = t.cpu.sidecar ?? t.cpu['ext_proc server'];
+    L.push(`| ${variant} | ${fmt(t.rps)} | ${off ? (t.rps / off.rps).toFixed(2) : ''} | ${spread(variant, 'pass', 'throughput')} | ${ms(t.p50)} / ${ms(t.p99)} | ${ms(q?.p50 ?? NaN)} | ${ms(q?.p99 ?? NaN)} | ${ms(q?.p999 ?? NaN)} | ${spread(variant, 'pass', 'rate')} | ${cpuCell(t, 'envoy')} | ${server === undefined ? '–' : fmt(server)} | ${cpuCell(t, 'app')} | ${cpuCell(t, 'h2load')} | ${fmt(totalCpu(t))} | ${fmt(t.envoy.extprocStreams)} | ${other([...all(variant, 'pass', 'throughput'), ...all(variant, 'pass', 'rate')])} |`);
+  }
+  for (const variant of ['filter on, bare ext_proc', 'filter on, sidecar'] as Variant[]) {
+    const on = find(variant, 'pass', 'throughput');
+    const onRate = find(variant, 'pass', 'rate');
+    if (!off || !on || !offRate || !onRate) continue;
+    L.push('', `**${variant}** vs disabled: throughput ${(on.rps / off.rps).toFixed(2)} ×; at ${fmt(r.rate)}/s ${sign(onRate.p50 - offRate.p50)} ms at p50 and ${sign(onRate.p99 - offRate.p99)} ms at p99; CPU per request ${sign(totalCpu(on) - totalCpu(off), 0)} µs over all processes at saturation (Envoy ${sign((on.cpu.envoy ?? 0) - (off.cpu.envoy ?? 0), 0)} µs).`);
+  }
+  L.push('');
+  L.push('What one probe request per variant got before the measurements (a client\'s view: status, content-type, body size):', '');
+  L.push('| path | request | status | content-type | body bytes |', '|---|---|---:|---|---:|');
+  for (const p of r.probes) L.push(`| ${p.variant} | ${REQUEST_LABEL[p.request]} | ${p.status} | ${p.contentType} | ${p.bodyBytes} |`);
+  L.push('');
+  return L;
+}
+
+/** Lines for the summary at the top of docs/BENCHMARKS.md. */
+export function summarizeEnvoyE2E(r: E2EReport | null | undefined): string[] {
+  if (!r) return [];
+  const best = (variant: Variant, request: Request, mode: E2ERow['mode']) =>
+    r.rows.filter((x) => x.variant === variant && x.request === request && x.mode === mode).sort((a, b) => (mode === 'throughput' ? b.rps - a.rps : a.p99 - b.p99))[0];
+  const L: string[] = [];
+  for (const request of ['async-get', 'async-post'] as Request[]) {
+    const s = best('sidecar', request, 'throughput');
+    const b = best('bare ext_proc', request, 'throughput');
+    const d = best('direct_response', request, 'throughput');
+    const q = best('sidecar', request, 'rate');
+    const qb = best('bare ext_proc', request, 'rate');
+    if (s && b && d) L.push(`| through Envoy: accept, ${REQUEST_LABEL[request]} | ${(s.rps / b.rps).toFixed(2)} × bare ext_proc, ${(s.rps / d.rps).toFixed(3)} × direct_response (${fmt(s.rps)} vs ${fmt(b.rps)} vs ${fmt(d.rps)} req/s); p50 / p99 at ${fmt(r.rate)}/s ${q ? `${ms(q.p50)} / ${ms(q.p99)}` : '?'} ms (bare ${qb ? `${ms(qb.p50)} / ${ms(qb.p99)}` : '?'} ms) | no target |`);
+  }
+  const off = best('filter disabled', 'pass', 'throughput');
+  const on = best('filter on, sidecar', 'pass', 'throughput');
+  const offQ = best('filter disabled', 'pass', 'rate');
+  const onQ = best('filter on, sidecar', 'pass', 'rate');
+  if (off && on && offQ && onQ) L.push(`| through Envoy: pass-through with the filter on (headers only) | ${(on.rps / off.rps).toFixed(2)} × the filter off (${fmt(on.rps)} vs ${fmt(off.rps)} req/s); at ${fmt(r.rate)}/s ${sign(onQ.p50 - offQ.p50)} ms p50, ${sign(onQ.p99 - offQ.p99)} ms p99 | no target |`);
+  return L;
+}
+
+const sign = (v: number, digits = 2) => `${v >= 0 ? '+' : '−'}${fmt(Math.abs(v), digits)}`;
