@@ -67,7 +67,7 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
 
   let draining = false;
   const networkPolicy = { allowPrivateNetworks: config.webhook.allowPrivateNetworks, allowedHosts: config.webhook.allowedHosts };
-  const runsApi = new RunsApi(store, events, { prefix: config.runsApiPrefix, ownerHeader: config.ownerHeader, maxWaitSeconds: MAX_WAIT_SECONDS }, metrics, logger);
+  const runsApi = new RunsApi(store, events, { prefix: config.runsApiPrefix, ownerHeader: config.ownerHeader, ownerRequired: config.ownerRequired, maxWaitSeconds: MAX_WAIT_SECONDS }, metrics, logger);
 
   let extproc: ExtProcServer | null = null;
   if (config.role !== 'worker') {
@@ -76,6 +76,7 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
       {
         runsApiPrefix: config.runsApiPrefix,
         ownerHeader: config.ownerHeader,
+        ownerRequired: config.ownerRequired,
         maxBodyBytes: config.maxBodyBytes,
         gracePeriodFor: (path) => gracePeriodFor(config, path),
         validateWebhookUrl: (raw) => validateWebhookUrl(raw, networkPolicy),

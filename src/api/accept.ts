@@ -2,7 +2,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import type { HttpReply, RequestHead } from '../extproc';
 import type { Metrics, Logger } from '../telemetry';
 import type { NewRun, RunStore, Trigger } from '../runs';
-import { jsonError } from './errors';
+import { jsonError, ownerRequired } from './errors';
 import { headerValue, headerValues, paramValue, parseQuery, preferName, preferTokens, splitPath } from './request-parts';
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1) and headers the replay sets itself. */
@@ -14,6 +14,8 @@ const DROPPED_HEADERS = new Set([
 export interface AcceptOptions {
   runsApiPrefix: string;
   ownerHeader: string;
+  /** Refuse async requests without the owner header (401 owner_required). */
+  ownerRequired: boolean;
   maxBodyBytes: number;
   gracePeriodFor: (path: string) => number;
   /** Accept-time check of webhookEndpoint (SPEC §2); an error carries the JSON error code. */
@@ -92,7 +94,11 @@ export class AsyncAcceptor {
   ) {}
 
   /** Checks that need only the head; a reply means "refuse now, without reading the body". */
-  precheck(req: AsyncRequest): HttpReply | null {
+  precheck(head: RequestHead, req: AsyncRequest): HttpReply | null {
+    if (this.options.ownerRequired && headerValue(head.headers, this.options.ownerHeader) === undefined) {
+      this.metrics.runsRejected.inc({ code: 'owner_required' });
+      return ownerRequired(this.options.ownerHeader);
+    }
     if (!this.options.isAccepting()) {
       return this.reject(503, 'shutting_down', 'This sidecar replica is shutting down; retry the request.', [['retry-after', '1']]);
     }

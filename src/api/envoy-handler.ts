@@ -18,7 +18,7 @@ export function createEnvoyHandler(acceptor: AsyncAcceptor, runsApi: RunsApi, ma
       }
       const asyncRequest = parseAsyncRequest(head);
       if (!asyncRequest) return { kind: 'pass' };
-      const refusal = acceptor.precheck(asyncRequest);
+      const refusal = acceptor.precheck(head, asyncRequest);
       if (refusal) return { kind: 'reply', decision: 'rejected', reply: async () => refusal };
       return {
         kind: 'body',

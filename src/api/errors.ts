@@ -20,3 +20,8 @@ export function jsonError(
 export function jsonReply(status: number, value: unknown, extraHeaders: Array<[string, string]> = []): HttpReply {
   return { status, headers: [['content-type', 'application/json'], ...extraHeaders], body: `${JSON.stringify(value)}\n` };
 }
+
+/** OWNER_REQUIRED and no owner header: the caller must say who it is (accept and runs API alike). */
+export function ownerRequired(header: string): HttpReply {
+  return jsonError(401, 'owner_required', `This endpoint needs the ${header} header: runs are scoped to it.`);
+}

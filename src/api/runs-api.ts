@@ -2,7 +2,7 @@ import type { HttpReply } from '../extproc';
 import type { Logger, Metrics } from '../telemetry';
 import { isFinal, REDELIVER_MIN_INTERVAL_MS, type RunEvents, type RunStatus, type RunStore, type RunView } from '../runs';
 import { ownerFingerprint } from './accept';
-import { jsonError, jsonReply } from './errors';
+import { jsonError, jsonReply, ownerRequired } from './errors';
 import { headerValue, paramValue, parseQuery, splitPath } from './request-parts';
 
 export interface ApiRequest {
@@ -18,6 +18,8 @@ export type ApiScope = 'owner' | 'admin';
 export interface RunsApiOptions {
   prefix: string;
   ownerHeader: string;
+  /** Through Envoy, refuse calls without the owner header (401). */
+  ownerRequired?: boolean;
   maxWaitSeconds: number;
 }
 
@@ -56,6 +58,9 @@ export class RunsApi {
   }
 
   async handle(req: ApiRequest, scope: ApiScope, signal?: AbortSignal): Promise<HttpReply> {
+    if (scope === 'owner' && this.options.ownerRequired && headerValue(req.headers, this.options.ownerHeader) === undefined) {
+      return ownerRequired(this.options.ownerHeader);
+    }
     const route = this.route(splitPath(req.path).pathname);
     try {
       switch (route.kind) {

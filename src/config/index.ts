@@ -51,6 +51,7 @@ export interface Config {
   maxResultBytes: number;
   runsApiPrefix: string;
   ownerHeader: string;
+  ownerRequired: boolean;
   runTtlMs: number;
   webhook: {
     secrets: string[];
@@ -93,7 +94,7 @@ function readSetting<K extends SettingKey>(key: K, env: NodeJS.ProcessEnv): unkn
   const value = raw === undefined || raw === '' ? spec.default : raw;
   const result = spec.schema.safeParse(value);
   if (!result.success) {
-    const shown = spec.secret ? '<redacted>' : JSON.stringify(value);
+    const shown = spec.secret ? '<redacted>' : JSON.stringify(spec.redact ? spec.redact(value) : value);
     const why = result.error.issues.map((i) => i.message).join('; ');
     throw new ConfigError(`invalid ${spec.env}=${shown}: ${why}`);
   }
@@ -186,6 +187,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, argv: readonly 
     maxResultBytes: s('maxResultBytes') as number,
     runsApiPrefix: s('runsApiPrefix') as string,
     ownerHeader: s('ownerHeader') as string,
+    ownerRequired: s('ownerRequired') as boolean,
     runTtlMs: (s('runTtl') as number) * 1000,
     webhook: {
       secrets: secret === '' ? [] : secret.split(/[\s,]+/),

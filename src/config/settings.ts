@@ -51,6 +51,19 @@ export interface SettingSpec {
   description: string;
   /** Secrets are never echoed back in error messages. */
   secret?: boolean;
+  /** Shows a value in an error message without its secret parts. */
+  redact?: (value: string) => string;
+}
+
+/** Standard Webhooks: `whsec_` + base64 of a 24-64 byte key (shorter keys are guessable, and
+ * a key that decodes to nothing signs as an empty key would). */
+function webhookSecretProblem(secret: string): string | null {
+  const m = /^whsec_([A-Za-z0-9+/]+={0,2})$/.exec(secret);
+  if (!m) return 'must be whsec_<base64>';
+  const key = Buffer.from(m[1]!, 'base64');
+  if (key.toString('base64').replace(/=+$/, '') !== m[1]!.replace(/=+$/, '')) return 'is not valid base64';
+  if (key.length < 24 || key.length > 64) return `must decode to 24-64 bytes (this one is ${key.length})`;
+  return null;
 }
 
 export const SETTINGS = {
@@ -84,6 +97,7 @@ export const SETTINGS = {
   },
   redisUrl: {
     env: 'REDIS_URL', default: 'redis://127.0.0.1:6379', schema: redisUrl,
+    redact: (v: string) => v.replace(/\/\/[^@/]*@/, '//<credentials>@'),
     description: 'Redis holding runs and the queue (redis:// or rediss://).',
   },
   redisKeyPrefix: {
@@ -130,6 +144,10 @@ export const SETTINGS = {
     env: 'RUNS_API_PREFIX', default: '/v1/runs', schema: z.string().regex(/^\/[A-Za-z0-9._~\-/]*[A-Za-z0-9._~-]$/, 'must be a path like /v1/runs, without a trailing slash'),
     description: 'Path prefix of the runs API, answered by the sidecar through Envoy and on the admin port.',
   },
+  ownerRequired: {
+    env: 'OWNER_REQUIRED', default: 'false', schema: bool,
+    description: 'Refuse async requests and runs API calls through Envoy that lack OWNER_HEADER (401 `owner_required`); otherwise such runs are readable by anyone else without the header who knows the id.',
+  },
   ownerHeader: {
     env: 'OWNER_HEADER', default: 'authorization', schema: z.string().trim().toLowerCase().regex(/^[a-z0-9!#$%&'*+.^_`|~-]+$/, 'must be a header name'),
     description: 'Request header whose SHA-256 fingerprint scopes a run to its creator on the runs API through Envoy.',
@@ -140,7 +158,13 @@ export const SETTINGS = {
   },
   webhookSecret: {
     env: 'WEBHOOK_SECRET', default: '', secret: true,
-    schema: z.string().trim().refine((v) => v === '' || v.split(/[\s,]+/).every((s) => /^whsec_[A-Za-z0-9+/=]+$/.test(s)), 'must be whsec_<base64>, several separated by spaces or commas'),
+    schema: z.string().trim().superRefine((v, ctx) => {
+      if (v === '') return;
+      v.split(/[\s,]+/).forEach((secret, i) => {
+        const problem = webhookSecretProblem(secret);
+        if (problem) ctx.addIssue({ code: 'custom', message: `secret ${i + 1} ${problem}; several are separated by spaces or commas` });
+      });
+    }),
     description: 'Standard Webhooks signing secret(s), `whsec_<base64>`; several (space or comma separated) sign with each, for rotation.',
   },
   webhookTimeout: {

@@ -267,10 +267,13 @@ export class Dispatcher {
       // Only a run stored by a direct gRPC client before :path was checked can get here.
       return { status: 'failed', response: null, error: { code: 'invalid_target', message: 'The run\'s target is not an origin-form path; it was not dispatched.' } };
     }
+    // The tenant sees only the error code: undici's message names internal addresses
+    // (`connect ECONNREFUSED 10.0.3.7:8000`); the full error goes to the log.
     const code = (err as Error & { code?: string }).code ?? '';
+    this.logger.warn({ run_id: entry.run.id, err }, 'upstream call failed');
     return {
       status: 'failed', response: null,
-      error: { code: 'upstream_unreachable', message: `The upstream call failed: ${code ? `${code}: ` : ''}${err.message}` },
+      error: { code: 'upstream_unreachable', message: `The upstream call failed${code ? ` (${code})` : ''}.` },
     };
   }
 

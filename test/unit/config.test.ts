@@ -42,8 +42,33 @@ describe('configuration (SPEC §6)', () => {
   });
 
   it('takes several webhook secrets for rotation', () => {
-    const c = loadConfig({ WEBHOOK_SECRET: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw whsec_dGVzdA==' }, []);
+    const c = loadConfig({ WEBHOOK_SECRET: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw, whsec_s1wk51w/FqPyJUcqKeNu6stLjArswCqS' }, []);
     expect(c.webhook.secrets).toHaveLength(2);
+  });
+
+  it.each([
+    ['whsec_A', /secret 1 is not valid base64|must decode to 24-64 bytes/],
+    ['whsec_AAAA', /must decode to 24-64 bytes \(this one is 3\)/], // three zero bytes
+    ['whsec_dGVzdA==', /must decode to 24-64 bytes/],
+    [`whsec_${Buffer.alloc(65, 1).toString('base64')}`, /must decode to 24-64 bytes \(this one is 65\)/],
+    ['whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw whsec_A', /secret 2/],
+  ])('refuses the webhook secret %s with a ConfigError (exit code 2), not a crash at start-up', (secret, message) => {
+    expect(() => loadConfig({ WEBHOOK_SECRET: secret }, [])).toThrow(ConfigError);
+    expect(() => loadConfig({ WEBHOOK_SECRET: secret }, [])).toThrow(message);
+  });
+
+  it('shows a REDIS_URL in an error without its credentials', () => {
+    expect(() => loadConfig({ REDIS_URL: 'redis://user:hunter2@redis:6379?x=%zz', REDIS_COMMAND_TIMEOUT: '1' }, [])).not.toThrow(/hunter2/);
+    const err = (() => {
+      try {
+        loadConfig({ REDIS_URL: 'rediss://:hunter2@[bad' }, []);
+      } catch (e) {
+        return (e as Error).message;
+      }
+      return '';
+    })();
+    expect(err).toMatch(/REDIS_URL="rediss:\/\/<credentials>@\[bad"/);
+    expect(err).not.toContain('hunter2');
   });
 
   it('parses --role and refuses unknown roles and arguments', () => {
