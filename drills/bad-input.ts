@@ -1,9 +1,8 @@
-import { EnvoyStandIn } from '../test/support/envoy';
 import { freePort } from '../test/support/ports';
 import { RedisServer } from '../test/support/redis-server';
 import { eventually, startTestSidecar } from '../test/support/sidecar';
 import { Upstream } from '../test/support/upstream';
-import { Recorder, parseAnswer, type Drill } from './lib';
+import { EnvoyFront, Recorder, parseAnswer, type Drill } from './lib';
 
 interface Case {
   group: string;
@@ -23,13 +22,13 @@ export const badInputDrill: Drill = {
     const redis = await RedisServer.start();
     const app = await Upstream.start(Upstream.json(200, { app: true }));
     const extprocPort = await freePort();
-    const envoy = await EnvoyStandIn.start({ clusters: { async_sidecar: `127.0.0.1:${extprocPort}`, app: `127.0.0.1:${app.port}` } });
+    const envoy = await EnvoyFront.start({ clusters: { async_sidecar: `127.0.0.1:${extprocPort}`, app: `127.0.0.1:${app.port}` } });
     const sidecar = await startTestSidecar({
       EXTPROC_ADDR: `127.0.0.1:${extprocPort}`, REDIS_URL: redis.url, DISPATCH_URL: app.url, WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'false',
       ADMIN_TOKEN: 'drill-token', MAX_BODY_BYTES: String(MAX_BODY),
     });
     try {
-      rec.setup.push(`in-process sidecar behind the Envoy stand-in; MAX_BODY_BYTES=${MAX_BODY}, ADMIN_TOKEN set, WEBHOOK_ALLOW_PRIVATE_NETWORKS=false; every input actually sent, status and error code as received by the client`);
+      rec.setup.push(`in-process sidecar behind the real Envoy (shipped envoy.yaml); MAX_BODY_BYTES=${MAX_BODY}, ADMIN_TOKEN set, WEBHOOK_ALLOW_PRIVATE_NETWORKS=false; every input actually sent, status and error code as received by the client`);
       await eventually(async () => ((await envoy.process({ method: 'GET', path: '/v1/runs/00000000-0000-4000-8000-000000000000' })).status === 404 ? true : undefined), 10_000, 'serving');
       const send = async (method: string, path: string, headers: Array<[string, string]> = [], body?: Buffer | string) => {
         const before = app.requests.length;
@@ -131,7 +130,7 @@ export const badInputDrill: Drill = {
       rec.count('inputs that crashed the client call', crashed);
       rec.check('the sidecar still answers after every bad input', still.status === 200);
       rec.check('every input got an HTTP answer', crashed === 0);
-      rec.extra = ['### Bad input table', '', 'Through Envoy (the stand-in) unless marked admin. "200 (app)" means the request was not async and passed through to the app untouched. Envoy itself limits request headers to 60 KiB by default (`max_request_headers_kb`), answering 431 before the sidecar sees them; the stand-in does not, so the header rows show what the sidecar does with what gets through.', '', ...rows].join('\n');
+      rec.extra = ['### Bad input table', '', 'Through the real Envoy on the shipped `envoy/envoy.yaml` unless marked admin, each request written byte for byte on its own HTTP/1.1 connection. "200 (app)" means the request was not async and passed through to the app untouched. A status without an error code is Envoy\'s own answer, before the sidecar: 431 for request headers over its 60 KiB default (`max_request_headers_kb`) or more than 100 of them (`max_headers_count`), 400 for a malformed content-length. A content-length over the body limit is refused by the sidecar from the headers alone (413 `body_too_large`); one shorter than the body sends the first bytes only.', '', ...rows].join('\n');
     } finally {
       await sidecar.stop();
       await envoy.close();

@@ -1,7 +1,6 @@
-import { EnvoyStandIn } from '../test/support/envoy';
 import { RedisServer } from '../test/support/redis-server';
 import { Upstream } from '../test/support/upstream';
-import { Inspector, Recorder, histogram, load, parseAnswer, sleep, spawnReplica, stateHistogram, statusHistogram, stopReplica, type Drill, type Replica } from './lib';
+import { EnvoyFront, Inspector, Recorder, histogram, load, parseAnswer, sleep, spawnReplica, stateHistogram, statusHistogram, stopReplica, type Drill, type Replica } from './lib';
 
 /**
  * SIGKILL one of two replicas while it is accepting and dispatching. Every 202 must have a run,
@@ -21,14 +20,14 @@ export const killSidecarDrill: Drill = {
     const inspector = new Inspector(redis.url);
     let a: Replica | undefined;
     let b: Replica | undefined;
-    const envoys: EnvoyStandIn[] = [];
+    const envoys: EnvoyFront[] = [];
     try {
       const env = { REDIS_URL: redis.url, DISPATCH_URL: app.url, LEASE_TIMEOUT: String(leaseS), REDISPATCH_INTERRUPTED: 'idempotent', DISPATCH_CONCURRENCY: '10' };
       a = await spawnReplica('A', env);
       b = await spawnReplica('B', env);
-      for (const r of [a, b]) envoys.push(await EnvoyStandIn.start({ clusters: { async_sidecar: `127.0.0.1:${r.extprocPort}`, app: `127.0.0.1:${app.port}` } }));
+      for (const r of [a, b]) envoys.push(await EnvoyFront.start({ clusters: { async_sidecar: `127.0.0.1:${r.extprocPort}`, app: `127.0.0.1:${app.port}` } }));
       rec.setup.push(
-        `2 spawned replicas (role all) sharing one Redis, each behind its own Envoy stand-in; LEASE_TIMEOUT=${leaseS}, REDISPATCH_INTERRUPTED=idempotent, MAX_DISPATCH_ATTEMPTS=3, DISPATCH_CONCURRENCY=10`,
+        `2 spawned replicas (role all) sharing one Redis, each behind its own real Envoy (shipped envoy.yaml); LEASE_TIMEOUT=${leaseS}, REDISPATCH_INTERRUPTED=idempotent, MAX_DISPATCH_ATTEMPTS=3, DISPATCH_CONCURRENCY=10`,
         `${total} async requests from 8 concurrent clients, alternating replicas; every 3rd is GET, the rest POST; upstream answers after 300 ms`,
         'replica A is SIGKILLed once 40% of the 202s are in (it is then accepting and holding ~10 dispatches)',
       );

@@ -1,7 +1,9 @@
 import { Redis } from 'ioredis';
+import { connect } from 'node:net';
 import { request } from 'undici';
 import { RunKeys } from '../src/runs/keys';
 import { freePort } from '../test/support/ports';
+import { RealEnvoy } from '../test/support/real-envoy';
 import { ensureBuilt, spawnSidecar, type SidecarProcess } from '../test/support/process';
 
 /** One drill's outcome, rendered into docs/RELIABILITY.md. */
@@ -221,7 +223,7 @@ export async function load(opts: {
   return out;
 }
 
-/** Parses a stand-in answer into status, run id and error code. */
+/** Parses an answer through Envoy into status, run id and error code. */
 export function parseAnswer(status: number, body: Buffer): { status: number; id?: string; code?: string } {
   try {
     const j = JSON.parse(body.toString()) as { run_id?: string; error?: { code?: string } };
@@ -233,4 +235,93 @@ export function parseAnswer(status: number, body: Buffer): { status: number; id?
 
 export function statusHistogram(sent: Sent[]): string {
   return histogram(sent.map((s) => (s.code ? `${s.status} ${s.code}` : String(s.status))));
+}
+
+export interface FrontRequest {
+  method: string;
+  path: string;
+  headers?: Record<string, string> | Array<[string, string]>;
+  body?: Buffer | string;
+}
+
+/**
+ * The real Envoy (scripts/envoy.sh, the shipped envoy/envoy.yaml rendered for loopback) as the
+ * drills' front door: `process()` sends one HTTP/1.1 request to its ingress listener over a raw
+ * socket, so the bytes a drill means (a lying content-length, non-UTF-8 header values) reach
+ * Envoy as written, and returns Envoy's status and body. A request Envoy does not answer within
+ * `timeoutMs` gets status 0.
+ */
+export class EnvoyFront {
+  private constructor(readonly envoy: RealEnvoy) {}
+
+  static async start(opts: { clusters: Record<string, string> }): Promise<EnvoyFront> {
+    // One worker thread: drills run several Envoys, sidecars and Redis on two cores.
+    return new EnvoyFront(await RealEnvoy.start({ clusters: opts.clusters, concurrency: 1 }));
+  }
+
+  get url(): string {
+    return this.envoy.url;
+  }
+
+  process(req: FrontRequest, timeoutMs = 10_000): Promise<{ status: number; body: Buffer; headers: Record<string, string> }> {
+    const { port } = new URL(this.envoy.url);
+    const headers = Array.isArray(req.headers) ? req.headers : Object.entries(req.headers ?? {});
+    const body = req.body === undefined ? undefined : Buffer.isBuffer(req.body) ? req.body : Buffer.from(req.body);
+    let head = `${req.method} ${req.path} HTTP/1.1\r\nhost: 127.0.0.1:${port}\r\nconnection: close\r\n`;
+    for (const [k, v] of headers) head += `${k}: ${v}\r\n`;
+    if (body && !headers.some(([k]) => k.toLowerCase() === 'content-length')) head += `content-length: ${body.length}\r\n`;
+    head += '\r\n';
+    return new Promise((resolve) => {
+      const chunks: Buffer[] = [];
+      const socket = connect(Number(port), '127.0.0.1');
+      let done = false;
+      const finish = () => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        socket.destroy();
+        resolve(parseHttpResponse(Buffer.concat(chunks)));
+      };
+      const timer = setTimeout(finish, timeoutMs);
+      socket.on('data', (c: Buffer) => chunks.push(c));
+      socket.on('end', finish);
+      socket.on('close', finish);
+      socket.on('error', finish);
+      // latin1: every header byte as written (obs-text included).
+      socket.write(Buffer.concat([Buffer.from(head, 'latin1'), body ?? Buffer.alloc(0)]));
+    });
+  }
+
+  close(): Promise<void> {
+    return this.envoy.close();
+  }
+}
+
+/** The first HTTP/1.1 response in `raw` (status 0 when there is none). */
+function parseHttpResponse(raw: Buffer): { status: number; body: Buffer; headers: Record<string, string> } {
+  const end = raw.indexOf('\r\n\r\n');
+  if (end < 0) return { status: 0, body: Buffer.alloc(0), headers: {} };
+  const lines = raw.subarray(0, end).toString('latin1').split('\r\n');
+  const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(lines[0] ?? '')?.[1] ?? 0);
+  const headers: Record<string, string> = {};
+  for (const l of lines.slice(1)) {
+    const i = l.indexOf(':');
+    if (i > 0) headers[l.slice(0, i).trim().toLowerCase()] = l.slice(i + 1).trim();
+  }
+  let body = raw.subarray(end + 4);
+  if (headers['content-length'] !== undefined) body = body.subarray(0, Number(headers['content-length']));
+  else if (/chunked/i.test(headers['transfer-encoding'] ?? '')) {
+    const parts: Buffer[] = [];
+    let rest = body;
+    for (let n = 0; n < 10_000; n++) {
+      const nl = rest.indexOf('\r\n');
+      if (nl < 0) break;
+      const size = parseInt(rest.subarray(0, nl).toString(), 16);
+      if (!(size > 0)) break;
+      parts.push(rest.subarray(nl + 2, nl + 2 + size));
+      rest = rest.subarray(nl + 2 + size + 2);
+    }
+    body = Buffer.concat(parts);
+  }
+  return { status, body, headers };
 }

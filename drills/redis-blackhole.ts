@@ -1,8 +1,7 @@
-import { EnvoyStandIn } from '../test/support/envoy';
 import { FaultProxy } from '../test/support/fault-proxy';
 import { RedisServer } from '../test/support/redis-server';
 import { Upstream } from '../test/support/upstream';
-import { Inspector, Recorder, load, parseAnswer, percentile, spawnReplica, stateHistogram, statusHistogram, stopReplica, type Drill, type Replica, type Sent } from './lib';
+import { EnvoyFront, Inspector, Recorder, load, parseAnswer, percentile, spawnReplica, stateHistogram, statusHistogram, stopReplica, type Drill, type Replica, type Sent } from './lib';
 
 /**
  * Blackhole Redis (the fault proxy swallows every byte, connections stay open): async requests
@@ -20,12 +19,12 @@ export const redisBlackholeDrill: Drill = {
     const app = await Upstream.start(Upstream.json(200, { ok: true }));
     const inspector = new Inspector(redis.url);
     let side: Replica | undefined;
-    let envoy: EnvoyStandIn | undefined;
+    let envoy: EnvoyFront | undefined;
     try {
       side = await spawnReplica('S', { REDIS_URL: `redis://127.0.0.1:${proxy.port}`, DISPATCH_URL: app.url, LEASE_TIMEOUT: '5' });
-      envoy = await EnvoyStandIn.start({ clusters: { async_sidecar: `127.0.0.1:${side.extprocPort}`, app: `127.0.0.1:${app.port}` } });
+      envoy = await EnvoyFront.start({ clusters: { async_sidecar: `127.0.0.1:${side.extprocPort}`, app: `127.0.0.1:${app.port}` } });
       rec.setup.push(
-        'one spawned sidecar whose REDIS_URL points at a FaultProxy in front of redis-server; REDIS_COMMAND_TIMEOUT=1 (default); Envoy stand-in with message_timeout 2 s',
+        'one spawned sidecar whose REDIS_URL points at a FaultProxy in front of redis-server; REDIS_COMMAND_TIMEOUT=1 (default); the real Envoy on the shipped envoy.yaml (message_timeout 2 s)',
         `phase 1: 20 async POSTs; phase 2: proxy set to \`blackhole\` for ${holeMs / 1000} s while 4 clients keep sending; phase 3: proxy back to \`pass\`, clients keep sending until 20 more 202s (at most 60 s)`,
       );
       const send = (phase: string) => async (i: number): Promise<Omit<Sent, 'i' | 'at' | 'latencyMs'>> => {

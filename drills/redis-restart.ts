@@ -1,7 +1,6 @@
-import { EnvoyStandIn } from '../test/support/envoy';
 import { RedisServer } from '../test/support/redis-server';
 import { Upstream } from '../test/support/upstream';
-import { Inspector, Recorder, load, parseAnswer, sleep, spawnReplica, stateHistogram, statusHistogram, stopReplica, type Drill, type DrillContext, type Replica } from './lib';
+import { EnvoyFront, Inspector, Recorder, load, parseAnswer, sleep, spawnReplica, stateHistogram, statusHistogram, stopReplica, type Drill, type DrillContext, type Replica } from './lib';
 
 interface Variant {
   name: string;
@@ -15,10 +14,10 @@ async function outage(ctx: DrillContext, v: Variant, total: number, rec: Recorde
   const app = await Upstream.start(Upstream.json(200, { ok: true }));
   const inspector = new Inspector(redis.url);
   let side: Replica | undefined;
-  let envoy: EnvoyStandIn | undefined;
+  let envoy: EnvoyFront | undefined;
   try {
     side = await spawnReplica('S', { REDIS_URL: redis.url, DISPATCH_URL: app.url, LEASE_TIMEOUT: '3' });
-    envoy = await EnvoyStandIn.start({ clusters: { async_sidecar: `127.0.0.1:${side.extprocPort}`, app: `127.0.0.1:${app.port}` } });
+    envoy = await EnvoyFront.start({ clusters: { async_sidecar: `127.0.0.1:${side.extprocPort}`, app: `127.0.0.1:${app.port}` } });
     let accepted = 0;
     let downAt = 0;
     let upAt = 0;

@@ -1,4 +1,10 @@
+import { findEnvoy } from '../test/support/real-envoy';
 import type { DrillMode, DrillResult } from './lib';
+
+function envoyVersion(): string {
+  const found = findEnvoy();
+  return found.bin === undefined ? 'none found' : `Envoy ${found.version}`;
+}
 
 const esc = (s: string | number) => String(s).replace(/\|/g, '\\|').replace(/\n/g, ' ');
 
@@ -29,8 +35,14 @@ export function renderReport(results: DrillResult[], meta: { mode: DrillMode; to
     '',
     'The drills drive the **built** sidecar (`node dist/src/main.js`, spawned and SIGKILLed for real) or,',
     'for fuzzing and the bad-input table, the sidecar in-process; Redis is a private `redis-server`;',
-    'Envoy is the repository\'s Envoy stand-in (`test/support/envoy`, built from `envoy/envoy.yaml`:',
-    'message timeout 2 s, `failure_mode_allow: false`); faults are injected with `test/support/fault-proxy.ts`.',
+    `Envoy is a real Envoy (${envoyVersion()}, found by \`scripts/envoy.sh\`) on the shipped \`envoy/envoy.yaml\` with its`,
+    'addresses moved to loopback (message timeout 2 s, `failure_mode_allow: false`), one per sidecar; only the',
+    'fuzz drill uses the repository\'s Envoy stand-in (`test/support/envoy`), because it must send malformed and',
+    'out-of-order ext_proc messages that a real Envoy never sends. Faults are injected with `test/support/fault-proxy.ts`.',
+    '',
+    'Where a client gets an error that Envoy wrote itself (no JSON body), the tables show the status alone: with the',
+    'shipped config, a sidecar that is gone (killed, or exited after SIGTERM) makes Envoy answer an **empty `503`**,',
+    'and that 503 may belong to a run the sidecar wrote before it died (counted in the kill drill).',
     '',
     '## Summary',
     '',

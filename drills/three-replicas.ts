@@ -1,7 +1,6 @@
-import { EnvoyStandIn } from '../test/support/envoy';
 import { RedisServer } from '../test/support/redis-server';
 import { Upstream } from '../test/support/upstream';
-import { Inspector, Recorder, countLogs, histogram, load, parseAnswer, spawnReplica, stateHistogram, statusHistogram, stopReplica, type Drill, type Replica } from './lib';
+import { EnvoyFront, Inspector, Recorder, countLogs, histogram, load, parseAnswer, spawnReplica, stateHistogram, statusHistogram, stopReplica, type Drill, type Replica } from './lib';
 
 /** Three replicas on one queue under load: each run reaches the upstream exactly once. */
 export const threeReplicasDrill: Drill = {
@@ -16,11 +15,11 @@ export const threeReplicasDrill: Drill = {
     });
     const inspector = new Inspector(redis.url);
     const reps: Replica[] = [];
-    const envoys: EnvoyStandIn[] = [];
+    const envoys: EnvoyFront[] = [];
     try {
       const env = { REDIS_URL: redis.url, DISPATCH_URL: app.url, DISPATCH_CONCURRENCY: '8' };
       for (const n of ['A', 'B', 'C']) reps.push(await spawnReplica(n, env));
-      for (const r of reps) envoys.push(await EnvoyStandIn.start({ clusters: { async_sidecar: `127.0.0.1:${r.extprocPort}`, app: `127.0.0.1:${app.port}` } }));
+      for (const r of reps) envoys.push(await EnvoyFront.start({ clusters: { async_sidecar: `127.0.0.1:${r.extprocPort}`, app: `127.0.0.1:${app.port}` } }));
       rec.setup.push(`3 spawned replicas (role all, DISPATCH_CONCURRENCY=8) on one Redis queue; ${total} async requests (GET and POST) from 12 clients spread over the 3 replicas; upstream answers after 20 ms; dispatches counted by x-async-run-id at the upstream`);
       const sent = await load({
         total,

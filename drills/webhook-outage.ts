@@ -1,12 +1,11 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { EnvoyStandIn } from '../test/support/envoy';
 import { FaultProxy } from '../test/support/fault-proxy';
 import { RedisServer } from '../test/support/redis-server';
 import { Upstream } from '../test/support/upstream';
 import { WebhookReceiver } from '../test/support/webhook-receiver';
-import { Inspector, Recorder, histogram, load, parseAnswer, sleep, spawnReplica, stateHistogram, statusHistogram, stopReplica, type Drill, type Replica } from './lib';
+import { EnvoyFront, Inspector, Recorder, histogram, load, parseAnswer, sleep, spawnReplica, stateHistogram, statusHistogram, stopReplica, type Drill, type Replica } from './lib';
 
 /** The webhook receiver is down for a while (deliveries arrive after it returns); the upstream hangs (timed_out). */
 export const webhookOutageDrill: Drill = {
@@ -26,12 +25,12 @@ export const webhookOutageDrill: Drill = {
     const hookProxy = await FaultProxy.start({ port: hooks.port });
     const inspector = new Inspector(redis.url);
     let side: Replica | undefined;
-    let envoy: EnvoyStandIn | undefined;
+    let envoy: EnvoyFront | undefined;
     try {
       const dir = mkdtempSync(join(tmpdir(), 'eas-drill-'));
       writeFileSync(join(dir, 'routes.yaml'), 'routes:\n  - prefix: /hang\n    response_grace_period: 1\n');
       side = await spawnReplica('S', { REDIS_URL: redis.url, DISPATCH_URL: app.url, WEBHOOK_RETRY_SCHEDULE: '0,200ms,500ms,1s,2s,2s', CONFIG_FILE: join(dir, 'routes.yaml'), WEBHOOK_TIMEOUT: '2' });
-      envoy = await EnvoyStandIn.start({ clusters: { async_sidecar: `127.0.0.1:${side.extprocPort}`, app: `127.0.0.1:${app.port}` } });
+      envoy = await EnvoyFront.start({ clusters: { async_sidecar: `127.0.0.1:${side.extprocPort}`, app: `127.0.0.1:${app.port}` } });
       rec.setup.push(
         `one spawned sidecar, WEBHOOK_RETRY_SCHEDULE=0,200ms,500ms,1s,2s,2s (6 attempts over ~5.7 s), WEBHOOK_ALLOW_PRIVATE_NETWORKS=true; the receiver sits behind a FaultProxy`,
         `${n} runs with a webhookEndpoint are accepted while the proxy resets every connection; it passes again after ${downMs / 1000} s`,
