@@ -68,8 +68,8 @@ function webhookSecretProblem(secret: string): string | null {
 
 export const SETTINGS = {
   extprocAddr: {
-    env: 'EXTPROC_ADDR', default: '0.0.0.0:50051', schema: hostPort,
-    description: 'Where the ext_proc gRPC server (and grpc.health.v1.Health) listens.',
+    env: 'EXTPROC_ADDR', default: '127.0.0.1:50051', schema: hostPort,
+    description: 'Where the ext_proc gRPC server (and grpc.health.v1.Health) listens. Loopback by default: Envoy in the same pod or host reaches it; set 0.0.0.0 only where Envoy runs elsewhere (compose), with EXTPROC_TOKEN.',
   },
   extprocToken: {
     env: 'EXTPROC_TOKEN', default: '', schema: z.string().trim().refine((v) => v === '' || /^[\x21-\x7e]{16,256}$/.test(v), 'must be 16-256 visible ASCII characters'), secret: true,

@@ -8,7 +8,7 @@ describe('configuration (SPEC §6)', () => {
     const c = loadConfig({}, []);
     expect(c).toMatchObject({
       role: 'all',
-      extprocAddr: { host: '0.0.0.0', port: 50051 },
+      extprocAddr: { host: '127.0.0.1', port: 50051 },
       adminAddr: { host: '127.0.0.1', port: 9090 },
       redisUrl: 'redis://127.0.0.1:6379',
       gracePeriodMs: 900_000,

@@ -206,9 +206,9 @@ describe('Dockerfile', () => {
 
 describe('deploy/docker/healthcheck.js', () => {
   const script = join(ROOT, 'deploy', 'docker', 'healthcheck.js');
-  const run = (env: Record<string, string>) =>
+  const run = (env: Record<string, string>, args: string[] = []) =>
     new Promise<number>((res) => {
-      const p = spawn(process.execPath, [script], { env: { ...process.env, ...env }, stdio: 'ignore' });
+      const p = spawn(process.execPath, [script, ...args], { env: { ...process.env, ...env }, stdio: 'ignore' });
       p.on('exit', (code) => res(code ?? -1));
     });
 
@@ -225,6 +225,10 @@ describe('deploy/docker/healthcheck.js', () => {
       status = 503;
       expect(await run({ ADMIN_ADDR: `127.0.0.1:${port}` })).toBe(1);
       expect(paths).toEqual(['/healthz', '/healthz', '/healthz']);
+      status = 200;
+      expect(await run({ ADMIN_ADDR: `127.0.0.1:${port}` }, ['/readyz'])).toBe(0); // the readiness probe
+      expect(paths.at(-1)).toBe('/readyz');
+      expect(await run({ ADMIN_ADDR: `127.0.0.1:${port}` }, ['/metrics'])).toBe(2);
     } finally {
       server.close();
     }
@@ -237,6 +241,7 @@ const K8S_KINDS: Record<string, string[]> = {
   v1: ['ServiceAccount', 'Service', 'ConfigMap', 'Secret', 'Namespace'],
   'apps/v1': ['Deployment', 'StatefulSet'],
   'policy/v1': ['PodDisruptionBudget'],
+  'networking.k8s.io/v1': ['NetworkPolicy'],
 };
 
 function kustomizations(): string[] {
@@ -381,6 +386,15 @@ describe('deploy/kubernetes (kustomize)', () => {
       expect(app).toBeDefined();
     });
 
+    it('admits traffic from outside the pod to the public Envoy listener only (NetworkPolicy)', () => {
+      const np = find('NetworkPolicy', 'async-app');
+      expect(np.spec.policyTypes).toEqual(['Ingress']);
+      expect(np.spec.podSelector.matchLabels).toEqual(find('Deployment', 'async-app').spec.selector.matchLabels);
+      expect(np.spec.ingress).toEqual([{ ports: [{ port: 'envoy-http', protocol: 'TCP' }] }]);
+      const envoyPorts = find('Deployment', 'async-app').spec.template.spec.initContainers.find((c: { name: string }) => c.name === 'envoy').ports;
+      expect(envoyPorts.find((p: { name: string }) => p.name === 'envoy-http').containerPort).toBe(8080);
+    });
+
     it('sidecar env, ports and probes agree with the sidecar defaults and the Envoy config', () => {
       const podEnvoy = parse(find('ConfigMap', 'async-app-envoy').data['envoy.yaml']);
       expect(portOf(env(sidecar, 'EXTPROC_ADDR').value)).toBe(endpointOf(cluster(podEnvoy, 'async_sidecar')).port_value);
@@ -388,9 +402,11 @@ describe('deploy/kubernetes (kustomize)', () => {
       expect(env(sidecar, 'ADMIN_ADDR').value).toBe(SETTINGS.adminAddr.default); // loopback: see the liveness probe
       expect(env(sidecar, 'DISPATCH_URL').value).toBe(SETTINGS.dispatchUrl.default);
       expect(new URL(env(sidecar, 'DISPATCH_URL').value).port).toBe(String(listener(podEnvoy, 'dispatch').address.socket_address.port_value));
-      expect(sidecar.ports).toEqual([{ name: 'grpc', containerPort: EXTPROC_PORT, protocol: 'TCP' }]);
-      expect(sidecar.startupProbe.grpc.port).toBe(EXTPROC_PORT);
-      expect(sidecar.readinessProbe.grpc.port).toBe(EXTPROC_PORT);
+      // Nothing of the sidecar is reachable from outside the pod; probes run inside the container.
+      expect(sidecar.ports).toBeUndefined();
+      expect(env(sidecar, 'EXTPROC_ADDR').value).toMatch(/^127\.0\.0\.1:/);
+      expect(sidecar.startupProbe.exec.command).toEqual(['node', '/app/healthcheck.js', '/readyz']);
+      expect(sidecar.readinessProbe.exec.command).toEqual(['node', '/app/healthcheck.js', '/readyz']);
       expect(sidecar.livenessProbe.exec.command).toEqual(['node', '/app/healthcheck.js']);
       // Every plain env value is a known setting that passes its schema.
       const byEnv = new Map(Object.values(SETTINGS).map((s) => [s.env, s]));
