@@ -142,7 +142,22 @@ export class RealEnvoy {
     private readonly logPath: string,
   ) {}
 
+  /**
+   * Starts Envoy on free ports. A port found free can be taken by another process before Envoy
+   * binds it (suites and other tests run at once): Envoy then exits "Address already in use", and
+   * the start is tried again on new ports, up to 3 times.
+   */
   static async start(opts: RealEnvoyOptions): Promise<RealEnvoy> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await RealEnvoy.startOnce(opts);
+      } catch (err) {
+        if (attempt >= 3 || !/Address already in use/.test((err as Error).message)) throw err;
+      }
+    }
+  }
+
+  private static async startOnce(opts: RealEnvoyOptions): Promise<RealEnvoy> {
     const found = findEnvoy();
     if (found.bin === undefined) throw new Error(`no Envoy: ${found.reason}`);
     const configPath = resolve(REPO_ROOT, opts.configPath ?? 'envoy/envoy.yaml');
@@ -178,7 +193,11 @@ export class RealEnvoy {
     if (port('dispatch') !== undefined) envoy.dispatchUrl = `http://127.0.0.1:${port('dispatch')}`;
     const deadline = Date.now() + 15_000;
     for (;;) {
-      if (child.exitCode !== null) throw new Error(`envoy exited with ${child.exitCode}: ${stderr}${envoy.log()}`);
+      if (child.exitCode !== null) {
+        const why = `envoy exited with ${child.exitCode}: ${stderr}${envoy.log()}`;
+        rmSync(dir, { recursive: true, force: true });
+        throw new Error(why);
+      }
       try {
         const res = await fetch(`${envoy.adminUrl}/ready`);
         if (res.status === 200 && (await res.text()).trim() === 'LIVE') break;
