@@ -10,7 +10,7 @@ import { RunEvents, RunStore, connectRedis, connectSubscriber, evictionPolicyPro
 import { Metrics, type Logger } from './telemetry';
 import { DeliveryWorker, WebhookSender, parseRetrySchedule, validateWebhookUrl } from './webhooks';
 
-/** The longest ?wait=N the runs API accepts (SPEC §5). */
+/** The longest ?wait=N the runs API accepts (docs/CONTRACT.md §5). */
 const MAX_WAIT_SECONDS = 60;
 
 export interface Sidecar {

@@ -18,7 +18,7 @@ export interface AcceptOptions {
   ownerRequired: boolean;
   maxBodyBytes: number;
   gracePeriodFor: (path: string) => number;
-  /** Accept-time check of webhookEndpoint (SPEC §2); an error carries the JSON error code. */
+  /** Accept-time check of webhookEndpoint (docs/CONTRACT.md §2); an error carries the JSON error code. */
   validateWebhookUrl: (raw: string) => { ok: true; url: URL } | { ok: false; code: string; message: string };
   /** False while the process is shutting down: new runs go to another replica. */
   isAccepting: () => boolean;
@@ -35,7 +35,7 @@ export interface AsyncRequest {
   badEncoding: boolean;
 }
 
-/** Decides whether a request asks for async execution (SPEC §2); null when it does not. */
+/** Decides whether a request asks for async execution (docs/CONTRACT.md §2); null when it does not. */
 export function parseAsyncRequest(head: RequestHead): AsyncRequest | null {
   const { pathname, query } = splitPath(head.path);
   const params = parseQuery(query);
@@ -84,7 +84,7 @@ export function ownerFingerprint(value: string | undefined): string {
   return value === undefined ? '' : createHash('sha256').update(value, 'latin1').digest('hex');
 }
 
-/** The accept path: validates an async request, writes its run, answers 202 (SPEC §2). */
+/** The accept path: validates an async request, writes its run, answers 202 (docs/CONTRACT.md §2). */
 export class AsyncAcceptor {
   constructor(
     private readonly store: RunStore,

@@ -1,6 +1,6 @@
 import type { HttpReply } from '../extproc';
 
-/** Every error the sidecar answers with has this JSON shape (SPEC §2), and its code is a metric label. */
+/** Every error the sidecar answers with has this JSON shape (docs/CONTRACT.md §2), and its code is a metric label. */
 export function jsonError(
   status: number,
   code: string,

@@ -35,7 +35,7 @@ type Route =
   | { kind: 'webhook'; id: string }
   | { kind: 'not_found' };
 
-/** The runs API (SPEC §5) as plain functions: request in, reply out; served via ext_proc and the admin port. */
+/** The runs API (docs/CONTRACT.md §5) as plain functions: request in, reply out; served via ext_proc and the admin port. */
 export class RunsApi {
   constructor(
     private readonly store: RunStore,

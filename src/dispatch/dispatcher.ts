@@ -39,7 +39,7 @@ interface InFlight {
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade']);
 
 /**
- * The queue consumer (SPEC §3): takes runs oldest first up to its concurrency, replays each to
+ * The queue consumer (docs/CONTRACT.md §3): takes runs oldest first up to its concurrency, replays each to
  * the dispatch URL with undici, waits up to the run's grace period, records the outcome, keeps
  * the leases of its runs alive, and ends or re-queues runs whose worker died.
  */

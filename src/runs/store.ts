@@ -105,7 +105,7 @@ function toClaimedRun(r: ClaimedRow): ClaimedRun {
 }
 
 /**
- * The runs store: every state change of a run is one Lua script, one round trip (SPEC §3).
+ * The runs store: every state change of a run is one Lua script, one round trip (docs/CONTRACT.md §3).
  * It owns key names and the record layout; callers see typed runs only.
  */
 export class RunStore {

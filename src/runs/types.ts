@@ -67,7 +67,7 @@ export interface WebhookAttemptRecord {
   outcome: 'delivered' | 'retry' | 'failed';
 }
 
-/** The run as the runs API shows it (SPEC §5). */
+/** The run as the runs API shows it (docs/CONTRACT.md §5). */
 export interface RunView {
   run_id: string;
   status: RunStatus;

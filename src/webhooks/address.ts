@@ -1,7 +1,7 @@
 import { isIP } from 'node:net';
 
 /**
- * Outbound address policy for webhooks (SPEC §4 "Outbound safety").
+ * Outbound address policy for webhooks (docs/CONTRACT.md §4 "Outbound safety").
  *
  * An address is *blocked* when it is not an ordinary, globally reachable unicast address:
  * loopback, RFC 1918, link-local, CGNAT, unique-local, multicast, unspecified, broadcast,

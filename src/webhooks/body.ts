@@ -11,7 +11,7 @@ export interface WebhookBody {
 }
 
 /**
- * The body of a run's webhook (SPEC §4):
+ * The body of a run's webhook (docs/CONTRACT.md §4):
  * - an upstream response whose body fits in `maxBytes`: that body, byte for byte, with its
  *   content type (`application/octet-stream` when it had none);
  * - no upstream response (timeout, connection error...): JSON `{"run_id","status","error"}`;

@@ -74,7 +74,7 @@ export type TargetCheck =
   | { ok: false; error: 'blocked_address' | 'dns_failure'; message: string };
 
 /**
- * Delivery-time check (SPEC §4): an IP-literal host is checked as is; a host name is resolved
+ * Delivery-time check (docs/CONTRACT.md §4): an IP-literal host is checked as is; a host name is resolved
  * once, and refused if ANY of its addresses is blocked (unless the policy allows the host).
  * The caller must then connect only to the returned addresses (see PinnedLookup).
  */

@@ -66,7 +66,7 @@ export function addressRefusal(hostname: string, ip: string, policy: NetworkPoli
 }
 
 /**
- * Accept-time check of a webhookEndpoint (SPEC §2): an absolute http(s) URL with a host and no
+ * Accept-time check of a webhookEndpoint (docs/CONTRACT.md §2): an absolute http(s) URL with a host and no
  * credentials; a literal IP in a blocked range is refused unless the policy allows it. Host names
  * are not resolved here; that happens, and is enforced, at every delivery.
  */

@@ -1,4 +1,4 @@
-/** SPEC §4 default (as Svix): immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h: 8 attempts. */
+/** docs/CONTRACT.md §4 default (as Svix): immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h: 8 attempts. */
 export const DEFAULT_RETRY_SCHEDULE = '0,5s,5m,30m,2h,5h,10h,10h';
 
 /** Relative jitter applied to each scheduled delay: uniform in [-10%, +10%]. */
@@ -31,7 +31,7 @@ export type AttemptOutcome = 'delivered' | 'retry' | 'failed';
 const FINAL_ERRORS = new Set(['blocked_address', 'invalid_url', 'invalid_request']);
 
 /**
- * What an attempt means for the delivery (SPEC §4): 2xx delivered; 408, 429 and 5xx retried;
+ * What an attempt means for the delivery (docs/CONTRACT.md §4): 2xx delivered; 408, 429 and 5xx retried;
  * every other status failed (3xx too: redirects are never followed). With no status: a
  * connection error, timeout or DNS failure is retried; `blocked_address`, `invalid_url` and
  * `invalid_request` fail.

@@ -53,7 +53,7 @@ class AttemptTimeout extends Error {
 }
 
 /**
- * Sends one webhook attempt (SPEC §4). One undici Agent is shared by all attempts (keep-alive
+ * Sends one webhook attempt (docs/CONTRACT.md §4). One undici Agent is shared by all attempts (keep-alive
  * pools per origin); its `connect.lookup` is a PinnedLookup, so each connection goes to an
  * address this attempt checked (see guard.ts). Redirects are never followed: Agent#request has
  * no redirect handling and no redirect interceptor is composed in, so a 3xx is just a status.

@@ -19,7 +19,7 @@ export interface DeliveryWorkerOptions {
 }
 
 /**
- * Sends due webhook deliveries (SPEC §4). Deliveries live in a Redis sorted set scored by when
+ * Sends due webhook deliveries (docs/CONTRACT.md §4). Deliveries live in a Redis sorted set scored by when
  * they are due, so any replica takes them and a restart loses none; a taken delivery is hidden
  * from other workers for longer than one attempt can last.
  */

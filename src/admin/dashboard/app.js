@@ -1,5 +1,5 @@
 // Runs dashboard for envoy-async-sidecar. Plain browser JavaScript: no framework, no build step.
-// Talks only to the runs API of the admin port it was served from (SPEC §5).
+// Talks only to the runs API of the admin port it was served from (docs/CONTRACT.md §5).
 'use strict';
 
 (() => {
