@@ -14,6 +14,9 @@ import { startTestSidecar } from '../support/sidecar';
  */
 const STREAMS = 2500;
 const PARALLEL = 32;
+// One Envoy worker thread, so one connection carries the burst: without the cap the sidecar's
+// budget (1,000 + 33/s) would last 45 s, far longer than the burst even on a loaded machine.
+const CONCURRENCY = 1;
 
 let redis: RedisServer;
 let sidecar: Awaited<ReturnType<typeof startTestSidecar>>;
@@ -63,11 +66,11 @@ async function burst(envoy: RealEnvoy): Promise<{ statuses: Record<number, numbe
 
 describeWithEnvoy('bursts of ext_proc streams from the real Envoy to one sidecar', () => {
   it(`accepts ${STREAMS} async requests in a burst with envoy.yaml's max_requests_per_connection`, async () => {
-    const envoy = await RealEnvoy.start({ clusters: { async_sidecar: `127.0.0.1:${extprocPort}`, app: '127.0.0.1:9' } });
+    const envoy = await RealEnvoy.start({ clusters: { async_sidecar: `127.0.0.1:${extprocPort}`, app: '127.0.0.1:9' }, concurrency: CONCURRENCY });
     try {
       const r = await burst(envoy);
       expect(r.statuses).toEqual({ 202: STREAMS });
-      // One connection per 500 streams (plus the health checker's own).
+      // One connection per 500 streams (measured: exactly 5).
       expect(r.connections).toBeGreaterThanOrEqual(STREAMS / 500);
       expect(r.goaways).toBe(0);
     } finally {
@@ -76,11 +79,11 @@ describeWithEnvoy('bursts of ext_proc streams from the real Envoy to one sidecar
   }, 180_000);
 
   it('without the cap, the sidecar sends GOAWAY mid-burst and requests fail with 503', async () => {
-    const envoy = await RealEnvoy.start({ clusters: { async_sidecar: `127.0.0.1:${extprocPort}`, app: '127.0.0.1:9' }, edit: withoutCap });
+    const envoy = await RealEnvoy.start({ clusters: { async_sidecar: `127.0.0.1:${extprocPort}`, app: '127.0.0.1:9' }, edit: withoutCap, concurrency: CONCURRENCY });
     try {
       const r = await burst(envoy);
       // Measured with Envoy 1.40 and Node 20: the sidecar sent GOAWAY on Envoy's connections
-      // (upstream_cx_close_notify 2 in each run) and 0-6 of 2,500 requests (the streams in flight
+      // (upstream_cx_close_notify 2 per burst, 3 connections) and 0-16 of 2,500 requests (the streams in flight
       // on the dropped connection) got Envoy's empty 503; the cap keeps both at 0.
       expect(r.goaways).toBeGreaterThan(0);
       for (const s of Object.keys(r.statuses)) expect([202, 503]).toContain(Number(s));
