@@ -1,6 +1,9 @@
 /**
  * Tests of the Envoy stand-in itself (test/support/envoy), against a tiny scripted ext_proc gRPC
- * server written here (not our sidecar) and a real loopback upstream.
+ * server written here (not our sidecar) and a real loopback upstream. Every behaviour both can
+ * show over HTTP runs through the real Envoy on the shipped config too, side by side, so the
+ * stand-in is held to what Envoy does rather than to our reading of its source; what only the
+ * stand-in can be made to do (STREAMED chunking, its records) stays stand-in only.
  */
 import * as grpc from '@grpc/grpc-js';
 import { createServer, type Server } from 'node:http';
@@ -8,7 +11,11 @@ import type { AddressInfo } from 'node:net';
 import { loadExtProcProto } from '../../src/extproc/proto';
 import type { ProcessingRequest__Output } from '../../src/generated/envoy/service/ext_proc/v3/ProcessingRequest';
 import type { ProcessingResponse } from '../../src/generated/envoy/service/ext_proc/v3/ProcessingResponse';
+import { request } from 'undici';
+import type { Document } from 'yaml';
 import { EnvoyStandIn, type EnvoyStandInOptions } from '../support/envoy';
+import { asRealEnvoy, asStandIn, describeEachEnvoy, type EnvoyFactory, type TestEnvoy } from '../support/envoys';
+import { RealEnvoy } from '../support/real-envoy';
 
 type Call = grpc.ServerDuplexStream<ProcessingRequest__Output, ProcessingResponse>;
 
@@ -63,11 +70,55 @@ let upstream: Server;
 let upstreamAddr = '';
 const upstreamRequests: { method: string; url: string; headers: Record<string, unknown>; body: Buffer; headersAt: number; endAt: number }[] = [];
 
-let envoy: EnvoyStandIn | undefined;
+interface FilterOverrides {
+  messageTimeoutMs?: number;
+  maxMessageTimeoutMs?: number;
+  failureModeAllow?: boolean;
+}
 
-async function startEnvoy(extra: Partial<EnvoyStandInOptions> = {}): Promise<EnvoyStandIn> {
-  envoy = await EnvoyStandIn.start({ clusters: { async_sidecar: grpcAddr, app: upstreamAddr }, ...extra });
+let envoy: TestEnvoy | undefined;
+
+/** The factory's Envoy on the scripted server and upstream; filter settings changed in envoy.yaml's ext_proc filter for the real one. */
+async function startEnvoy(factory: EnvoyFactory, filter: FilterOverrides = {}): Promise<TestEnvoy> {
+  const clusters = { async_sidecar: grpcAddr, app: upstreamAddr };
+  if (factory.name === 'stand-in') {
+    const e = await EnvoyStandIn.start({ clusters, filterOverrides: filter });
+    envoy = Object.assign(e, { kind: 'stand-in', streamsStarted: async () => e.stats.streamsOpened });
+  } else if (Object.keys(filter).length === 0) {
+    envoy = await factory.start(clusters);
+  } else {
+    const e = await RealEnvoy.start({ clusters, edit: (doc) => editExtProcFilter(doc, filter) });
+    envoy = Object.assign(e, { streamsStarted: () => e.stat('http.ingress_http.ext_proc.streams_started') });
+  }
   return envoy;
+}
+
+/** The stand-in with its own options (what a real Envoy is not configured for in these tests). */
+async function startStandIn(extra: Partial<EnvoyStandInOptions> = {}): Promise<EnvoyStandIn> {
+  const e = await EnvoyStandIn.start({ clusters: { async_sidecar: grpcAddr, app: upstreamAddr }, ...extra });
+  envoy = Object.assign(e, { kind: 'stand-in', streamsStarted: async () => e.stats.streamsOpened });
+  return e;
+}
+
+function editExtProcFilter(doc: Document, f: FilterOverrides): void {
+  const listeners = (doc.toJS() as { static_resources: { listeners: { name: string; filter_chains: { filters: { typed_config: { http_filters: { name: string }[] } }[] }[] }[] } }).static_resources.listeners;
+  const li = listeners.findIndex((l) => l.name === 'ingress');
+  const fi = listeners[li]!.filter_chains[0]!.filters[0]!.typed_config.http_filters.findIndex((h) => h.name === 'envoy.filters.http.ext_proc');
+  const base = ['static_resources', 'listeners', li, 'filter_chains', 0, 'filters', 0, 'typed_config', 'http_filters', fi, 'typed_config'];
+  if (f.messageTimeoutMs !== undefined) doc.setIn([...base, 'message_timeout'], `${f.messageTimeoutMs / 1000}s`);
+  if (f.maxMessageTimeoutMs !== undefined) doc.setIn([...base, 'max_message_timeout'], `${f.maxMessageTimeoutMs / 1000}s`);
+  if (f.failureModeAllow !== undefined) doc.setIn([...base, 'failure_mode_allow'], f.failureModeAllow);
+}
+
+interface Answer {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  text: string;
+}
+
+async function send(base: string, method: string, path: string, opts: { headers?: Record<string, string>; body?: string | Buffer } = {}): Promise<Answer> {
+  const res = await request(base + path, { method: method as 'GET', headers: opts.headers, body: opts.body });
+  return { status: res.statusCode, headers: res.headers, text: await res.body.text() };
 }
 
 beforeAll(async () => {
@@ -112,42 +163,56 @@ afterAll(async () => {
   await new Promise<void>((r) => upstream.close(() => r()));
 });
 
-describe('Envoy stand-in: routing and pass-through', () => {
+/** Polls until check() is true (bounded). */
+async function until(check: () => boolean, what: string, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+describeEachEnvoy('Envoy: routing and pass-through', (factory) => {
   it('passes a request on the catch-all route to the app without opening a stream', async () => {
-    const e = await startEnvoy();
-    const res = await fetch(`${e.url}/hello?async=false`, { method: 'POST', body: 'abc' });
+    const e = await startEnvoy(factory);
+    const res = await send(e.url, 'POST', '/hello?async=false', { body: 'abc' });
     expect(res.status).toBe(200);
-    expect(await res.text()).toBe('app saw 3 bytes');
-    expect(res.headers.get('x-envoy-upstream-service-time')).not.toBeNull();
-    expect(e.stats.streamsOpened).toBe(0);
-    expect(e.stats.passThrough).toBe(1);
+    expect(res.text).toBe('app saw 3 bytes');
+    expect(res.headers['x-envoy-upstream-service-time']).toBeDefined();
+    expect(await e.streamsStarted()).toBe(0);
     expect(streams).toHaveLength(0);
-    expect(e.last?.route).toBe('passthrough');
-    expect(upstreamRequests[0].url).toBe('/hello?async=false');
+    expect(upstreamRequests[0]!.url).toBe('/hello?async=false');
+    const standIn = asStandIn(e);
+    if (standIn) {
+      expect(standIn.stats.passThrough).toBe(1);
+      expect(standIn.last?.route).toBe('passthrough');
+    }
   });
 
   it('matches the async routes as envoy.yaml says (first value only, case-insensitive, Prefer header)', async () => {
-    const e = await startEnvoy();
+    const e = await startEnvoy(factory);
     script = async (s) => {
       await s.next();
       s.send({ immediate_response: { status: { code: 'Accepted' }, body: Buffer.from('{}') } });
     };
-    const route = async (path: string, headers: Record<string, string> = {}) => {
-      await e.process({ method: 'GET', path, headers });
-      return e.last?.route;
-    };
-    expect(await route('/x?async=TRUE')).toBe('async_query');
-    expect(await route('/x?async=1')).toBe('async_query');
-    expect(await route('/x?async=false&async=true')).toBe('passthrough');
-    expect(await route('/x', { prefer: 'wait=5, Respond-Async' })).toBe('async_prefer');
-    expect(await route('/v1/runs/abc?async=true')).toBe('runs_api');
-    expect(await route('/x?asynchronous=true')).toBe('passthrough');
+    /** 202 when the request reached the scripted server, 200 (the app's) when it passed through. */
+    const status = async (path: string, headers: Record<string, string> = {}) => (await send(e.url, 'GET', path, { headers })).status;
+    expect(await status('/x?async=TRUE')).toBe(202);
+    expect(await status('/x?async=1')).toBe(202);
+    expect(await status('/x?async=false&async=true')).toBe(200);
+    expect(await status('/x', { prefer: 'wait=5, Respond-Async' })).toBe(202);
+    expect(await status('/v1/runs/abc?async=true')).toBe(202);
+    expect(await status('/x?asynchronous=true')).toBe(200);
+    expect(await e.streamsStarted()).toBe(4);
+    expect(streams).toHaveLength(4);
+    const standIn = asStandIn(e);
+    if (standIn) expect(standIn.records.map((r) => r.route)).toEqual(['async_query', 'async_query', 'passthrough', 'async_prefer', 'runs_api', 'passthrough']);
   });
 });
 
-describe('Envoy stand-in: messages sent to the server', () => {
+describeEachEnvoy('Envoy: messages sent to the server', (factory) => {
   it('sends raw_value headers with pseudo-headers, then a BUFFERED body in one message after the headers response', async () => {
-    const e = await startEnvoy();
+    const e = await startEnvoy(factory);
     let headersMsg: ProcessingRequest__Output | undefined;
     let bodyMsg: ProcessingRequest__Output | undefined;
     script = async (s) => {
@@ -164,14 +229,20 @@ describe('Envoy stand-in: messages sent to the server', () => {
         },
       });
     };
-    const res = await fetch(`${e.url}/work?async=true&x=1`, { method: 'POST', body: 'payload-bytes', headers: { 'x-custom': 'v' } });
+    const res = await send(e.url, 'POST', '/work?async=true&x=1', { body: 'payload-bytes', headers: { 'x-custom': 'v' } });
     expect(res.status).toBe(202);
-    expect(res.headers.get('content-type')).toBe('application/json');
-    expect(res.headers.get('x-request-id')).toBe('run-1');
-    expect(await res.text()).toBe('{"run_id":"run-1"}\n');
+    expect(res.headers['content-type']).toBe('application/json');
+    expect(res.headers['x-request-id']).toBe('run-1');
+    expect(res.text).toBe('{"run_id":"run-1"}\n');
 
     const hs = headersMsg!.request_headers!;
-    expect(hs.end_of_stream).toBe(false);
+    expect(hs.end_of_stream).toBeFalsy(); // unset on the wire: proto3's false
+    // The HCM's headers, in Envoy's order (conn_manager_utility.cc): what the sidecar reads.
+    expect(hs.headers!.headers!.map((h) => h.key)).toEqual([
+      ':authority', ':path', ':method', ':scheme', 'x-custom', 'content-length',
+      'x-forwarded-for', 'x-forwarded-proto', 'x-envoy-external-address', 'x-request-id',
+    ]);
+    expect(headersMsg!.metadata_context).toEqual({});
     const map = new Map(hs.headers!.headers!.map((h) => [h.key, h.raw_value?.toString()]));
     expect(hs.headers!.headers!.every((h) => !h.value)).toBe(true);
     expect(map.get(':path')).toBe('/work?async=true&x=1');
@@ -182,31 +253,64 @@ describe('Envoy stand-in: messages sent to the server', () => {
     expect(map.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
     expect(map.get('x-custom')).toBe('v');
     expect(map.get('content-length')).toBe('13');
-    expect(headersMsg!.metadata_context).toBeDefined();
     expect(bodyMsg!.request_body).toMatchObject({ end_of_stream: true });
     expect(bodyMsg!.request_body!.body!.toString()).toBe('payload-bytes');
-    expect(bodyMsg!.metadata_context).toBeDefined();
     expect(upstreamRequests).toHaveLength(0);
-    expect(e.stats.immediateResponses).toBe(1);
-    await sleep(50);
-    expect(streams[0].cancelled).toBe(true); // half-close then CANCEL
+    await until(() => streams[0]!.cancelled, 'the stream to be cancelled'); // half-close then CANCEL
+    const standIn = asStandIn(e);
+    if (standIn) expect(standIn.stats.immediateResponses).toBe(1);
+    const real = asRealEnvoy(e);
+    if (real) expect(await real.stat('http.ingress_http.ext_proc.stream_msgs_sent')).toBe(2);
   });
 
   it('sets end_of_stream on headers when there is no body, and no body message follows', async () => {
-    const e = await startEnvoy();
+    const e = await startEnvoy(factory);
     script = async (s) => {
       await s.next();
       s.send(CONTINUE_HEADERS);
     };
-    const r = await e.process({ method: 'GET', path: '/a?async=1' });
+    const r = await send(e.url, 'GET', '/a?async=1');
     expect(r.status).toBe(200);
-    expect(r.routedToUpstream).toBe(true);
-    expect(e.last!.sent).toHaveLength(1);
-    expect(e.last!.sent[0].request_headers?.end_of_stream).toBe(true);
+    expect(upstreamRequests).toHaveLength(1);
+    expect(streams[0]!.received).toHaveLength(1);
+    expect(streams[0]!.received[0]!.request_headers?.end_of_stream).toBe(true);
   });
 
+  it('mode_override to BUFFERED on a body-NONE route makes the body arrive (allow_mode_override)', async () => {
+    const e = await startEnvoy(factory);
+    let body = '';
+    script = async (s) => {
+      await s.next();
+      s.send({ ...CONTINUE_HEADERS, mode_override: { request_body_mode: 'BUFFERED', response_header_mode: 'SKIP' } });
+      const m = await s.next();
+      body = Buffer.from(m.request_body!.body as Buffer).toString();
+      s.send({ immediate_response: { status: { code: 'OK' }, body: Buffer.from('ok') } });
+    };
+    const r = await send(e.url, 'POST', '/v1/runs/x', { body: 'hello' });
+    expect(r.status).toBe(200);
+    expect(r.text).toBe('ok');
+    expect(body).toBe('hello');
+    expect(upstreamRequests).toHaveLength(0);
+    const standIn = asStandIn(e);
+    if (standIn) expect(standIn.stats.modeOverridesApplied).toBe(1);
+  });
+
+  it('mode_override without request_body_mode sets the body mode to NONE (copied literally)', async () => {
+    const e = await startEnvoy(factory);
+    script = async (s) => {
+      await s.next();
+      s.send({ ...CONTINUE_HEADERS, mode_override: { response_header_mode: 'SKIP' } });
+    };
+    const r = await send(e.url, 'POST', '/a?async=true', { body: 'abc' });
+    expect(r.status).toBe(200);
+    expect(streams[0]!.received).toHaveLength(1);
+    expect(upstreamRequests[0]!.body.toString()).toBe('abc');
+  });
+});
+
+describe('Envoy stand-in only: STREAMED (not configured on the real Envoy)', () => {
   it('STREAMED: one message per chunk, content-length removed, upstream started before the body responses', async () => {
-    const e = await startEnvoy({ routeModeOverrides: { async_query: { request_body_mode: 'STREAMED' } }, streamedChunkBytes: 4 });
+    const e = await startStandIn({ routeModeOverrides: { async_query: { request_body_mode: 'STREAMED' } }, streamedChunkBytes: 4 });
     let lastBodyResponseAt = 0;
     script = async (s) => {
       await s.next();
@@ -221,52 +325,23 @@ describe('Envoy stand-in: messages sent to the server', () => {
     const r = await e.process({ method: 'POST', path: '/s?async=true', body: '0123456789' });
     expect(r.status).toBe(200);
     const sent = e.last!.sent;
-    const hdrs = sent[0].request_headers!.headers!.headers!.map((h) => h.key);
+    const hdrs = sent[0]!.request_headers!.headers!.headers!.map((h) => h.key);
     expect(hdrs).not.toContain('content-length');
-    const bodies = sent.slice(1).map((m) => [Buffer.from(m.request_body!.body as Buffer).toString(), m.request_body!.end_of_stream]);
+    const bodies = sent.slice(1).map((m) => [Buffer.from(m.request_body!.body as Buffer).toString(), m.request_body!.end_of_stream ?? false]);
     expect(bodies).toEqual([
       ['0123', false],
       ['4567', false],
       ['89', true],
     ]);
-    expect(upstreamRequests[0].body.toString()).toBe('0123XXXX89');
+    expect(upstreamRequests[0]!.body.toString()).toBe('0123XXXX89');
     expect(e.last!.upstream!.startedBeforeBodyProcessed).toBe(true);
-    expect(upstreamRequests[0].headersAt).toBeLessThan(lastBodyResponseAt);
-  });
-
-  it('mode_override to BUFFERED on a body-NONE route makes the body arrive (allow_mode_override)', async () => {
-    const e = await startEnvoy();
-    let body = '';
-    script = async (s) => {
-      await s.next();
-      s.send({ ...CONTINUE_HEADERS, mode_override: { request_body_mode: 'BUFFERED', response_header_mode: 'SKIP' } });
-      const m = await s.next();
-      body = Buffer.from(m.request_body!.body as Buffer).toString();
-      s.send({ immediate_response: { status: { code: 'OK' }, body: Buffer.from('ok') } });
-    };
-    const r = await e.process({ method: 'POST', path: '/v1/runs/x', body: 'hello' });
-    expect(r.status).toBe(200);
-    expect(body).toBe('hello');
-    expect(e.stats.modeOverridesApplied).toBe(1);
-    expect(r.routedToUpstream).toBe(false);
-  });
-
-  it('mode_override without request_body_mode sets the body mode to NONE (copied literally)', async () => {
-    const e = await startEnvoy();
-    script = async (s) => {
-      await s.next();
-      s.send({ ...CONTINUE_HEADERS, mode_override: { response_header_mode: 'SKIP' } });
-    };
-    const r = await e.process({ method: 'POST', path: '/a?async=true', body: 'abc' });
-    expect(r.status).toBe(200);
-    expect(e.last!.sent).toHaveLength(1);
-    expect(upstreamRequests[0].body.toString()).toBe('abc');
+    expect(upstreamRequests[0]!.headersAt).toBeLessThan(lastBodyResponseAt);
   });
 });
 
-describe('Envoy stand-in: responses from the server', () => {
+describeEachEnvoy('Envoy: responses from the server', (factory) => {
   it('ImmediateResponse: raw_value headers are kept, value-only headers arrive empty, status defaults to 200, text/plain default', async () => {
-    const e = await startEnvoy();
+    const e = await startEnvoy(factory);
     script = async (s) => {
       await s.next();
       s.send({
@@ -276,17 +351,18 @@ describe('Envoy stand-in: responses from the server', () => {
         },
       });
     };
-    const r = await e.process({ method: 'GET', path: '/x?async=true' });
+    const r = await send(e.url, 'GET', '/x?async=true');
     expect(r.status).toBe(200);
     expect(r.headers['x-raw']).toBe('yes');
     expect(r.headers['x-value-only']).toBe('');
     expect(r.headers['content-type']).toBe('text/plain');
     expect(r.headers['content-length']).toBe('2');
-    expect(r.routedToUpstream).toBe(false);
+    expect(r.text).toBe('hi');
+    expect(upstreamRequests).toHaveLength(0);
   });
 
   it('CONTINUE applies header mutations from raw_value only and drops disallowed ones', async () => {
-    const e = await startEnvoy();
+    const e = await startEnvoy(factory);
     script = async (s) => {
       await s.next();
       s.send({
@@ -300,31 +376,40 @@ describe('Envoy stand-in: responses from the server', () => {
         },
       });
     };
-    const r = await e.process({ method: 'GET', path: '/m?async=true', headers: { host: 'app.local', 'x-drop': '1' } });
+    const r = await send(e.url, 'GET', '/m?async=true', { headers: { host: 'app.local', 'x-drop': '1' } });
     expect(r.status).toBe(200);
-    const h = upstreamRequests[0].headers;
+    const h = upstreamRequests[0]!.headers;
+    expect(upstreamRequests[0]!.url).toBe('/m?async=true');
     expect(h['x-added']).toBe('1');
     expect(h.host).toBe('app.local');
     expect(h['x-envoy-foo']).toBeUndefined();
     expect(h['x-v']).toBe('');
     expect(h['x-drop']).toBeUndefined();
-    expect(e.stats.rejectedHeaderMutations).toBe(3);
+    const standIn = asStandIn(e);
+    if (standIn) expect(standIn.stats.rejectedHeaderMutations).toBe(3);
+    const real = asRealEnvoy(e);
+    if (real) expect(await real.stat('http.ingress_http.ext_proc.rejected_header_mutations')).toBe(3);
   });
 
   it('answers 504 when the server does not answer within message_timeout', async () => {
-    const e = await startEnvoy({ filterOverrides: { messageTimeoutMs: 150 } });
+    const e = await startEnvoy(factory, { messageTimeoutMs: 150 });
     script = async (s) => {
       await s.next();
     };
-    const r = await e.process({ method: 'GET', path: '/t?async=true' });
+    const r = await send(e.url, 'GET', '/t?async=true');
     expect(r.status).toBe(504);
-    expect(r.details).toBe('ext_proc_error_per-message_timeout_exceeded');
-    expect(e.stats.messageTimeouts).toBe(1);
     expect(upstreamRequests).toHaveLength(0);
+    const standIn = asStandIn(e);
+    if (standIn) {
+      expect(standIn.last!.response!.details).toBe('ext_proc_error_per-message_timeout_exceeded');
+      expect(standIn.stats.messageTimeouts).toBe(1);
+    }
+    const real = asRealEnvoy(e);
+    if (real) expect(await real.stat('http.ingress_http.ext_proc.message_timeouts')).toBe(1);
   });
 
   it('honours override_message_timeout once, up to max_message_timeout, ignoring the rest of that message', async () => {
-    const e = await startEnvoy({ filterOverrides: { messageTimeoutMs: 150, maxMessageTimeoutMs: 2000 } });
+    const e = await startEnvoy(factory, { messageTimeoutMs: 150, maxMessageTimeoutMs: 2000 });
     script = async (s) => {
       await s.next();
       // other fields are ignored when override_message_timeout is set
@@ -332,93 +417,114 @@ describe('Envoy stand-in: responses from the server', () => {
       await sleep(500);
       s.send({ immediate_response: { status: { code: 'OK' }, body: Buffer.from('waited') } });
     };
-    const r = await e.process({ method: 'GET', path: '/v1/runs/1?wait=60' });
+    const r = await send(e.url, 'GET', '/v1/runs/1?wait=60');
     expect(r.status).toBe(200);
-    expect(r.body.toString()).toBe('waited');
-    expect(e.stats.overrideTimeoutsApplied).toBe(1);
+    expect(r.text).toBe('waited');
+    const standIn = asStandIn(e);
+    if (standIn) expect(standIn.stats.overrideTimeoutsApplied).toBe(1);
+    const real = asRealEnvoy(e);
+    if (real) expect(await real.stat('http.ingress_http.ext_proc.override_message_timeout_received')).toBe(1);
   });
 
   it('ignores override_message_timeout above max_message_timeout (then 504)', async () => {
-    const e = await startEnvoy({ filterOverrides: { messageTimeoutMs: 150, maxMessageTimeoutMs: 1000 } });
+    const e = await startEnvoy(factory, { messageTimeoutMs: 150, maxMessageTimeoutMs: 1000 });
     script = async (s) => {
       await s.next();
       s.send({ override_message_timeout: { seconds: 5 } });
     };
-    const r = await e.process({ method: 'GET', path: '/v1/runs/1?wait=60' });
+    const r = await send(e.url, 'GET', '/v1/runs/1?wait=60');
     expect(r.status).toBe(504);
-    expect(e.stats.overrideTimeoutsIgnored).toBe(1);
+    const standIn = asStandIn(e);
+    if (standIn) expect(standIn.stats.overrideTimeoutsIgnored).toBe(1);
+    const real = asRealEnvoy(e);
+    if (real) expect(await real.stat('http.ingress_http.ext_proc.override_message_timeout_ignored')).toBe(1);
   });
 
   it('answers status_on_error (envoy.yaml: 503) on a gRPC error from the server (failure_mode_allow false)', async () => {
-    const e = await startEnvoy();
+    const e = await startEnvoy(factory);
     script = async (s) => {
       await s.next();
       s.call.emit('error', { code: grpc.status.INTERNAL, details: 'boom' });
     };
-    const r = await e.process({ method: 'GET', path: '/g?async=true' });
+    const r = await send(e.url, 'GET', '/g?async=true');
     expect(r.status).toBe(503);
-    expect(r.details).toBe('ext_proc_error_gRPC_error_13{boom}');
-    expect(e.stats.grpcErrors).toBe(1);
     expect(upstreamRequests).toHaveLength(0);
+    const standIn = asStandIn(e);
+    if (standIn) {
+      expect(standIn.last!.response!.details).toBe('ext_proc_error_gRPC_error_13{boom}');
+      expect(standIn.stats.grpcErrors).toBe(1);
+    }
+    const real = asRealEnvoy(e);
+    if (real) expect(await real.stat('http.ingress_http.ext_proc.streams_failed')).toBe(1);
   });
 
   it('continues to the app when failure_mode_allow is true and the server fails', async () => {
-    const e = await startEnvoy({ filterOverrides: { failureModeAllow: true } });
+    const e = await startEnvoy(factory, { failureModeAllow: true });
     script = async (s) => {
       await s.next();
       s.call.emit('error', { code: grpc.status.UNAVAILABLE, details: 'down' });
     };
-    const r = await e.process({ method: 'POST', path: '/g?async=true', body: 'b' });
+    const r = await send(e.url, 'POST', '/g?async=true', { body: 'b' });
     expect(r.status).toBe(200);
-    expect(r.routedToUpstream).toBe(true);
+    expect(r.text).toBe('app saw 1 bytes');
   });
 
   it('passes through to the app when the server closes the stream cleanly', async () => {
-    const e = await startEnvoy();
+    const e = await startEnvoy(factory);
     script = async (s) => {
       await s.next();
       s.call.end();
     };
-    const res = await fetch(`${e.url}/c?async=true`, { method: 'POST', body: 'body!' });
+    const res = await send(e.url, 'POST', '/c?async=true', { body: 'body!' });
     expect(res.status).toBe(200);
-    expect(await res.text()).toBe('app saw 5 bytes');
-    expect(upstreamRequests[0].url).toBe('/c?async=true');
+    expect(res.text).toBe('app saw 5 bytes');
+    expect(upstreamRequests[0]!.url).toBe('/c?async=true');
   });
 
   it('answers status_on_error for a spurious (out-of-order) message', async () => {
-    const e = await startEnvoy();
+    const e = await startEnvoy(factory);
     script = async (s) => {
       await s.next();
       s.send(CONTINUE_BODY); // a body response while Envoy waits for a headers response
     };
-    const r = await e.process({ method: 'POST', path: '/sp?async=true', body: 'x' });
+    const r = await send(e.url, 'POST', '/sp?async=true', { body: 'x' });
     expect(r.status).toBe(503); // envoy.yaml's status_on_error
-    expect(e.stats.spuriousMessages).toBe(1);
+    expect(upstreamRequests).toHaveLength(0);
+    const standIn = asStandIn(e);
+    if (standIn) expect(standIn.stats.spuriousMessages).toBe(1);
+    const real = asRealEnvoy(e);
+    if (real) expect(await real.stat('http.ingress_http.ext_proc.spurious_msgs_received')).toBe(1);
   });
 
   it('answers 413 when the BUFFERED body exceeds the buffer limit', async () => {
-    const e = await startEnvoy();
+    const e = await startEnvoy(factory);
     script = async (s) => {
       await s.next();
       s.send(CONTINUE_HEADERS);
       await s.next().catch(() => undefined);
     };
-    const r = await e.process({ method: 'POST', path: '/big?async=true', body: Buffer.alloc(10 * 1024 * 1024 + 1) });
+    const r = await send(e.url, 'POST', '/big?async=true', { body: Buffer.alloc(10 * 1024 * 1024 + 1) });
     expect(r.status).toBe(413);
-    expect(r.details).toBe('request_payload_too_large');
-    expect(e.last!.sent).toHaveLength(1);
+    expect(r.text).toBe('Payload Too Large');
+    expect(streams[0]!.received).toHaveLength(1);
     expect(upstreamRequests).toHaveLength(0);
+    const standIn = asStandIn(e);
+    if (standIn) expect(standIn.last!.response!.details).toBe('request_payload_too_large');
   });
 });
 
-describe('Envoy stand-in: dispatch listener', () => {
+describeEachEnvoy('Envoy: dispatch listener', (factory) => {
   it('proxies to the app without ext_proc', async () => {
-    const e = await startEnvoy();
-    const res = await fetch(`${e.dispatchUrl}/d?async=true`, { method: 'POST', body: 'xyz', headers: { 'x-async-run-id': 'r1' } });
+    const e = await startEnvoy(factory);
+    const res = await send(e.dispatchUrl, 'POST', '/d?async=true', { body: 'xyz', headers: { 'x-async-run-id': 'r1', 'x-forwarded-proto': 'https' } });
     expect(res.status).toBe(200);
-    expect(await res.text()).toBe('app saw 3 bytes');
-    expect(upstreamRequests[0].headers['x-async-run-id']).toBe('r1');
-    expect(upstreamRequests[0].headers['x-envoy-expected-rq-timeout-ms']).toBe('43200000');
+    expect(res.text).toBe('app saw 3 bytes');
+    const h = upstreamRequests[0]!.headers;
+    expect(h['x-async-run-id']).toBe('r1');
+    expect(h['x-envoy-expected-rq-timeout-ms']).toBe('43200000');
+    expect(h['x-forwarded-proto']).toBe('https'); // no use_remote_address: kept as sent
+    expect(h['x-forwarded-for']).toBeUndefined();
+    expect(h['x-request-id']).toMatch(/^[0-9a-f-]{36}$/);
     expect(streams).toHaveLength(0);
   });
 });

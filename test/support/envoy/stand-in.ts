@@ -530,6 +530,10 @@ class FilterRun {
   }
 
   private send(req: ProcessingRequest): void {
+    // Envoy's C++ protobuf leaves a proto3 false off the wire; protobufjs would send it (the
+    // real Envoy's end_of_stream: false arrives unset).
+    if (req.request_headers?.end_of_stream === false) req = { ...req, request_headers: { ...req.request_headers, end_of_stream: undefined } };
+    if (req.request_body?.end_of_stream === false) req = { ...req, request_body: { ...req.request_body, end_of_stream: undefined } };
     // Filter::addDynamicMetadata: metadata_context on every message, empty when nothing is forwarded.
     this.open().send({ ...req, metadata_context: {} });
     this.stats.messagesSent++;
