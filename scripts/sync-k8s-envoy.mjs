@@ -1,7 +1,8 @@
 // Writes deploy/kubernetes/base/envoy.yaml, the pod-local variant of envoy/envoy.yaml: in a
 // Kubernetes pod the app, Envoy and the sidecar share localhost, so the clusters `app` and
-// `async_sidecar` become STATIC 127.0.0.1 endpoints. Nothing else changes (comments are kept);
-// test/unit/deploy-manifests.test.ts checks that. Run after editing envoy/envoy.yaml:
+// `async_sidecar` become STATIC 127.0.0.1 endpoints, and the admin and dispatch listeners bind
+// 127.0.0.1 (only the public listener is for other pods). Nothing else changes (comments are
+// kept); test/unit/deploy-manifests.test.ts checks that. Run after editing envoy/envoy.yaml:
 //   node scripts/sync-k8s-envoy.mjs          (--check: exit 1 if the file is out of date)
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -25,15 +26,23 @@ const HEADER =
   '#   client ──▶ Service :8080 ──▶ `ingress` :8080 (ext_proc per route) ──▶ `app` 127.0.0.1:8000\n' +
   '#                                     └─ ext_proc gRPC ──▶ `async_sidecar` 127.0.0.1:50051\n' +
   '#   sidecar worker ──▶ `dispatch` 127.0.0.1:8081 (no ext_proc) ──▶ `app`\n' +
-  '# Only the clusters `app` and `async_sidecar` differ from envoy/envoy.yaml (STATIC, localhost);\n' +
-  '# test/unit/deploy-manifests.test.ts checks that. The admin listener (0.0.0.0:9901) is reachable\n' +
-  '# on the pod IP for the readiness probe: keep it from other workloads with a NetworkPolicy.\n' +
+  '# Differs from envoy/envoy.yaml only in: the clusters `app` and `async_sidecar` (STATIC,\n' +
+  '# localhost), and the admin and `dispatch` listeners on 127.0.0.1 (the admin API can stop Envoy,\n' +
+  '# the dispatch listener skips ext_proc: neither is for other pods; probes are exec probes).\n' +
+  '# test/unit/deploy-manifests.test.ts checks that.\n' +
   '# Needs Envoy >= 1.36, as envoy/envoy.yaml (whose header says why); validated by the real Envoy in\n' +
   '# test/unit/envoy-validate.test.ts.\n';
+
+/** Listeners that bind loopback in the pod (besides the admin API). */
+export const POD_LOOPBACK_LISTENERS = ['dispatch'];
 
 /** The structural transform: clusters in POD_LOCAL become STATIC endpoints on localhost. */
 export function podLocalObject(obj) {
   const copy = structuredClone(obj);
+  copy.admin.address.socket_address.address = '127.0.0.1';
+  for (const l of copy.static_resources.listeners) {
+    if (POD_LOOPBACK_LISTENERS.includes(l.name)) l.address.socket_address.address = '127.0.0.1';
+  }
   for (const cluster of copy.static_resources.clusters) {
     const local = POD_LOCAL[cluster.name];
     if (!local) continue;
@@ -52,6 +61,10 @@ export function podLocalObject(obj) {
 export function podLocalVariant(text) {
   const expected = podLocalObject(YAML.parse(text));
   let out = text.replace(/^(#.*\n)+/, HEADER);
+  out = out.replace(/^(admin:\n(?:\s+#.*\n)*\s+address: \{ socket_address: \{ address: )[^,}]+/m, '$1127.0.0.1');
+  for (const name of POD_LOOPBACK_LISTENERS) {
+    out = out.replace(new RegExp(`^(  - name: ${name}\\n    address: \\{ socket_address: \\{ address: )[^,}]+`, 'm'), '$1127.0.0.1');
+  }
   const clustersAt = out.search(/^  clusters:\s*$/m);
   if (clustersAt < 0) throw new Error('envoy/envoy.yaml: no static_resources.clusters');
   let head = out.slice(0, clustersAt);

@@ -101,6 +101,22 @@ function readSetting<K extends SettingKey>(key: K, env: NodeJS.ProcessEnv): unkn
   return result.data;
 }
 
+/** EXTPROC_TOKEN, or the content of EXTPROC_TOKEN_FILE (trimmed), checked as the setting is. */
+function readToken(token: string, file: string): string {
+  if (file === '') return token;
+  if (token !== '') throw new ConfigError('invalid EXTPROC_TOKEN_FILE: EXTPROC_TOKEN is set too; set one of them');
+  let content: string;
+  try {
+    content = readFileSync(file, 'utf8').trim();
+  } catch (err) {
+    throw new ConfigError(`invalid EXTPROC_TOKEN_FILE=${JSON.stringify(file)}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  if (!SETTINGS.extprocToken.schema.safeParse(content).success) {
+    throw new ConfigError(`invalid EXTPROC_TOKEN_FILE=${JSON.stringify(file)}: the token must be 16-256 visible ASCII characters`);
+  }
+  return content;
+}
+
 /** 127.0.0.0/8, ::1 and localhost: reachable from this network namespace only. */
 export function isLoopbackHost(host: string): boolean {
   return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
@@ -153,7 +169,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, argv: readonly 
   const s = <K extends SettingKey>(key: K) => readSetting(key, env);
   const secret = s('webhookSecret') as string;
   const adminToken = s('adminToken') as string;
-  const extprocToken = s('extprocToken') as string;
+  const extprocToken = readToken(s('extprocToken') as string, s('extprocTokenFile') as string);
   const maxBodyBytes = s('maxBodyBytes') as number;
   const bufferBudget = s('extprocBufferBudget') as number;
   const adminAddr = splitHostPort(s('adminAddr') as string);

@@ -75,6 +75,10 @@ export const SETTINGS = {
     env: 'EXTPROC_TOKEN', default: '', schema: z.string().trim().refine((v) => v === '' || /^[\x21-\x7e]{16,256}$/.test(v), 'must be 16-256 visible ASCII characters'), secret: true,
     description: 'When set, every ext_proc stream must carry the gRPC metadata `x-async-sidecar-token: <token>` (Envoy: `grpc_service.initial_metadata`); others are refused UNAUTHENTICATED. Health checks need none.',
   },
+  extprocTokenFile: {
+    env: 'EXTPROC_TOKEN_FILE', default: '', schema: z.string(),
+    description: 'A file holding EXTPROC_TOKEN (read at start; e.g. written per pod by an init container). Not both.',
+  },
   extprocStreamIdleTimeout: {
     env: 'EXTPROC_STREAM_IDLE_TIMEOUT', default: '30', schema: seconds(3600),
     description: 'Seconds an ext_proc stream may wait for Envoy\'s next message before its request is decided (headers, then each body chunk); then it is ended DEADLINE_EXCEEDED.',

@@ -6,14 +6,19 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as http from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parse as parseYaml } from 'yaml';
 import type { AddressInfo } from 'node:net';
 import { Redis } from 'ioredis';
 import { request } from 'undici';
 import type { ProcessingRequest } from '../../src/generated/envoy/service/ext_proc/v3/ProcessingRequest';
 import { createExtProcClient, ExtProcStream, type StreamEvent } from '../support/envoy/ext-proc-stream';
 import { freePort } from '../support/ports';
-import { describeWithEnvoy, RealEnvoy } from '../support/real-envoy';
+import { describeWithEnvoy, RealEnvoy, REPO_ROOT } from '../support/real-envoy';
 import { RedisServer } from '../support/redis-server';
 import { eventually, startTestSidecar } from '../support/sidecar';
 import { Upstream } from '../support/upstream';
@@ -164,21 +169,27 @@ describe('ext_proc trust boundary (direct gRPC clients)', () => {
 
 describeWithEnvoy('ext_proc trust boundary through the real Envoy', () => {
   let envoy: RealEnvoy;
+  let dir: string;
   beforeAll(async () => {
-    envoy = await RealEnvoy.start({
-      clusters: { async_sidecar: `127.0.0.1:${extprocPort}`, app: `127.0.0.1:${app.port}` },
-      // The secret as a deployment sets it: grpc_service.initial_metadata on the ext_proc filter.
-      edit: (doc) => {
-        const filters = doc.getIn(['static_resources', 'listeners', 0, 'filter_chains', 0, 'filters', 0, 'typed_config', 'http_filters']) as { items: unknown[] };
-        filters.items.forEach((_, i) => {
-          const base = ['static_resources', 'listeners', 0, 'filter_chains', 0, 'filters', 0, 'typed_config', 'http_filters', i];
-          if (doc.getIn([...base, 'name']) !== 'envoy.filters.http.ext_proc') return;
-          doc.setIn([...base, 'typed_config', 'grpc_service', 'initial_metadata'], doc.createNode([{ key: 'x-async-sidecar-token', value: TOKEN }]));
-        });
-      },
-    });
+    // The shipped envoy.yaml with its @EXTPROC_TOKEN@ filled in by the very command the compose
+    // file runs before Envoy starts (paths moved to a temp dir; Envoy itself started here).
+    dir = mkdtempSync(join(tmpdir(), 'eas-token-'));
+    writeFileSync(join(dir, 'token'), TOKEN);
+    const compose = parseYaml(readFileSync(join(REPO_ROOT, 'docker-compose.yml'), 'utf8')) as { services: { envoy: { command: string[] } } };
+    const script = compose.services.envoy.command[0]!
+      .replace(/ && exec envoy .*/, '')
+      .replace('$$', '$')
+      .replace('/run/extproc/token', join(dir, 'token'))
+      .replace('/etc/envoy/envoy.yaml', join(REPO_ROOT, 'envoy', 'envoy.yaml'))
+      .replace('/tmp/envoy.yaml', join(dir, 'envoy.yaml'));
+    execFileSync('/bin/sh', ['-c', script]);
+    expect(readFileSync(join(dir, 'envoy.yaml'), 'utf8')).toContain(`value: "${TOKEN}"`);
+    envoy = await RealEnvoy.start({ configPath: join(dir, 'envoy.yaml'), clusters: { async_sidecar: `127.0.0.1:${extprocPort}`, app: `127.0.0.1:${app.port}` } });
   });
-  afterAll(async () => envoy?.close());
+  afterAll(async () => {
+    await envoy?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
 
   it('Envoy carrying the secret gets its 202 and the run reaches the app', async () => {
     const before = app.requests.length;
@@ -186,5 +197,18 @@ describeWithEnvoy('ext_proc trust boundary through the real Envoy', () => {
     expect(res.statusCode).toBe(202);
     const { run_id } = (await res.body.json()) as { run_id: string };
     await eventually(() => app.requests.slice(before).find((r) => r.headers.some(([k, v]) => k === 'x-async-run-id' && v === run_id)), 10_000, 'replay');
+  });
+
+  it('an Envoy without the token (the file as shipped, placeholder unreplaced) gets 503 and starts nothing', async () => {
+    const plain = await RealEnvoy.start({ clusters: { async_sidecar: `127.0.0.1:${extprocPort}`, app: `127.0.0.1:${app.port}` } });
+    try {
+      const keys = await runKeys();
+      const res = await request(`${plain.url}/predict?async=true`, { method: 'POST', body: '{}' });
+      expect(res.statusCode).toBe(503); // status_on_error
+      await res.body.dump();
+      expect(await runKeys()).toBe(keys);
+    } finally {
+      await plain.close();
+    }
   });
 });

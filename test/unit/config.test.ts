@@ -57,6 +57,17 @@ describe('configuration (SPEC §6)', () => {
     expect(() => loadConfig({ WEBHOOK_SECRET: secret }, [])).toThrow(message);
   });
 
+  it('reads EXTPROC_TOKEN from EXTPROC_TOKEN_FILE (trimmed), and refuses both, a missing file or a short token', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'eas-token-'));
+    writeFileSync(join(dir, 'token'), 'a'.repeat(48) + '\n');
+    writeFileSync(join(dir, 'short'), 'abc');
+    expect(loadConfig({ EXTPROC_TOKEN_FILE: join(dir, 'token') }, []).extprocToken).toBe('a'.repeat(48));
+    expect(() => loadConfig({ EXTPROC_TOKEN_FILE: join(dir, 'token'), EXTPROC_TOKEN: 'b'.repeat(20) }, [])).toThrow(/set one of them/);
+    expect(() => loadConfig({ EXTPROC_TOKEN_FILE: join(dir, 'missing') }, [])).toThrow(/EXTPROC_TOKEN_FILE=.*ENOENT/);
+    expect(() => loadConfig({ EXTPROC_TOKEN_FILE: join(dir, 'short') }, [])).toThrow(/16-256 visible ASCII/);
+    expect(() => loadConfig({ EXTPROC_TOKEN_FILE: join(dir, 'short') }, [])).not.toThrow(/abc/);
+  });
+
   it('shows a REDIS_URL in an error without its credentials', () => {
     expect(() => loadConfig({ REDIS_URL: 'redis://user:hunter2@redis:6379?x=%zz', REDIS_COMMAND_TIMEOUT: '1' }, [])).not.toThrow(/hunter2/);
     const err = (() => {

@@ -45,9 +45,13 @@ describe('envoy/envoy.yaml and the sidecar defaults', () => {
 describe('Kubernetes pod-local Envoy config (deploy/kubernetes/base/envoy.yaml)', () => {
   const podLocal: Obj = yamlFile('deploy/kubernetes/base/envoy.yaml');
 
-  it('differs from envoy/envoy.yaml only in the clusters app and async_sidecar (type, address)', () => {
+  it('differs from envoy/envoy.yaml only in the clusters app and async_sidecar (type, address) and the loopback dispatch listener', () => {
+    expect(listener(podLocal, 'dispatch').address.socket_address.address).toBe('127.0.0.1');
+    expect(podLocal.admin.address.socket_address.address).toBe('127.0.0.1');
+    expect(listener(podLocal, 'ingress').address.socket_address.address).toBe('0.0.0.0');
     const normalise = (cfg: Obj) => {
       const copy = structuredClone(cfg);
+      delete listener(copy, 'dispatch').address.socket_address.address;
       for (const c of copy.static_resources.clusters) {
         if (c.name !== 'app' && c.name !== 'async_sidecar') continue;
         delete c.type;
@@ -78,25 +82,37 @@ describe('docker-compose.yml', () => {
   const compose: Obj = yamlFile('docker-compose.yml');
   const svc = compose.services;
 
-  it('has the five services, with healthchecks, and start order by health', () => {
-    expect(Object.keys(svc).sort()).toEqual(['app', 'envoy', 'redis', 'sidecar', 'webhooks']);
+  it('has the five services and the token writer, with healthchecks, and start order by health', () => {
+    expect(Object.keys(svc).sort()).toEqual(['app', 'envoy', 'extproc-token', 'redis', 'sidecar', 'webhooks']);
     for (const [name, s] of Object.entries<Obj>(svc)) {
+      if (name === 'extproc-token') continue; // one-shot: its dependants wait for it to complete
       expect([name, Array.isArray(s.healthcheck?.test)]).toEqual([name, true]);
       for (const [dep, cond] of Object.entries<Obj>(s.depends_on ?? {})) {
         expect(svc[dep]).toBeDefined();
-        expect(cond.condition).toBe('service_healthy');
+        expect(cond.condition).toBe(dep === 'extproc-token' ? 'service_completed_successfully' : 'service_healthy');
       }
     }
-    expect(Object.keys(svc.envoy.depends_on).sort()).toEqual(['app', 'sidecar']);
-    expect(Object.keys(svc.sidecar.depends_on)).toEqual(['redis']);
+    expect(Object.keys(svc.envoy.depends_on).sort()).toEqual(['app', 'extproc-token', 'sidecar']);
+    expect(Object.keys(svc.sidecar.depends_on).sort()).toEqual(['extproc-token', 'redis']);
   });
 
-  it('runs a pinned official Envoy with envoy/envoy.yaml, public 8080 and loopback-only admin', () => {
-    expect(svc.envoy.image).toMatch(/^envoyproxy\/envoy:v1\.36\.\d+$/);
+  it('gives Envoy and the sidecar one random ext_proc token per start (Envoy sends it, the sidecar checks it)', () => {
+    expect(svc['extproc-token'].entrypoint.join(' ')).toMatch(/\/run\/extproc\/token.*randomBytes\(24\)/);
+    expect(svc.sidecar.environment.EXTPROC_TOKEN_FILE).toBe('/run/extproc/token');
+    expect(svc.sidecar.volumes).toContain('extproc-token:/run/extproc:ro');
+    expect(svc.envoy.volumes).toContain('extproc-token:/run/extproc:ro');
+    expect(svc.envoy.command.join(' ')).toMatch(/sed "s\|@EXTPROC_TOKEN@\|\$\$\(cat \/run\/extproc\/token\)\|" \/etc\/envoy\/envoy.yaml > \/tmp\/envoy.yaml && exec envoy -c \/tmp\/envoy.yaml/);
+    const ext = envoy.static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters.find((f: Obj) => f.name === 'envoy.filters.http.ext_proc');
+    expect(ext.typed_config.grpc_service.initial_metadata).toEqual([{ key: 'x-async-sidecar-token', value: '@EXTPROC_TOKEN@' }]);
+  });
+
+  it('runs a pinned official Envoy with envoy/envoy.yaml, public 8080 only, admin on its loopback', () => {
+    expect(svc.envoy.image).toMatch(/^envoyproxy\/envoy:v1\.40\.\d+$/);
     expect(svc.envoy.volumes).toContain('./envoy/envoy.yaml:/etc/envoy/envoy.yaml:ro');
     expect(existsSync(join(ROOT, 'envoy', 'envoy.yaml'))).toBe(true);
-    expect(svc.envoy.ports).toEqual(['8080:8080', '127.0.0.1:9901:9901']);
-    expect(svc.envoy.command.join(' ')).toContain('-c /etc/envoy/envoy.yaml');
+    expect(svc.envoy.ports).toEqual(['8080:8080']);
+    expect(envoy.admin.address.socket_address.address).toBe('127.0.0.1');
+    expect(svc.envoy.healthcheck.test.join(' ')).toContain('/dev/tcp/127.0.0.1/9901');
   });
 
   it("matches envoy.yaml's cluster addresses with service names and ports", () => {
@@ -381,8 +397,9 @@ describe('deploy/kubernetes (kustomize)', () => {
     const env = (c: Obj, name: string) => c.env?.find((e: Obj) => e.name === name);
 
     it('runs Envoy and the sidecar as native sidecars (restartPolicy: Always), sidecar first', () => {
-      expect(pod.initContainers.map((c: Obj) => c.name)).toEqual(['async-sidecar', 'envoy']);
-      for (const c of pod.initContainers) expect(c.restartPolicy).toBe('Always');
+      expect(pod.initContainers.map((c: Obj) => c.name)).toEqual(['extproc-token', 'async-sidecar', 'envoy']);
+      expect(pod.initContainers[0].restartPolicy).toBeUndefined(); // runs once, before the sidecars
+      for (const c of pod.initContainers.slice(1)) expect(c.restartPolicy).toBe('Always');
       expect(app).toBeDefined();
     });
 
@@ -426,15 +443,29 @@ describe('deploy/kubernetes (kustomize)', () => {
 
     it("Envoy: config from the ConfigMap, ports match its listeners, readiness on admin /ready", () => {
       const podEnvoy = parse(find('ConfigMap', 'async-app-envoy').data['envoy.yaml']);
-      expect(envoyC.image).toMatch(/^envoyproxy\/envoy:v1\.36\.\d+$/);
-      expect(envoyC.args.slice(0, 2)).toEqual(['-c', '/etc/envoy/envoy.yaml']);
-      expect(envoyC.volumeMounts).toEqual([{ name: 'envoy-config', mountPath: '/etc/envoy', readOnly: true }]);
-      expect(pod.volumes).toEqual([{ name: 'envoy-config', configMap: { name: 'async-app-envoy' } }]);
+      expect(envoyC.image).toMatch(/^envoyproxy\/envoy:v1\.40\.\d+$/);
+      // The ConfigMap's file with this pod's token filled in, then Envoy on the result.
+      expect(envoyC.command).toEqual(['/bin/sh', '-c']);
+      expect(envoyC.args[0]).toMatch(/sed "s\|@EXTPROC_TOKEN@\|\$\(cat \/run\/extproc\/token\)\|" \/etc\/envoy\/envoy.yaml > \/run\/envoy\/envoy.yaml\s+&& exec envoy -c \/run\/envoy\/envoy.yaml/);
+      expect(envoyC.volumeMounts).toEqual([
+        { name: 'envoy-config', mountPath: '/etc/envoy', readOnly: true },
+        { name: 'extproc-token', mountPath: '/run/extproc', readOnly: true },
+        { name: 'envoy-run', mountPath: '/run/envoy' },
+      ]);
+      expect(pod.volumes.map((v: Obj) => v.name)).toEqual(['envoy-config', 'extproc-token', 'envoy-run']);
+      expect(pod.volumes[0].configMap).toEqual({ name: 'async-app-envoy' });
+      const token = pod.initContainers[0];
+      expect(token.volumeMounts).toEqual([{ name: 'extproc-token', mountPath: '/run/extproc' }]);
+      expect(env(sidecar, 'EXTPROC_TOKEN_FILE').value).toBe('/run/extproc/token');
+      expect(sidecar.volumeMounts).toEqual([{ name: 'extproc-token', mountPath: '/run/extproc', readOnly: true }]);
       const ports = Object.fromEntries(envoyC.ports.map((p: Obj) => [p.name, p.containerPort]));
-      expect(ports['envoy-http']).toBe(listener(podEnvoy, 'ingress').address.socket_address.port_value);
-      expect(ports['envoy-admin']).toBe(podEnvoy.admin.address.socket_address.port_value);
-      for (const probe of [envoyC.readinessProbe, envoyC.startupProbe]) expect(probe.httpGet).toEqual({ path: '/ready', port: ports['envoy-admin'] });
-      expect(podEnvoy.admin.address.socket_address.address).toBe('0.0.0.0'); // kubelet probes come from the node
+      expect(ports).toEqual({ 'envoy-http': listener(podEnvoy, 'ingress').address.socket_address.port_value });
+      // Admin and dispatch bind the pod's loopback; the probes ask /ready from inside the container.
+      expect(podEnvoy.admin.address.socket_address.address).toBe('127.0.0.1');
+      expect(listener(podEnvoy, 'dispatch').address.socket_address.address).toBe('127.0.0.1');
+      for (const probe of [envoyC.readinessProbe, envoyC.startupProbe]) {
+        expect(probe.exec.command.join(' ')).toContain(`/dev/tcp/127.0.0.1/${podEnvoy.admin.address.socket_address.port_value}`);
+      }
       expect(app.ports[0].containerPort).toBe(endpointOf(cluster(podEnvoy, 'app')).port_value);
     });
 
