@@ -29,7 +29,7 @@ FROM ${NODE_IMAGE} AS runtime
 ENV NODE_ENV=production
 WORKDIR /app
 COPY package.json package-lock.json ./
-# --omit=dev: no typescript/jest/buf. --ignore-scripts: nothing at run time needs an install
+# --omit=dev: no typescript/jest. --ignore-scripts: nothing at run time needs an install
 # script (the root package has none; `generate` runs only via prebuild/pretest, which npm ci
 # never runs; the one production dependency with an install script, protobufjs, only prints a
 # notice about its optional CLI).
