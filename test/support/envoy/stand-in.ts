@@ -45,21 +45,11 @@ export interface EnvoyStandInOptions {
     messageTimeoutMs: number;
     maxMessageTimeoutMs: number;
     failureModeAllow: boolean;
-    allowModeOverride: boolean;
-    statusOnError: number;
   }>;
   /** Route name → fields replacing that route's effective processing mode (e.g. { async_query: { request_body_mode: 'STREAMED' } }). */
   routeModeOverrides?: Record<string, Partial<ProcessingModeModel>>;
   /** Chunk size in STREAMED / BUFFERED_PARTIAL modes (default 64 KiB). */
   streamedChunkBytes?: number;
-  /**
-   * Overrides the sidecar cluster's max_requests_per_connection from envoy.yaml (null: no limit,
-   * every stream on one connection, as an Envoy without the setting does).
-   */
-  maxRequestsPerConnection?: number | null;
-  /** Listener names (default 'ingress' and 'dispatch'). */
-  ingressListener?: string;
-  dispatchListener?: string;
 }
 
 export interface StandInRequest {
@@ -161,8 +151,8 @@ export class EnvoyStandIn {
     readonly config: EnvoyConfigModel,
     readonly opts: EnvoyStandInOptions,
   ) {
-    this.ingress = config.listener(opts.ingressListener ?? 'ingress');
-    this.dispatch = config.listeners.find((l) => l.name === (opts.dispatchListener ?? 'dispatch'));
+    this.ingress = config.listener('ingress');
+    this.dispatch = config.listeners.find((l) => l.name === 'dispatch');
     const f = this.ingress.hcm.extProc;
     if (f) {
       const o = opts.filterOverrides ?? {};
@@ -171,8 +161,6 @@ export class EnvoyStandIn {
         messageTimeoutMs: o.messageTimeoutMs ?? f.messageTimeoutMs,
         maxMessageTimeoutMs: o.maxMessageTimeoutMs ?? f.maxMessageTimeoutMs,
         failureModeAllow: o.failureModeAllow ?? f.failureModeAllow,
-        allowModeOverride: o.allowModeOverride ?? f.allowModeOverride,
-        statusOnError: o.statusOnError ?? f.statusOnError,
       };
       this.client = createExtProcClient(this.endpoint(f.clusterName), f.clusterName);
     }
@@ -444,7 +432,7 @@ export class EnvoyStandIn {
    */
   newStream(): ExtProcStream {
     const f = this.filter!;
-    const limit = this.opts.maxRequestsPerConnection !== undefined ? this.opts.maxRequestsPerConnection : (this.config.clusters[f.clusterName]?.maxRequestsPerConnection ?? null);
+    const limit = this.config.clusters[f.clusterName]?.maxRequestsPerConnection ?? null;
     if (limit !== null && limit > 0 && this.clientStreams >= limit) {
       const old = this.client!;
       if ((this.openPerClient.get(old) ?? 0) === 0) old.close();
