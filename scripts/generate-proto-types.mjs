@@ -25,3 +25,14 @@ execFileSync(
   ],
   { stdio: 'inherit' },
 );
+
+// The same protos as one JSON descriptor, which the sidecar loads at run time
+// (src/extproc/proto.ts): the running sidecar then needs no .proto files, so @grpc/grpc-js-xds
+// (35 packages, an xDS client the process never uses) is a build-time dependency only.
+// proto-loader's own loader (include paths, the well-known types it adds) makes the same Root
+// that loadSync would at run time.
+const { addCommonProtos, loadProtosWithOptionsSync } = require('@grpc/proto-loader/build/src/util');
+addCommonProtos();
+const { writeFileSync } = await import('node:fs');
+const root = loadProtosWithOptionsSync('envoy/service/ext_proc/v3/external_processor.proto', { keepCase: true, includeDirs });
+writeFileSync(join(out, 'ext_proc.descriptor.json'), JSON.stringify(root.toJSON()));

@@ -1,16 +1,15 @@
-import { dirname, join } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import * as protoLoader from '@grpc/proto-loader';
 import * as grpc from '@grpc/grpc-js';
 import type { ProtoGrpcType } from '../generated/external_processor';
 
 /**
- * Envoy's API protos as shipped by @grpc/grpc-js-xds (nothing is copied into this repo).
- * The include order matters only for name clashes, and there are none.
+ * Envoy's ext_proc service, from the JSON descriptor scripts/generate-proto-types.mjs writes at
+ * build time out of the API protos @grpc/grpc-js-xds ships (a build-time dependency only: nothing
+ * is copied into the repo, and the running sidecar reads no .proto file).
  */
-export const ENVOY_PROTO_INCLUDE_DIRS: readonly string[] = (() => {
-  const root = dirname(require.resolve('@grpc/grpc-js-xds/package.json'));
-  return ['envoy-api', 'xds', 'googleapis', 'protoc-gen-validate'].map((d) => join(root, 'deps', d));
-})();
+const DESCRIPTOR = join(__dirname, '..', 'generated', 'ext_proc.descriptor.json');
 
 /** The options the generated types in src/generated assume (see scripts/generate-proto-types.mjs). */
 export const PROTO_LOADER_OPTIONS: protoLoader.Options = {
@@ -18,7 +17,6 @@ export const PROTO_LOADER_OPTIONS: protoLoader.Options = {
   longs: String,
   enums: String,
   oneofs: true,
-  includeDirs: [...ENVOY_PROTO_INCLUDE_DIRS],
 };
 
 let cached: ProtoGrpcType | undefined;
@@ -26,7 +24,7 @@ let cached: ProtoGrpcType | undefined;
 /** Loads envoy.service.ext_proc.v3 once per process. */
 export function loadExtProcProto(): ProtoGrpcType {
   if (!cached) {
-    const definition = protoLoader.loadSync('envoy/service/ext_proc/v3/external_processor.proto', PROTO_LOADER_OPTIONS);
+    const definition = protoLoader.fromJSON(JSON.parse(readFileSync(DESCRIPTOR, 'utf8')), PROTO_LOADER_OPTIONS);
     cached = grpc.loadPackageDefinition(definition) as unknown as ProtoGrpcType;
   }
   return cached;
