@@ -1,5 +1,6 @@
 import { findEnvoy } from '../test/support/real-envoy';
 import type { DrillMode, DrillResult } from './lib';
+import { securitySection } from './security';
 
 function envoyVersion(): string {
   const found = findEnvoy();
@@ -54,6 +55,7 @@ export function renderReport(results: DrillResult[], meta: { mode: DrillMode; to
     lines.push(`| [${esc(r.title)}](#${r.id}) | ${bad.length === 0 ? `all ${r.checks.length} passed` : `**${bad.length} of ${r.checks.length} FAILED**`} | ${(r.durationMs / 1000).toFixed(1)} s |`);
   }
   lines.push('', failed === 0 ? 'Nothing accepted was lost in any drill that promises it.' : `**${failed} checks failed** — see the drills below.`, '');
+  lines.push(...securitySection());
   for (const r of results) {
     lines.push(`<a id="${r.id}"></a>`, `## ${r.title}`, '', `Drill id: \`${r.id}\`.`, '');
     if (r.setup.length) {
