@@ -10,6 +10,7 @@ import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync 
 import { dirname, join, resolve } from 'node:path';
 import { parse, parseAllDocuments } from 'yaml';
 import { SETTINGS } from '../../src/config/settings';
+import { ensureBuilt } from '../support/process';
 
 const ROOT = resolve(__dirname, '..', '..');
 const K8S = join(ROOT, 'deploy', 'kubernetes');
@@ -208,6 +209,22 @@ describe('Dockerfile', () => {
     expect(df).toMatch(/^HEALTHCHECK .*\n\s+CMD \["node", "\/app\/healthcheck\.js"\]$/m);
     expect(df).toMatch(/^ENTRYPOINT \["node", "\/app\/dist\/src\/main\.js"\]$/m);
     expect(df).not.toMatch(/ENV ADMIN_ADDR/);
+  });
+
+  it('runs without @grpc/grpc-js-xds: the built sidecar loads the ext_proc service from its generated descriptor', () => {
+    const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { dependencies: Record<string, string>; devDependencies: Record<string, string> };
+    expect(pkg.dependencies['@grpc/grpc-js-xds']).toBeUndefined();
+    expect(pkg.devDependencies['@grpc/grpc-js-xds']).toBeDefined(); // its .proto files, at build time only
+    ensureBuilt();
+    // Resolving the package at run time would throw here, as it would in the image (--omit=dev).
+    const probe = [
+      "const Module = require('module'); const resolve = Module._resolveFilename;",
+      "Module._resolveFilename = function (req, ...rest) { if (String(req).includes('grpc-js-xds')) throw new Error('needs ' + req); return resolve.call(this, req, ...rest); };",
+      "const p = require('./dist/src/extproc').loadExtProcProto();",
+      "if (!p.envoy.service.ext_proc.v3.ExternalProcessor.service.Process) process.exit(3);",
+    ].join('\n');
+    const r = spawnSync(process.execPath, ['-e', probe], { cwd: ROOT, encoding: 'utf8' });
+    expect([r.status, r.stderr]).toEqual([0, '']);
   });
 
   it('the production dependencies that have install scripts do not need them', () => {
