@@ -209,6 +209,9 @@ async function main(): Promise<void> {
 
   // One secret for this run, shared by the sidecar (signs) and the receiver (verifies).
   const secret = `whsec_${randomBytes(32).toString('base64')}`;
+  // And one ext_proc token, as the compose and Kubernetes deployments make per start: Envoy
+  // sends it (envoy.yaml's @EXTPROC_TOKEN@ filled in below) and the sidecar checks it.
+  const extprocToken = randomBytes(24).toString('hex');
   start('app', process.execPath, [join(ROOT, 'examples', 'app', 'server.js')], { PORT: String(ports.app), HOST: '127.0.0.1', SLEEP_SECONDS: '3' }, appLine);
   start(
     'webhook-receiver',
@@ -219,6 +222,7 @@ async function main(): Promise<void> {
   );
   start('sidecar', process.execPath, [join(ROOT, 'dist', 'src', 'main.js')], {
     EXTPROC_ADDR: `127.0.0.1:${ports.extproc}`,
+    EXTPROC_TOKEN: extprocToken,
     ADMIN_ADDR: `127.0.0.1:${ports.admin}`,
     REDIS_URL: redisUrl,
     DISPATCH_URL: url('dispatch'),
@@ -242,7 +246,8 @@ async function main(): Promise<void> {
     clusters: { app: `127.0.0.1:${ports.app}`, async_sidecar: `127.0.0.1:${ports.extproc}` },
     adminPort: ports.envoyAdmin,
   });
-  writeFileSync(join(dir, 'envoy.yaml'), config);
+  if (!config.includes('@EXTPROC_TOKEN@')) throw new Error('envoy/envoy.yaml has no @EXTPROC_TOKEN@ to fill in');
+  writeFileSync(join(dir, 'envoy.yaml'), config.replaceAll('@EXTPROC_TOKEN@', extprocToken));
   start('envoy', bin, ['-c', join(dir, 'envoy.yaml'), '--log-level', 'warning', '--concurrency', '2', '--disable-hot-restart'], {});
   await waitFor('Envoy', 20_000, () => httpOk(`${url('envoyAdmin')}/ready`, /LIVE/));
   // Envoy health-checks the sidecar (grpc.health.v1): the first async call works once it passed.
