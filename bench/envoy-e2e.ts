@@ -79,6 +79,8 @@ export interface E2EReport {
   rows: E2ERow[];
   /** What the probe request of each variant got (status, content-type, body length). */
   probes: Array<{ variant: Variant; request: Request; status: number; contentType: string; bodyBytes: number }>;
+  /** Envoy's log lines (its level is warning, so: warnings and errors) per config, at most 20 each. */
+  envoyLog: Array<{ config: string; lines: string[] }>;
   at: string;
 }
 
@@ -325,19 +327,19 @@ export async function envoyE2E(deps: E2EDeps): Promise<E2EReport> {
   const rounds = deps.quick ? 1 : ROUNDS;
   const report: E2EReport = {
     envoyVersion: version, h2load: h2loadVersion(), connections: CONNECTIONS, rateConnections: RATE_CONNECTIONS, rate: RATE,
-    seconds: seconds(deps), rounds, rows: [], probes: [], at: new Date().toISOString(),
+    seconds: seconds(deps), rounds, rows: [], probes: [], envoyLog: [], at: new Date().toISOString(),
   };
   const app = `127.0.0.1:${deps.app.port}`;
   const serverName = (p: Proc) => (p === deps.sidecar ? 'sidecar' : 'ext_proc server');
   // The shipped config unchanged serves the sidecar's async rows and the filter-disabled
   // pass-through row; the others differ from it only where their variant says.
-  const plans: Array<{ sidecar: Proc; edit?: (d: Document) => void; rows: Array<[Variant, Request]> }> = [
-    { sidecar: deps.floor, edit: directResponse, rows: [['direct_response', 'async-get'], ['direct_response', 'async-post']] },
-    { sidecar: deps.floor, edit: filterOnPassthrough, rows: [['bare ext_proc', 'async-get'], ['bare ext_proc', 'async-post'], ['filter on, bare ext_proc', 'pass']] },
-    { sidecar: deps.sidecar, rows: [['sidecar', 'async-get'], ['sidecar', 'async-post'], ['filter disabled', 'pass']] },
-    { sidecar: deps.sidecar, edit: filterOnPassthrough, rows: [['filter on, sidecar', 'pass']] },
+  const plans: Array<{ name: string; sidecar: Proc; edit?: (d: Document) => void; rows: Array<[Variant, Request]> }> = [
+    { name: 'direct_response', sidecar: deps.floor, edit: directResponse, rows: [['direct_response', 'async-get'], ['direct_response', 'async-post']] },
+    { name: 'bare ext_proc, filter on passthrough', sidecar: deps.floor, edit: filterOnPassthrough, rows: [['bare ext_proc', 'async-get'], ['bare ext_proc', 'async-post'], ['filter on, bare ext_proc', 'pass']] },
+    { name: 'shipped', sidecar: deps.sidecar, rows: [['sidecar', 'async-get'], ['sidecar', 'async-post'], ['filter disabled', 'pass']] },
+    { name: 'sidecar, filter on passthrough', sidecar: deps.sidecar, edit: filterOnPassthrough, rows: [['filter on, sidecar', 'pass']] },
   ];
-  const envoys: RealEnvoy[] = [];
+  const envoys: Array<{ name: string; envoy: RealEnvoy }> = [];
   try {
     // All Envoys up at once (idle ones cost only their health checks), so that every round can
     // measure the variants of one request back to back: a disturbance from other work on the
@@ -345,7 +347,7 @@ export async function envoyE2E(deps: E2EDeps): Promise<E2EReport> {
     const jobs: Array<{ envoy: RealEnvoy; variant: Variant; request: Request; procs: Record<string, number> }> = [];
     for (const plan of plans) {
       const envoy = await RealEnvoy.start({ clusters: { async_sidecar: `127.0.0.1:${plan.sidecar.port}`, app }, edit: plan.edit });
-      envoys.push(envoy);
+      envoys.push({ name: plan.name, envoy });
       for (const [variant, request] of plan.rows) {
         const procs: Record<string, number> = { envoy: envoy.pid };
         if (request === 'pass') procs.app = deps.app.pid;
@@ -363,7 +365,10 @@ export async function envoyE2E(deps: E2EDeps): Promise<E2EReport> {
       }
     }
   } finally {
-    for (const e of envoys) await e.close();
+    for (const { name, envoy } of envoys) {
+      report.envoyLog.push({ config: name, lines: envoy.log().split('\n').filter((l) => l.trim()).slice(0, 20) });
+      await envoy.close();
+    }
   }
   return report;
 }
@@ -473,6 +478,17 @@ export function renderEnvoyE2E(r: E2EReport | null | undefined, skipped?: string
     if (!off || !on || !offRate || !onRate) continue;
     L.push('', `**${variant}** vs disabled: throughput ${(on.rps / off.rps).toFixed(2)} ×; at ${fmt(r.rate)}/s ${sign(onRate.p50 - offRate.p50)} ms at p50 and ${sign(onRate.p99 - offRate.p99)} ms at p99; CPU per request ${sign(totalCpu(on) - totalCpu(off), 0)} µs over all processes at saturation (Envoy ${sign((on.cpu.envoy ?? 0) - (off.cpu.envoy ?? 0), 0)} µs).`);
   }
+  L.push('');
+  // Lines without their timestamp and thread id, so the same message from several configs is listed once.
+  const messages = new Map<string, string[]>();
+  for (const e of r.envoyLog ?? []) {
+    for (const line of e.lines) {
+      const m = line.replace(/^\[[^\]]*\]\[\d+\]/, '');
+      messages.set(m, [...(messages.get(m) ?? []), e.config]);
+    }
+  }
+  L.push(`Envoy's log (level warning) over the whole section, per message: ${messages.size === 0 ? 'empty for every config.' : ''}`, '');
+  for (const [m, configs] of messages) L.push(`- \`\` ${m} \`\` (${configs.length === (r.envoyLog ?? []).length ? 'every config' : configs.join(', ')})`);
   L.push('');
   L.push('What one probe request per variant got before the measurements (a client\'s view: status, content-type, body size):', '');
   L.push('| path | request | status | content-type | body bytes |', '|---|---|---:|---|---:|');

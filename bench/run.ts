@@ -699,8 +699,11 @@ async function main(): Promise<void> {
     writeFileSync(OUT, render(JSON.parse(readFileSync(join(TMP, 'results.json'), 'utf8')) as Report));
     return;
   }
-  // RunStore reads its Lua scripts next to its compiled code.
-  cpSync(join(ROOT, 'src', 'runs', 'scripts'), join(ROOT, 'dist-bench', 'src', 'runs', 'scripts'), { recursive: true });
+  // What the compiled code reads at run time next to itself, as scripts/copy-assets.mjs does for
+  // dist/: RunStore's Lua scripts, the ext_proc descriptor (floor server, driver).
+  for (const dir of [['runs', 'scripts'], ['generated']]) {
+    cpSync(join(ROOT, 'src', ...dir), join(ROOT, 'dist-bench', 'src', ...dir), { recursive: true, filter: (p) => !p.endsWith('.ts') });
+  }
   ensureH2load();
   if (process.env.BENCH_ONLY === 'envoy') {
     const report = await onlyEnvoy();
