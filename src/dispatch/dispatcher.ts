@@ -56,6 +56,10 @@ export class Dispatcher {
   private readonly redisErrors: RedisErrorReporter;
   private readonly base: DispatchBase;
   private readonly leases: LeaseKeeper;
+  /** Claims (and completions taking runs along) sent and not yet answered. */
+  private claimsInFlight = 0;
+  /** A claim reply was lost to a timeout: some runs may be leased to us unknowingly. */
+  private untrackedClaims = false;
 
   constructor(
     private readonly store: RunStore,
@@ -150,16 +154,21 @@ export class Dispatcher {
     this.claiming = true;
     this.wantFill = false;
     const sentAt = Date.now();
+    this.claimsInFlight++;
     this.store.claim(this.options.workerId, free).then(
       (runs) => {
+        this.claimsInFlight--;
+        this.releaseUntracked();
         this.claiming = false;
         this.backlog = runs.length === free;
         for (const run of runs) this.begin(run, sentAt);
         if (runs.length === free || this.wantFill) this.fill();
       },
       (err: Error) => {
+        this.claimsInFlight--;
         this.claiming = false;
         this.redisError('claim_runs', err);
+        this.claimLost(err);
       },
     );
   }
@@ -287,7 +296,20 @@ export class Dispatcher {
         // With a backlog, the slot this run frees is refilled in the same script (one claim less).
         const claimNext = this.backlog && !this.stopping ? 1 : 0;
         const sentAt = Date.now();
-        const { recorded, webhook, next } = await this.store.complete(this.options.workerId, run, outcome, { handOffWindowMs: window, claimNext });
+        if (claimNext > 0) this.claimsInFlight++;
+        let done;
+        try {
+          done = await this.store.complete(this.options.workerId, run, outcome, { handOffWindowMs: window, claimNext });
+        } catch (err) {
+          if (claimNext > 0) this.claimLost(err as Error);
+          throw err;
+        } finally {
+          if (claimNext > 0) {
+            this.claimsInFlight--;
+            this.releaseUntracked();
+          }
+        }
+        const { recorded, webhook, next } = done;
         if (claimNext > 0) this.backlog = next.length === claimNext;
         for (const taken of next) this.begin(taken, sentAt);
         if (webhook && handOff) {
@@ -325,7 +347,32 @@ export class Dispatcher {
     }
   }
 
+  /**
+   * A claim that timed out may still have run in Redis and leased runs to us: once no other claim
+   * is waiting for its reply, every run leased to this worker that it does not hold goes back to
+   * the queue (they never started), instead of waiting for the lease to end them interrupted.
+   */
+  private claimLost(err: Error): void {
+    if (/timed out/i.test(err.message)) this.untrackedClaims = true;
+    this.releaseUntracked();
+  }
+
+  private releaseUntracked(): void {
+    if (!this.untrackedClaims || this.claimsInFlight > 0 || this.stopping) return;
+    this.untrackedClaims = false;
+    this.store.releaseUntracked(this.options.workerId, [...this.inFlight.keys()]).then(
+      (n) => {
+        if (n > 0) this.logger.warn({ released: n }, 'runs leased by a claim whose reply was lost went back to the queue');
+      },
+      (e: Error) => {
+        this.untrackedClaims = true; // tried again by the next recovery round
+        this.redisError('release_untracked', e);
+      },
+    );
+  }
+
   private async recoverOrphans(): Promise<void> {
+    this.releaseUntracked();
     if (this.stopping) return;
     try {
       // Housekeeping rides along: the listing index forgets runs that expired.

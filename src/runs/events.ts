@@ -5,12 +5,15 @@ type Listener = () => void;
 /**
  * Run events on one Redis pub/sub channel: 'queued' wakes idle workers, 'done:<id>' wakes
  * waiting readers (?wait=N), 'cancel:<id>' tells the worker holding a run to abort it.
- * One subscriber connection per process; ioredis re-subscribes by itself after a reconnect.
+ * One subscriber connection per process, re-subscribed here after each reconnect: ioredis' own
+ * autoResubscribe leaves its SUBSCRIBE promise unhandled, and a connection that drops again right
+ * after it came back (a flapping network) rejected it, which in Node 20 ends the process.
  */
 export class RunEvents {
   private readonly waiters = new Map<string, Set<Listener>>();
   private readonly queuedListeners = new Set<Listener>();
   private readonly cancelListeners = new Set<(id: string) => void>();
+  private started = false;
 
   constructor(
     private readonly subscriber: Redis,
@@ -19,9 +22,13 @@ export class RunEvents {
     subscriber.on('message', (ch: string, message: string) => {
       if (ch === this.channel) this.dispatch(message);
     });
+    subscriber.on('ready', () => {
+      if (this.started) this.subscriber.subscribe(this.channel).catch(() => undefined); // next 'ready' tries again
+    });
   }
 
   async start(): Promise<void> {
+    this.started = true;
     await this.subscriber.subscribe(this.channel);
   }
 

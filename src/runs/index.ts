@@ -38,6 +38,7 @@ export function connectSubscriber(url: string, name: string): Redis {
     connectionName: name,
     maxRetriesPerRequest: null,
     socketTimeout: 5000, // armed only while a (re)subscribe waits for its reply
+    autoResubscribe: false, // RunEvents re-subscribes on 'ready', with the rejection handled
     connectTimeout: 2000,
     retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 6), 2000),
     lazyConnect: true,

@@ -45,6 +45,7 @@ const SCRIPTS = {
   pruneIndex: 2,
   releaseRuns: 2,
   readResult: 1,
+  releaseUntracked: 2,
 } as const;
 /** Scripts that only read: flagged `no-writes`, so Redis runs them on replicas and under OOM too. */
 const READ_ONLY: ReadonlySet<ScriptName> = new Set(['readResult']);
@@ -225,6 +226,15 @@ export class RunStore {
   async release(workerId: string, ids: string[]): Promise<number> {
     if (ids.length === 0) return 0;
     return Number(await this.script('releaseRuns')(this.keys.queue, this.keys.leases, this.keys.base, this.keys.events, workerId, ...ids));
+  }
+
+  /**
+   * Puts back every run leased to `workerId` except `held`: after a claim whose reply was lost,
+   * the worker does not know which runs it was given. Call it only while no claim of this worker
+   * is waiting for its reply (those runs would be released under it).
+   */
+  async releaseUntracked(workerId: string, held: readonly string[]): Promise<number> {
+    return Number(await this.script('releaseUntracked')(this.keys.queue, this.keys.leases, this.keys.base, this.keys.events, workerId, ...held));
   }
 
   async get(id: string): Promise<StoredRun | null> {

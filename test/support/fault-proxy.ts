@@ -84,11 +84,24 @@ export class FaultProxy {
   }
 
   private pipe(from: Socket, to: Socket): void {
+    // Bytes keep their order when the latency changes mid-stream (as on a real link): chunks wait
+    // in one queue per direction, and none is written before one that arrived earlier.
+    const queue: Array<{ at: number; chunk: Buffer }> = [];
+    let timer: NodeJS.Timeout | undefined;
+    const pump = () => {
+      timer = undefined;
+      while (queue.length > 0 && queue[0]!.at <= Date.now()) {
+        const { chunk } = queue.shift()!;
+        if (!to.destroyed) to.write(chunk);
+      }
+      if (queue.length > 0) timer = setTimeout(pump, queue[0]!.at - Date.now());
+    };
     from.on('data', (chunk: Buffer) => {
       if (this.mode === 'blackhole') return; // swallowed: the peer sees nothing, not even an error
-      const write = () => { if (!to.destroyed) to.write(chunk); };
-      if (this.latencyMs > 0) setTimeout(write, this.latencyMs);
-      else write();
+      const last = queue.length > 0 ? queue[queue.length - 1]!.at : 0;
+      queue.push({ at: Math.max(Date.now() + this.latencyMs, last), chunk });
+      if (timer === undefined) pump();
     });
   }
+
 }
