@@ -11,6 +11,7 @@ export const SECURITY_ROWS: ReadonlyArray<[tried: string, gets: string, test: st
   ['never-finished streams of 900 KiB chunks past the body budget', '`RESOURCE_EXHAUSTED` for the stream over budget; the budget is freed when streams end', 'test/integration/extproc-trust.test.ts'],
   ['30 queued runs of 10 MiB (one claim used to return every body)', 'all 30 reach the app whole, first attempt; claims carry at most 1 MiB of bodies', 'test/integration/large-bodies.test.ts'],
   ['30 due webhooks with 10 MiB results', 'claimed within the 1 s command timeout, bodies read one by one', 'test/integration/large-bodies.test.ts'],
+  ['a claim whose reply is lost to a timeout after Redis leased its runs', 'the worker puts the runs it does not hold back in the queue; each runs once, on its first attempt', 'test/integration/lost-claim.test.ts'],
   ['a Redis write that times out after it happened', '503 `store_uncertain` naming the run id, which then exists', 'test/integration/large-bodies.test.ts'],
   ['a worker cut off from Redis longer than `LEASE_TIMEOUT` while calling a PUT', 'it aborts the call before another worker takes the run: never two calls at once', 'test/integration/lease-loss.test.ts'],
   ['Redis over `maxmemory` during completion and recovery', 'both refused whole (Lua shebang); the run stays `running` with its lease', 'test/integration/redis-limits.test.ts'],
