@@ -16,12 +16,8 @@ for _, id in ipairs(ids) do
     redis.call('ZREM', KEYS[1], id)
   else
     redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), id)
-    local size = redis.call('HSTRLEN', key, 'res_body')
-    local body = false
-    if size <= inline then
-      body = redis.call('HGET', key, 'res_body') or ''
-      inline = inline - size
-    end
+    local body, size
+    body, inline, size = read_within(key, 'res_body', inline)
     out[#out + 1] = { id, f[1], f[2], f[3], f[4] or '', f[5] or '', f[6] or '', body, f[7] or '0', size }
   end
 end

@@ -28,6 +28,29 @@ local function finish(run_key, webhooks_key, id, status, now, ttl_ms, channel, d
   return scheduled
 end
 
+-- A hash field of up to `budget` bytes, read only if it fits: returns the value (or false) and
+-- the budget left. Keeps a reply that carries bodies within the command timeout.
+local function read_within(key, field, budget)
+  local size = redis.call('HSTRLEN', key, field)
+  if size > budget then return false, budget, size end
+  return redis.call('HGET', key, field) or '', budget - size, size
+end
+
+-- running -> queued for a run its worker took but never started: back at the head of the
+-- queue with its attempt undone, whatever its method, since the upstream never saw it.
+-- Returns true when the run was `worker`'s and went back.
+local function unclaim(queue_key, leases_key, base, worker, id)
+  local key = base .. ':run:' .. id
+  local f = redis.call('HMGET', key, 'status', 'worker')
+  if f[1] ~= 'running' or f[2] ~= worker then return false end
+  if redis.call('HINCRBY', key, 'attempt', -1) == 0 then redis.call('HDEL', key, 'started_at') end
+  redis.call('HSET', key, 'status', 'queued')
+  redis.call('HDEL', key, 'worker')
+  redis.call('ZREM', leases_key, id)
+  redis.call('LPUSH', queue_key, id)
+  return true
+end
+
 -- queued -> running for up to `max` runs, oldest first, leased to `worker` until now + lease_ms.
 -- Bodies come inline only while they fit `inline_bytes` together: a reply carrying every body
 -- (30 runs of 10 MiB took 1.2 s, past the command timeout) is dropped by the client after Redis
@@ -46,12 +69,8 @@ local function claim(queue_key, leases_key, base, worker, lease_ms, max, now, in
       redis.call('HSETNX', key, 'started_at', now)
       redis.call('ZADD', leases_key, now + lease_ms, id)
       local f = redis.call('HMGET', key, 'queued_at', 'method', 'target', 'headers', 'grace_ms')
-      local size = redis.call('HSTRLEN', key, 'body')
-      local body = false
-      if size <= inline_bytes then
-        body = redis.call('HGET', key, 'body') or ''
-        inline_bytes = inline_bytes - size
-      end
+      local body, size
+      body, inline_bytes, size = read_within(key, 'body', inline_bytes)
       out[#out + 1] = { id, attempt, now, f[1], f[2], f[3], f[4], body, f[5], size }
     end
   end
