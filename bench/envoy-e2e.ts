@@ -11,6 +11,7 @@
  * Every loop is bounded; only 127.0.0.1.
  */
 import { execFileSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Redis } from 'ioredis';
@@ -26,8 +27,10 @@ export interface Proc {
 }
 
 export interface E2EDeps {
-  /** The sidecar, `--role extproc`, on its gRPC port. */
+  /** The sidecar, `--role extproc`, on its gRPC port, started with EXTPROC_TOKEN = `token` when that is set. */
   sidecar: Proc;
+  /** What replaces envoy.yaml's `@EXTPROC_TOKEN@` (see `extprocToken`). */
+  token: string;
   /** bench/floor-server.ts. */
   floor: Proc;
   /** bench/noop-http.ts: the app behind Envoy. */
@@ -76,6 +79,8 @@ export interface E2EReport {
   rate: number;
   seconds: number;
   rounds: number;
+  /** Whether the sidecar checked an EXTPROC_TOKEN that Envoy sent (the shipped config's placeholder filled in). */
+  token?: boolean;
   rows: E2ERow[];
   /** What the probe request of each variant got (status, content-type, body length). */
   probes: Array<{ variant: Variant; request: Request; status: number; contentType: string; bodyBytes: number }>;
@@ -310,6 +315,16 @@ async function probe(envoy: RealEnvoy, variant: Variant, request: Request): Prom
   return { variant, request, status: res.status, contentType: res.headers.get('content-type') ?? '', bodyBytes: body.length };
 }
 
+/**
+ * The shipped envoy.yaml sends the shared secret as `@EXTPROC_TOKEN@`, which every deployment
+ * replaces before Envoy starts: a fresh token for the bench to do the same (the sidecar then
+ * checks it on every stream, as deployed), or '' when the config has no placeholder.
+ */
+export function extprocToken(): string {
+  return readFileSync(join(ROOT, 'envoy', 'envoy.yaml'), 'utf8').includes(TOKEN_PLACEHOLDER) ? `bench-${randomUUID()}` : '';
+}
+const TOKEN_PLACEHOLDER = '@EXTPROC_TOKEN@';
+
 /** Installs Envoy when missing (scripts/envoy.sh) and makes the test support's lookup find that one. */
 export function ensureEnvoy(log: (m: string) => void): string {
   if (!process.env.ENVOY_BIN) {
@@ -327,7 +342,7 @@ export async function envoyE2E(deps: E2EDeps): Promise<E2EReport> {
   const rounds = deps.quick ? 1 : ROUNDS;
   const report: E2EReport = {
     envoyVersion: version, h2load: h2loadVersion(), connections: CONNECTIONS, rateConnections: RATE_CONNECTIONS, rate: RATE,
-    seconds: seconds(deps), rounds, rows: [], probes: [], envoyLog: [], at: new Date().toISOString(),
+    seconds: seconds(deps), rounds, token: deps.token !== '', rows: [], probes: [], envoyLog: [], at: new Date().toISOString(),
   };
   const app = `127.0.0.1:${deps.app.port}`;
   const serverName = (p: Proc) => (p === deps.sidecar ? 'sidecar' : 'ext_proc server');
@@ -340,13 +355,16 @@ export async function envoyE2E(deps: E2EDeps): Promise<E2EReport> {
     { name: 'sidecar, filter on passthrough', sidecar: deps.sidecar, edit: filterOnPassthrough, rows: [['filter on, sidecar', 'pass']] },
   ];
   const envoys: Array<{ name: string; envoy: RealEnvoy }> = [];
+  // The config as a deployment hands it to Envoy: the token placeholder filled in.
+  const configPath = join(deps.tmp, 'envoy-with-token.yaml');
+  writeFileSync(configPath, readFileSync(join(ROOT, 'envoy', 'envoy.yaml'), 'utf8').split(TOKEN_PLACEHOLDER).join(deps.token));
   try {
     // All Envoys up at once (idle ones cost only their health checks), so that every round can
     // measure the variants of one request back to back: a disturbance from other work on the
     // machine then hits one round of all variants rather than all rounds of one.
     const jobs: Array<{ envoy: RealEnvoy; variant: Variant; request: Request; procs: Record<string, number> }> = [];
     for (const plan of plans) {
-      const envoy = await RealEnvoy.start({ clusters: { async_sidecar: `127.0.0.1:${plan.sidecar.port}`, app }, edit: plan.edit });
+      const envoy = await RealEnvoy.start({ configPath, clusters: { async_sidecar: `127.0.0.1:${plan.sidecar.port}`, app }, edit: plan.edit });
       envoys.push({ name: plan.name, envoy });
       for (const [variant, request] of plan.rows) {
         const procs: Record<string, number> = { envoy: envoy.pid };
@@ -417,6 +435,9 @@ export function renderEnvoyE2E(r: E2EReport | null | undefined, skipped?: string
   L.push('  stores nothing): the protocol\'s floor;');
   L.push('- **sidecar**: the shipped config unchanged, with `node dist/src/main.js --role extproc` and a private Redis (no persistence):');
   L.push('  every 202 is a run in Redis. The extproc role does not dispatch (sections 3–4 measure that), so runs stay queued.');
+  L.push(r.token
+    ? '  The config\'s `@EXTPROC_TOKEN@` is filled in with a fresh token before Envoy starts, as the deployments do, and the sidecar has it as EXTPROC_TOKEN: it checks the token Envoy sends on every stream.'
+    : '  No EXTPROC_TOKEN: the sidecar checks no token.');
   L.push('');
   L.push(`All Envoys run at once and every measurement is repeated ${r.rounds} × (${r.seconds} s each, after an unmeasured 1 s warm-up),`);
   L.push('the variants of one request back to back within a round; tables show the best round (highest req/s, or lowest p99 at');

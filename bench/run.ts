@@ -20,7 +20,7 @@ import { CLK_TCK, ROOT, RedisProc, cpuMicros, envoyMaxRequestsPerConnection, fmt
 import { PROCESS_PATH, streamBody, type Shape } from './messages';
 import type { BenchJob } from './bullmq-baseline';
 import { summarizeProfile } from './profile';
-import { envoyE2E, renderEnvoyE2E, summarizeEnvoyE2E, type E2EDeps, type E2EReport } from './envoy-e2e';
+import { envoyE2E, extprocToken, renderEnvoyE2E, summarizeEnvoyE2E, type E2EDeps, type E2EReport } from './envoy-e2e';
 
 const QUICK = process.env.BENCH_QUICK === '1';
 const H2_SECONDS = QUICK ? 4 : 8;
@@ -638,28 +638,34 @@ function render(r: Report): string {
 
 // ---------------------------------------------------------------- section 6
 
-function e2eDeps(redisProc: RedisProc, redis: Redis, sidecar: Sidecar, floor: Child, floorPort: number, noop: Noop): E2EDeps {
-  return {
-    sidecar: { pid: sidecar.child.pid, port: sidecar.grpcPort },
-    floor: { pid: floor.pid, port: floorPort },
-    app: { pid: noop.child.pid, port: noop.port },
-    redis: { client: redis, pid: redisProc.pid },
-    quick: QUICK,
-    tmp: TMP,
-    log,
-  };
-}
-
-/** Section 6; without an Envoy (scripts/envoy.sh could not find or install one) the report says why. */
-async function runEnvoySection(report: Report, deps: E2EDeps): Promise<void> {
+/**
+ * Section 6 with its own sidecar: it checks EXTPROC_TOKEN as deployed, where sections 1–2 drive
+ * the sidecar without gRPC metadata. Without an Envoy the report says why.
+ */
+async function runEnvoySection(report: Report, redisProc: RedisProc, redis: Redis, floor: Child, floorPort: number, noop: Noop): Promise<void> {
+  let sidecar: Sidecar | undefined;
   try {
+    const token = extprocToken();
+    sidecar = await startSidecar('extproc', redisProc.url, token ? { EXTPROC_TOKEN: token } : {});
+    const deps: E2EDeps = {
+      sidecar: { pid: sidecar.child.pid, port: sidecar.grpcPort },
+      token,
+      floor: { pid: floor.pid, port: floorPort },
+      app: { pid: noop.child.pid, port: noop.port },
+      redis: { client: redis, pid: redisProc.pid },
+      quick: QUICK,
+      tmp: TMP,
+      log,
+    };
     report.envoy = await envoyE2E(deps);
   } catch (err) {
     report.envoy = null;
     report.envoySkipped = (err as Error).message.split('\n')[0];
     log(`6. failed: ${(err as Error).stack ?? (err as Error).message}`);
+  } finally {
+    await sidecar?.child.stop('SIGTERM', 10_000);
   }
-  await deps.redis.client.flushall();
+  await redis.flushall();
 }
 
 /** BENCH_ONLY=envoy: section 6 alone, merged into the last full results. */
@@ -677,9 +683,7 @@ async function onlyEnvoy(): Promise<Report> {
     const floor = nodeChild('floor-server.js', ['0'], 'floor');
     children.push(floor);
     const floorPort = Number((await floor.waitLine(/^READY /, 10_000)).split(' ')[1]);
-    const sidecar = await startSidecar('extproc', redisProc.url, {});
-    children.push(sidecar.child);
-    await runEnvoySection(report, e2eDeps(redisProc, redis, sidecar, floor, floorPort, noop));
+    await runEnvoySection(report, redisProc, redis, floor, floorPort, noop);
   } finally {
     for (const c of children) await c.stop('SIGTERM', 5000);
     redis.disconnect();
@@ -745,9 +749,9 @@ async function main(): Promise<void> {
     log('2. pass-through');
     report.pass.push(await driverRun('floor', floorPort, 'pass', DRIVER_RATE, DRIVER_SECONDS));
     report.pass.push(await driverRun('sidecar', sidecar.grpcPort, 'pass', DRIVER_RATE, DRIVER_SECONDS));
-    log('6. end to end through the real Envoy');
-    await runEnvoySection(report, e2eDeps(redisProc, redis, sidecar, floor, floorPort, noop));
     await sidecar.child.stop('SIGTERM', 10_000);
+    log('6. end to end through the real Envoy');
+    await runEnvoySection(report, redisProc, redis, floor, floorPort, noop);
     if (sidecar.profileDir) profiles.push({ label: 'extproc (accept path, all shapes)', dir: sidecar.profileDir });
     await floor.stop();
     await redis.flushall();
