@@ -30,7 +30,7 @@ async function main(): Promise<void> {
     sidecar.stop().then(
       () => process.exit(0),
       (err: Error) => {
-        logger.error({ err: err.message }, 'shutdown failed');
+        logger.error({ err }, 'shutdown failed');
         process.exit(1);
       },
     );

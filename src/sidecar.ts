@@ -32,7 +32,7 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
   const subscriber = connectSubscriber(config.redisUrl, 'eas-events');
   redis.on('error', () => undefined); // reported by the parts that make calls, and by /readyz
   subscriber.on('error', () => undefined);
-  redis.connect().catch((err: Error) => logger.warn({ err: err.message }, 'Redis not reachable yet; retrying in the background'));
+  redis.connect().catch((err: Error) => logger.warn({ err }, 'Redis not reachable yet; retrying in the background'));
   // Checked on every (re)connect: a failover can land on a primary configured differently.
   redis.on('ready', () => {
     evictionPolicyProblem(redis).then(
@@ -63,7 +63,7 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
   }
   const events = new RunEvents(subscriber, store.keys.events);
   await subscriber.connect().catch(() => undefined);
-  events.start().catch((err: Error) => logger.warn({ err: err.message }, 'could not subscribe to run events yet'));
+  events.start().catch((err: Error) => logger.warn({ err }, 'could not subscribe to run events yet'));
 
   let draining = false;
   const networkPolicy = { allowPrivateNetworks: config.webhook.allowPrivateNetworks, allowedHosts: config.webhook.allowedHosts };
@@ -191,14 +191,22 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
       (stopped ??= (async () => {
         draining = true;
         logger.info({ grace_ms: config.shutdownGraceMs }, 'shutting down: refusing new runs, finishing in-flight ones');
-        extproc?.setServing(false);
-        await Promise.all([dispatcher?.stop(config.shutdownGraceMs), delivery?.stop(config.shutdownGraceMs)]);
-        await extproc?.stop(1000);
-        await sender?.close();
-        await admin.stop();
-        await events.stop();
-        await redis.quit().catch(() => redis.disconnect());
-        await workerRedis?.quit().catch(() => workerRedis?.disconnect());
+        // Each step on its own: one that fails must not skip the rest (closing Redis above all).
+        const step = async (name: string, run: () => unknown) => {
+          try {
+            await run();
+          } catch (err) {
+            logger.error({ err, step: name }, 'shutdown step failed');
+          }
+        };
+        await step('health', () => extproc?.setServing(false));
+        await step('workers', () => Promise.all([dispatcher?.stop(config.shutdownGraceMs), delivery?.stop(config.shutdownGraceMs)]));
+        await step('ext_proc server', () => extproc?.stop(1000));
+        await step('webhook sender', () => sender?.close());
+        await step('admin server', () => admin.stop());
+        await step('run events', () => events.stop());
+        await step('redis', () => redis.quit().catch(() => redis.disconnect()));
+        await step('worker redis', () => workerRedis?.quit().catch(() => workerRedis?.disconnect()));
         logger.info('stopped');
       })()),
   };

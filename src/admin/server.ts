@@ -51,7 +51,7 @@ export class AdminServer {
     this.tokenDigest = options.adminToken ? digest(options.adminToken) : null;
     this.server = createServer((req, res) => {
       this.route(req, res).catch((err: Error) => {
-        this.logger.error({ err: err.message, path: req.url }, 'admin request failed');
+        this.logger.error({ err, path: req.url }, 'admin request failed');
         if (!res.headersSent) send(res, jsonError(500, 'internal_error', 'The admin server failed to answer.'));
         else res.destroy();
       });

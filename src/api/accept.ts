@@ -137,7 +137,7 @@ export class AsyncAcceptor {
       // A timeout means the script was sent and may have run: the run may exist, and a blind
       // retry could start the app twice. Any other error (not connected, refused) means it did not.
       const uncertain = /timed out/i.test((err as Error).message);
-      this.logger.error({ err: (err as Error).message, request_id: run.requestId, run_id: id, uncertain }, 'could not store a new run');
+      this.logger.error({ err, request_id: run.requestId, run_id: id, uncertain }, 'could not store a new run');
       if (uncertain) {
         return this.reject(
           503, 'store_uncertain',

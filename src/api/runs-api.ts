@@ -83,7 +83,7 @@ export class RunsApi {
       }
     } catch (err) {
       this.metrics.redisErrors.inc({ operation: `api_${route.kind}` });
-      this.logger.error({ err: (err as Error).message }, 'runs API could not read the store');
+      this.logger.error({ err }, 'runs API could not read the store');
       return jsonError(503, 'store_unavailable', 'The run store is unavailable; retry later.', [['retry-after', '1']]);
     }
   }

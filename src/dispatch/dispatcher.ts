@@ -123,7 +123,7 @@ export class Dispatcher {
           if (h.outcome === 'failed') this.metrics.runsFinished.inc({ status: 'failed' });
         }
       } catch (err) {
-        this.logger.error({ err: (err as Error).message }, 'could not hand runs back at shutdown; their leases will expire');
+        this.logger.error({ err }, 'could not hand runs back at shutdown; their leases will expire');
       }
     }
     await this.agent.close();

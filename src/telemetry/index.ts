@@ -91,6 +91,6 @@ export class RedisErrorReporter {
     this.metrics.redisErrors.inc({ operation });
     if (Date.now() - this.lastLog <= this.intervalMs) return;
     this.lastLog = Date.now();
-    this.logger.error({ operation, err: err.message, ...fields }, message);
+    this.logger.error({ operation, err, ...fields }, message);
   }
 }
