@@ -1,5 +1,5 @@
 /**
- * End to end through the real Envoy (issue #18): HTTP/1.1 requests from h2load to Envoy's ingress
+ * End to end through the real Envoy: HTTP/1.1 requests from h2load to Envoy's ingress
  * listener, with the shipped envoy/envoy.yaml rendered for loopback, against two floors measured
  * in the same run: Envoy answering the async route by itself (`direct_response`, the same status
  * and a 50-byte body) and Envoy with the bare ext_proc server (bench/floor-server.ts) as its sidecar.

@@ -1,5 +1,5 @@
 /**
- * The runs dashboard (issue 9) in a real headless Chromium, against a sidecar dispatching real runs
+ * The runs dashboard in a real headless Chromium, against a sidecar dispatching real runs
  * to a real upstream: list, counts, chart, status filter, id search, detail view with the webhook
  * attempts, redelivery, cancel (the upstream sees its connection closed), and the admin token
  * prompt. Writes docs/dashboard.png for the README.

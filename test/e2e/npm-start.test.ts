@@ -22,7 +22,7 @@ afterAll(async () => {
   await redis?.destroy();
 });
 
-/** The environment of SPEC §6, on free loopback ports. */
+/** The environment of docs/CONTRACT.md §6, on free loopback ports. */
 async function env(extra: Record<string, string> = {}) {
   return {
     EXTPROC_ADDR: `127.0.0.1:${await freePort()}`,

@@ -80,7 +80,7 @@ async function serving(envoy: RealEnvoy): Promise<void> {
   await eventually(async () => ((await send(envoy, '/v1/runs/00000000-0000-4000-8000-000000000000', 'GET')).status === 404 ? true : undefined), 15_000, 'sidecar answering through Envoy');
 }
 
-describeWithEnvoy('operating it through the real Envoy (SPEC §6)', () => {
+describeWithEnvoy('operating it through the real Envoy (docs/CONTRACT.md §6)', () => {
   it('reports liveness, readiness and gRPC health across a Redis outage', async () => {
     await withStack({}, async ({ sidecar }) => {
       const admin = `http://127.0.0.1:${sidecar.adminPort}`;

@@ -10,7 +10,7 @@ import { eventually, startTestSidecar } from '../support/sidecar';
 const OWNER = { authorization: 'Bearer owner-1' };
 const ADMIN_TOKEN = 'admin-secret';
 
-describeEachEnvoy('runs API (SPEC §5)', (factory) => {
+describeEachEnvoy('runs API (docs/CONTRACT.md §5)', (factory) => {
   let redis: RedisServer;
   let app: Upstream;
   let hooks: WebhookReceiver;

@@ -12,7 +12,7 @@ const SECRET_NEW = 'whsec_dGhpcyBpcyB0aGUgbmV3IHNlY3JldCBrZXkh';
 
 type Sidecar = Awaited<ReturnType<typeof startTestSidecar>>;
 
-describeEachEnvoy('webhook delivery that survives (SPEC §4)', (factory) => {
+describeEachEnvoy('webhook delivery that survives (docs/CONTRACT.md §4)', (factory) => {
   let redis: RedisServer;
   let app: Upstream;
   let envoy: TestEnvoy;

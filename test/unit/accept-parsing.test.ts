@@ -5,7 +5,7 @@ const head = (path: string, headers: Array<[string, string]> = []): RequestHead 
   method: 'POST', path, authority: 'api.example.com', scheme: 'https', headers, endOfStream: false,
 });
 
-describe('async trigger (SPEC §2)', () => {
+describe('async trigger (docs/CONTRACT.md §2)', () => {
   it.each([
     ['/run?async=true', 'query'],
     ['/run?async=TRUE', 'query'],
@@ -36,7 +36,7 @@ describe('async trigger (SPEC §2)', () => {
   });
 });
 
-describe('replayed headers (SPEC §3)', () => {
+describe('replayed headers (docs/CONTRACT.md §3)', () => {
   it('drops hop-by-hop and Connection-named headers, sets host and x-async-run-id, strips respond-async', () => {
     const out = replayHeaders(
       head('/r', [

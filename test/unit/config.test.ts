@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError, HelpRequested, gracePeriodFor, helpText, loadConfig, markdownTable, SETTINGS } from '../../src/config';
 
-describe('configuration (SPEC §6)', () => {
+describe('configuration (docs/CONTRACT.md §6)', () => {
   it('has the documented defaults', () => {
     const c = loadConfig({}, []);
     expect(c).toMatchObject({

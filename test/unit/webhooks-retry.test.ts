@@ -8,7 +8,7 @@ import {
 } from '../../src/webhooks';
 
 describe('parseRetrySchedule', () => {
-  it('parses the SPEC default: 8 attempts', () => {
+  it('parses the documented default (docs/CONTRACT.md §4): 8 attempts', () => {
     expect(parseRetrySchedule(DEFAULT_RETRY_SCHEDULE)).toEqual([0, 5_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 36_000_000]);
   });
   it.each([
