@@ -1,3 +1,4 @@
+import * as http from 'node:http';
 /**
  * What the shipped Envoy configuration does on the real Envoy (test/support/real-envoy.ts), for the
  * settings whose effect a validation cannot show: status_on_error when the sidecar is unreachable
@@ -147,8 +148,22 @@ describeWithEnvoy('envoy/envoy.yaml on the real Envoy: body limits', () => {
   it('one byte more: 413 from the sidecar when content-length says so, from Envoy when the body is chunked', async () => {
     const tooLarge = await envoy.stat('http.ingress_http.downstream_rq_too_large');
     const before = app.requests.length;
-    // content-length known: the sidecar refuses at the headers, before any body is buffered.
-    const declared = await send(`${envoy.url}/big?async=true`, { body: body(MAX_BODY + 1) });
+    // content-length known: the sidecar refuses at the headers, before any body is buffered. Only
+    // the headers are sent: a body sent at once races the sidecar's answer and may hit Envoy's own
+    // buffer limit first (seen once under CI load).
+    const declared = await new Promise<Answer>((resolve, reject) => {
+      const req = http.request(`${envoy.url}/big?async=true`, { method: 'POST', headers: { 'content-length': String(MAX_BODY + 1) } });
+      req.on('response', (res) => {
+        let text = '';
+        res.on('data', (c: Buffer) => (text += c.toString()));
+        res.on('end', () => {
+          resolve({ status: res.statusCode ?? 0, body: text });
+          req.destroy();
+        });
+      });
+      req.on('error', reject);
+      req.flushHeaders();
+    });
     expect(declared.status).toBe(413);
     expect(JSON.parse(declared.body)).toMatchObject({ error: { code: 'body_too_large' } });
     // Chunked: only Envoy, buffering, finds out; its local reply, counted as downstream_rq_too_large.
