@@ -8,7 +8,7 @@ import { Dispatcher } from './dispatch';
 import { ExtProcServer } from './extproc';
 import { RunEvents, RunStore, connectRedis, connectSubscriber, evictionPolicyProblem } from './runs';
 import { Metrics, type Logger } from './telemetry';
-import { DeliveryWorker, WebhookSender, parseRetrySchedule, validateWebhookUrl } from './webhooks';
+import { DeliveryWorker, WebhookSender, validateWebhookUrl } from './webhooks';
 
 /** The longest ?wait=N the runs API accepts (docs/CONTRACT.md §5). */
 const MAX_WAIT_SECONDS = 60;
@@ -106,19 +106,17 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
   let sender: WebhookSender | null = null;
   if (config.role !== 'extproc') {
     sender = new WebhookSender({ secrets: config.webhook.secrets, timeoutMs: config.webhook.timeoutMs, policy: networkPolicy });
-    // A delivery taken by a worker is hidden from others for longer than one attempt can last.
-    const deliveryVisibilityMs = config.webhook.timeoutMs + 30_000;
     const resultBase = `${config.publicBaseUrl}${config.runsApiPrefix}`;
     delivery = new DeliveryWorker(
       workerStore,
       sender,
       {
-        retryScheduleMs: parseRetrySchedule(config.webhook.retrySchedule),
-        concurrency: Math.max(16, Math.min(config.dispatchConcurrency, 256)),
+        retryScheduleMs: config.webhook.retryScheduleMs,
+        concurrency: config.webhook.concurrency,
         maxBodyBytes: config.webhook.maxBodyBytes,
         resultUrl: (id) => `${resultBase}/${id}/result`,
         timeoutMs: config.webhook.timeoutMs,
-        visibilityMs: deliveryVisibilityMs,
+        visibilityMs: config.webhook.visibilityMs,
       },
       metrics,
       logger,
@@ -134,7 +132,7 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
         maxResultBytes: config.maxResultBytes,
         leaseTimeoutMs: config.leaseTimeoutMs,
         handOff: {
-          windowMs: deliveryVisibilityMs,
+          windowMs: config.webhook.visibilityMs,
           hasCapacity: () => worker.hasCapacity(),
           deliver: (d) => worker.deliverNow(d),
         },

@@ -1,6 +1,6 @@
 import type { HttpReply } from '../extproc';
 import type { Logger, Metrics } from '../telemetry';
-import { isFinal, REDELIVER_MIN_INTERVAL_MS, type RunEvents, type RunStatus, type RunStore, type RunView } from '../runs';
+import { isFinal, REDELIVER_MIN_INTERVAL_MS, RUN_STATUSES, type RunEvents, type RunStatus, type RunStore, type RunView } from '../runs';
 import { ownerFingerprint } from './accept';
 import { jsonError, jsonReply, ownerRequired } from './errors';
 import { headerValue, paramValue, parseQuery, splitPath } from './request-parts';
@@ -24,7 +24,7 @@ export interface RunsApiOptions {
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[1-8][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
-const STATUSES: ReadonlySet<string> = new Set(['queued', 'running', 'succeeded', 'failed', 'timed_out', 'cancelled']);
+const STATUSES: ReadonlySet<string> = new Set(RUN_STATUSES);
 /** Extra time Envoy is asked to wait beyond ?wait=N, for the answer itself to travel. */
 const WAIT_MARGIN_MS = 2000;
 

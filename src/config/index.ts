@@ -1,12 +1,12 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { SETTINGS, type SettingKey, type SettingSpec } from './settings';
+import { LOG_LEVELS, MAX_GRACE_SECONDS, REDISPATCH_POLICIES, SETTINGS, type SettingKey, type SettingSpec, type SettingValue } from './settings';
 
 export { SETTINGS } from './settings';
 
 export type Role = 'all' | 'extproc' | 'worker';
-export type RedispatchPolicy = 'never' | 'idempotent' | 'always';
+export type RedispatchPolicy = (typeof REDISPATCH_POLICIES)[number];
 
 export interface HostPort {
   host: string;
@@ -56,14 +56,19 @@ export interface Config {
   webhook: {
     secrets: string[];
     timeoutMs: number;
-    retrySchedule: string;
+    /** Delay before each attempt, ms (parsed from WEBHOOK_RETRY_SCHEDULE). */
+    retryScheduleMs: number[];
+    /** How long a delivery taken by a worker stays hidden from the others. */
+    visibilityMs: number;
+    /** Deliveries one process sends at once. */
+    concurrency: number;
     allowPrivateNetworks: boolean;
     allowedHosts: string[];
     maxBodyBytes: number;
   };
   publicBaseUrl: string;
   shutdownGraceMs: number;
-  logLevel: string;
+  logLevel: (typeof LOG_LEVELS)[number];
 }
 
 /** A configuration problem: one line naming the setting, the value and what is allowed. */
@@ -75,7 +80,6 @@ export class HelpRequested extends Error {
   override name = 'HelpRequested';
 }
 
-const MAX_GRACE_SECONDS = 43200;
 
 const routeFileSchema = z.strictObject({
   routes: z
@@ -88,7 +92,8 @@ const routeFileSchema = z.strictObject({
     .default([]),
 });
 
-function readSetting<K extends SettingKey>(key: K, env: NodeJS.ProcessEnv): unknown {
+/** One setting, parsed by its schema into its own type (SettingValue<K>). */
+function readSetting<K extends SettingKey>(key: K, env: NodeJS.ProcessEnv): SettingValue<K> {
   const spec: SettingSpec = SETTINGS[key];
   const raw = env[spec.env];
   const value = raw === undefined || raw === '' ? spec.default : raw;
@@ -98,7 +103,8 @@ function readSetting<K extends SettingKey>(key: K, env: NodeJS.ProcessEnv): unkn
     const why = result.error.issues.map((i) => i.message).join('; ');
     throw new ConfigError(`invalid ${spec.env}=${shown}: ${why}`);
   }
-  return result.data;
+  // The one cast: SETTINGS[key] widened to SettingSpec loses which schema K has.
+  return result.data as SettingValue<K>;
 }
 
 /** EXTPROC_TOKEN, or the content of EXTPROC_TOKEN_FILE (trimmed), checked as the setting is. */
@@ -167,12 +173,15 @@ function loadRoutes(path: string): RouteSettings[] {
 export function loadConfig(env: NodeJS.ProcessEnv = process.env, argv: readonly string[] = process.argv.slice(2)): Config {
   const role = parseRole(argv);
   const s = <K extends SettingKey>(key: K) => readSetting(key, env);
-  const secret = s('webhookSecret') as string;
-  const adminToken = s('adminToken') as string;
-  const extprocToken = readToken(s('extprocToken') as string, s('extprocTokenFile') as string);
-  const maxBodyBytes = s('maxBodyBytes') as number;
-  const bufferBudget = s('extprocBufferBudget') as number;
-  const adminAddr = splitHostPort(s('adminAddr') as string);
+  const secret = s('webhookSecret');
+  const adminToken = s('adminToken');
+  const extprocToken = readToken(s('extprocToken'), s('extprocTokenFile'));
+  const maxBodyBytes = s('maxBodyBytes');
+  const bufferBudget = s('extprocBufferBudget');
+  const adminAddr = splitHostPort(s('adminAddr'));
+  const redisCommandTimeoutMs = Math.round(s('redisCommandTimeout') * 1000);
+  const dispatchConcurrency = s('dispatchConcurrency');
+  const webhookTimeoutMs = Math.round(s('webhookTimeout') * 1000);
   if (!isLoopbackHost(adminAddr.host) && adminToken === '') {
     throw new ConfigError(`invalid ADMIN_ADDR=${JSON.stringify(`${adminAddr.host}:${adminAddr.port}`)} without ADMIN_TOKEN: the admin port serves every tenant's runs, so off loopback it needs ADMIN_TOKEN`);
   }
@@ -181,41 +190,45 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, argv: readonly 
   }
   return {
     role,
-    extprocAddr: splitHostPort(s('extprocAddr') as string),
+    extprocAddr: splitHostPort(s('extprocAddr')),
     extprocToken: extprocToken === '' ? null : extprocToken,
-    extprocStreamIdleTimeoutMs: Math.round((s('extprocStreamIdleTimeout') as number) * 1000),
+    extprocStreamIdleTimeoutMs: Math.round(s('extprocStreamIdleTimeout') * 1000),
     extprocBufferBudgetBytes: bufferBudget,
     adminAddr,
     adminToken: adminToken === '' ? null : adminToken,
-    adminAllowedHosts: (s('adminAllowedHosts') as string).split(',').map((h) => h.trim().toLowerCase()).filter(Boolean),
-    redisUrl: s('redisUrl') as string,
-    redisKeyPrefix: s('redisKeyPrefix') as string,
-    redisCommandTimeoutMs: Math.round((s('redisCommandTimeout') as number) * 1000),
-    redisWorkerCommandTimeoutMs: Math.max(5000, 5 * Math.round((s('redisCommandTimeout') as number) * 1000)),
-    dispatchUrl: (s('dispatchUrl') as string).replace(/\/+$/, ''),
-    dispatchConcurrency: s('dispatchConcurrency') as number,
-    gracePeriodMs: Math.round((s('responseGracePeriod') as number) * 1000),
-    routes: loadRoutes(s('configFile') as string),
-    leaseTimeoutMs: Math.round((s('leaseTimeout') as number) * 1000),
-    redispatchInterrupted: s('redispatchInterrupted') as RedispatchPolicy,
-    maxDispatchAttempts: s('maxDispatchAttempts') as number,
+    adminAllowedHosts: s('adminAllowedHosts').split(',').map((h) => h.trim().toLowerCase()).filter(Boolean),
+    redisUrl: s('redisUrl'),
+    redisKeyPrefix: s('redisKeyPrefix'),
+    redisCommandTimeoutMs,
+    redisWorkerCommandTimeoutMs: Math.max(5000, 5 * redisCommandTimeoutMs),
+    dispatchUrl: s('dispatchUrl').replace(/\/+$/, ''),
+    dispatchConcurrency,
+    gracePeriodMs: Math.round(s('responseGracePeriod') * 1000),
+    routes: loadRoutes(s('configFile')),
+    leaseTimeoutMs: Math.round(s('leaseTimeout') * 1000),
+    redispatchInterrupted: s('redispatchInterrupted'),
+    maxDispatchAttempts: s('maxDispatchAttempts'),
     maxBodyBytes,
-    maxResultBytes: s('maxResultBytes') as number,
-    runsApiPrefix: s('runsApiPrefix') as string,
-    ownerHeader: s('ownerHeader') as string,
-    ownerRequired: s('ownerRequired') as boolean,
-    runTtlMs: (s('runTtl') as number) * 1000,
+    maxResultBytes: s('maxResultBytes'),
+    runsApiPrefix: s('runsApiPrefix'),
+    ownerHeader: s('ownerHeader'),
+    ownerRequired: s('ownerRequired'),
+    runTtlMs: s('runTtl') * 1000,
     webhook: {
       secrets: secret === '' ? [] : secret.split(/[\s,]+/),
-      timeoutMs: Math.round((s('webhookTimeout') as number) * 1000),
-      retrySchedule: s('webhookRetrySchedule') as string,
-      allowPrivateNetworks: s('webhookAllowPrivateNetworks') as boolean,
-      allowedHosts: (s('webhookAllowedHosts') as string).split(',').map((h) => h.trim().toLowerCase()).filter(Boolean),
-      maxBodyBytes: s('webhookMaxBodyBytes') as number,
+      timeoutMs: webhookTimeoutMs,
+      // A delivery a worker holds is hidden from the others for longer than one attempt can last.
+      visibilityMs: webhookTimeoutMs + 30_000,
+      // Deliveries follow dispatches one for one, within sane bounds for small and huge pools.
+      concurrency: Math.max(16, Math.min(dispatchConcurrency, 256)),
+      retryScheduleMs: s('webhookRetrySchedule'),
+      allowPrivateNetworks: s('webhookAllowPrivateNetworks'),
+      allowedHosts: s('webhookAllowedHosts').split(',').map((h) => h.trim().toLowerCase()).filter(Boolean),
+      maxBodyBytes: s('webhookMaxBodyBytes'),
     },
-    publicBaseUrl: (s('publicBaseUrl') as string).replace(/\/+$/, ''),
-    shutdownGraceMs: Math.round((s('shutdownGrace') as number) * 1000),
-    logLevel: s('logLevel') as string,
+    publicBaseUrl: s('publicBaseUrl').replace(/\/+$/, ''),
+    shutdownGraceMs: Math.round(s('shutdownGrace') * 1000),
+    logLevel: s('logLevel'),
   };
 }
 

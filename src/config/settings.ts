@@ -1,9 +1,17 @@
 import { z } from 'zod';
+import { DEFAULT_RETRY_SCHEDULE, parseRetrySchedule } from '../webhooks/retry';
 
 /**
  * Every setting the sidecar reads from the environment, in one table: the schema parses and
  * validates it, and `--help` and the README's configuration table are generated from it.
  */
+
+/** The longest grace period (12 h): the dispatch listener's route timeout in envoy/envoy.yaml matches it. */
+export const MAX_GRACE_SECONDS = 43200;
+
+/** Orphaned runs that are dispatched again; the type comes from the same list. */
+export const REDISPATCH_POLICIES = ['never', 'idempotent', 'always'] as const;
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
 const seconds = (max?: number) => {
   let schema = z.coerce.number().positive();
@@ -47,6 +55,7 @@ export interface SettingSpec {
   env: string;
   /** Default as the user would write it ('' for "unset"). */
   default: string;
+  /** Parses the raw string; its output type is the setting's type in Config. */
   schema: z.ZodType;
   description: string;
   /** Secrets are never echoed back in error messages. */
@@ -121,7 +130,7 @@ export const SETTINGS = {
     description: 'Runs one worker process dispatches at once; the rest wait in the Redis queue, oldest first.',
   },
   responseGracePeriod: {
-    env: 'RESPONSE_GRACE_PERIOD', default: '900', schema: seconds(43200),
+    env: 'RESPONSE_GRACE_PERIOD', default: '900', schema: seconds(MAX_GRACE_SECONDS),
     description: 'Seconds a run may take upstream before it is aborted as `timed_out` (at most 43200 = 12 h).',
   },
   leaseTimeout: {
@@ -129,7 +138,7 @@ export const SETTINGS = {
     description: 'Seconds without a heartbeat after which a running run is taken to be orphaned by a dead worker.',
   },
   redispatchInterrupted: {
-    env: 'REDISPATCH_INTERRUPTED', default: 'idempotent', schema: z.enum(['never', 'idempotent', 'always']),
+    env: 'REDISPATCH_INTERRUPTED', default: 'idempotent', schema: z.enum(REDISPATCH_POLICIES),
     description: 'Which orphaned runs are dispatched again instead of ending `failed`/`interrupted`: never, idempotent methods (GET, HEAD, OPTIONS, PUT, DELETE), or always.',
   },
   maxDispatchAttempts: {
@@ -176,7 +185,16 @@ export const SETTINGS = {
     description: 'Seconds one webhook attempt may take (connect, headers and body).',
   },
   webhookRetrySchedule: {
-    env: 'WEBHOOK_RETRY_SCHEDULE', default: '0,5s,5m,30m,2h,5h,10h,10h', schema: z.string().trim().regex(/^\d+(\.\d+)?(ms|s|m|h)?(\s*,\s*\d+(\.\d+)?(ms|s|m|h)?)*$/, 'must be a comma-separated list of delays like 0,5s,5m,2h'),
+    env: 'WEBHOOK_RETRY_SCHEDULE', default: DEFAULT_RETRY_SCHEDULE,
+    // Parsed here, with the grammar of src/webhooks/retry.ts: Config holds the delays in ms.
+    schema: z.string().trim().transform((v, ctx) => {
+      try {
+        return parseRetrySchedule(v);
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: `${(err as Error).message}; must be a comma-separated list of delays like 0,5s,5m,2h` });
+        return z.NEVER;
+      }
+    }),
     description: 'Delay before each webhook attempt (the first is usually 0); its length is the number of attempts. Jittered by ±10%.',
   },
   webhookAllowPrivateNetworks: {
@@ -196,11 +214,11 @@ export const SETTINGS = {
     description: 'Public base URL of Envoy, used to build absolute `result_url`s in webhook envelopes (relative when unset).',
   },
   shutdownGrace: {
-    env: 'SHUTDOWN_GRACE', default: '30', schema: seconds(43200),
+    env: 'SHUTDOWN_GRACE', default: '30', schema: seconds(MAX_GRACE_SECONDS),
     description: 'Seconds in-flight dispatches get to finish after SIGTERM before they are handed back.',
   },
   logLevel: {
-    env: 'LOG_LEVEL', default: 'info', schema: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+    env: 'LOG_LEVEL', default: 'info', schema: z.enum(LOG_LEVELS),
     description: 'pino log level.',
   },
   configFile: {
@@ -210,3 +228,5 @@ export const SETTINGS = {
 } satisfies Record<string, SettingSpec>;
 
 export type SettingKey = keyof typeof SETTINGS;
+/** The parsed type of one setting, from its schema. */
+export type SettingValue<K extends SettingKey> = z.output<(typeof SETTINGS)[K]['schema']>;

@@ -1,5 +1,7 @@
 /** The states of a run. queued and running are live; the rest are final. */
-export type RunStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'timed_out' | 'cancelled';
+/** Every status a run can have, in lifecycle order: the type and the runs API's filter both come from it. */
+export const RUN_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'timed_out', 'cancelled'] as const;
+export type RunStatus = (typeof RUN_STATUSES)[number];
 export type FinalStatus = Exclude<RunStatus, 'queued' | 'running'>;
 export type WebhookStatus = 'none' | 'pending' | 'delivered' | 'failed';
 export type Trigger = 'query' | 'prefer';

@@ -37,6 +37,17 @@ describe('configuration (docs/CONTRACT.md §6)', () => {
     expect(() => loadConfig(env, [])).toThrow(message);
   });
 
+  it('derives the values the parts need, in one place: retry delays, delivery window and concurrency, worker timeout', () => {
+    const c = loadConfig({ WEBHOOK_TIMEOUT: '10', DISPATCH_CONCURRENCY: '500', REDIS_COMMAND_TIMEOUT: '2', WEBHOOK_RETRY_SCHEDULE: '0, 500ms, 1.5, 2m' }, []);
+    expect(c.webhook).toMatchObject({ retryScheduleMs: [0, 500, 1500, 120_000], visibilityMs: 40_000, concurrency: 256 });
+    expect(c.redisWorkerCommandTimeoutMs).toBe(10_000);
+    const d = loadConfig({}, []);
+    expect(d.webhook).toMatchObject({ retryScheduleMs: [0, 5_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 36_000_000], visibilityMs: 60_000, concurrency: 100 });
+    expect(d.redisWorkerCommandTimeoutMs).toBe(5_000);
+    expect(loadConfig({ DISPATCH_CONCURRENCY: '4' }, []).webhook.concurrency).toBe(16);
+    expect(() => loadConfig({ WEBHOOK_RETRY_SCHEDULE: '0,5 fortnights' }, [])).toThrow(/WEBHOOK_RETRY_SCHEDULE="0,5 fortnights": invalid retry schedule entry "5 fortnights"/);
+  });
+
   it('never echoes a secret in an error', () => {
     expect(() => loadConfig({ WEBHOOK_SECRET: 'not-a-secret-format' }, [])).toThrow(/WEBHOOK_SECRET=<redacted>/);
   });
