@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { timingSafeEqual, createHash } from 'node:crypto';
 import { isIP } from 'node:net';
 import type { HttpReply } from '../extproc';
-import { jsonError, jsonReply, type RunsApi } from '../api';
+import { apiError, jsonReply, type RunsApi } from '../api';
 import type { Logger, Metrics } from '../telemetry';
 import { dashboardReply } from './dashboard';
 
@@ -52,7 +52,7 @@ export class AdminServer {
     this.server = createServer((req, res) => {
       this.route(req, res).catch((err: Error) => {
         this.logger.error({ err, path: req.url }, 'admin request failed');
-        if (!res.headersSent) send(res, jsonError(500, 'internal_error', 'The admin server failed to answer.'));
+        if (!res.headersSent) send(res, apiError('internal_error', 'The admin server failed to answer.'));
         else res.destroy();
       });
     });
@@ -113,13 +113,13 @@ export class AdminServer {
     const pathname = path.split('?', 1)[0]!;
     const method = req.method ?? 'GET';
     if (!this.hostAllowed(req)) {
-      return send(res, jsonError(403, 'host_not_allowed', 'The Host header names a host this admin port does not answer to (see ADMIN_ALLOWED_HOSTS).'));
+      return send(res, apiError('host_not_allowed', 'The Host header names a host this admin port does not answer to (see ADMIN_ALLOWED_HOSTS).'));
     }
     if (STATE_CHANGING.has(method) && this.crossSite(req)) {
-      return send(res, jsonError(403, 'cross_site_request', 'State-changing requests from another site are refused.'));
+      return send(res, apiError('cross_site_request', 'State-changing requests from another site are refused.'));
     }
     if (pathname === '/healthz' || pathname === '/readyz' || pathname === '/metrics') {
-      if (method !== 'GET' && method !== 'HEAD') return send(res, jsonError(405, 'method_not_allowed', 'Allowed methods: GET, HEAD.', [['allow', 'GET, HEAD']]));
+      if (method !== 'GET' && method !== 'HEAD') return send(res, apiError('method_not_allowed', 'Allowed methods: GET, HEAD.', { headers: [['allow', 'GET, HEAD']] }));
     }
     if (pathname === '/healthz') {
       return send(res, this.checks.live() ? jsonReply(200, { status: 'ok' }) : jsonReply(503, { status: 'unhealthy' }));
@@ -135,7 +135,7 @@ export class AdminServer {
     }
     if (this.runsApi && this.runsApi.owns(pathname)) {
       if (!this.authorized(req)) {
-        return send(res, jsonError(401, 'unauthorized', 'The admin runs API needs Authorization: Bearer <ADMIN_TOKEN>.', [['www-authenticate', 'Bearer']]));
+        return send(res, apiError('unauthorized', 'The admin runs API needs Authorization: Bearer <ADMIN_TOKEN>.', { headers: [['www-authenticate', 'Bearer']] }));
       }
       const abort = new AbortController();
       res.on('close', () => abort.abort());
@@ -146,7 +146,7 @@ export class AdminServer {
     }
     const page = dashboardReply(method, pathname, this.options.runsApiPrefix);
     if (page) return send(res, page);
-    return send(res, jsonError(404, 'not_found', `Nothing is served at ${pathname} on the admin port.`));
+    return send(res, apiError('not_found', `Nothing is served at ${pathname} on the admin port.`));
   }
 
   private authorized(req: IncomingMessage): boolean {

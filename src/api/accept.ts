@@ -2,7 +2,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import type { HttpReply, RequestHead } from '../extproc';
 import type { Metrics, Logger } from '../telemetry';
 import type { NewRun, RunStore, Trigger } from '../runs';
-import { jsonError, ownerRequired } from './errors';
+import { apiError, ownerRequired, type ApiErrorCode, type ApiErrorOptions } from './errors';
 import { headerValue, headerValues, paramValue, parseQuery, preferName, preferTokens, splitPath } from './request-parts';
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1) and headers the replay sets itself. */
@@ -19,7 +19,7 @@ export interface AcceptOptions {
   maxBodyBytes: number;
   gracePeriodFor: (path: string) => number;
   /** Accept-time check of webhookEndpoint (docs/CONTRACT.md §2); an error carries the JSON error code. */
-  validateWebhookUrl: (raw: string) => { ok: true; url: URL } | { ok: false; code: string; message: string };
+  validateWebhookUrl: (raw: string) => { ok: true; url: URL } | { ok: false; code: 'invalid_webhook_endpoint' | 'webhook_endpoint_not_allowed'; message: string };
   /** False while the process is shutting down: new runs go to another replica. */
   isAccepting: () => boolean;
 }
@@ -100,18 +100,18 @@ export class AsyncAcceptor {
       return ownerRequired(this.options.ownerHeader);
     }
     if (!this.options.isAccepting()) {
-      return this.reject(503, 'shutting_down', 'This sidecar replica is shutting down; retry the request.', [['retry-after', '1']]);
+      return this.reject('shutting_down', 'This sidecar replica is shutting down; retry the request.');
     }
-    if (req.badEncoding) return this.reject(400, 'invalid_webhook_endpoint', 'webhookEndpoint is not valid percent-encoding.');
+    if (req.badEncoding) return this.reject('invalid_webhook_endpoint', 'webhookEndpoint is not valid percent-encoding.');
     if (req.webhookEndpoint !== null) {
       const check = this.options.validateWebhookUrl(req.webhookEndpoint);
-      if (!check.ok) return this.reject(400, check.code, check.message);
+      if (!check.ok) return this.reject(check.code, check.message);
     }
     return null;
   }
 
   tooLarge(): HttpReply {
-    return this.reject(413, 'body_too_large', `The request body exceeds the limit of ${this.options.maxBodyBytes} bytes.`);
+    return this.reject('body_too_large', `The request body exceeds the limit of ${this.options.maxBodyBytes} bytes.`);
   }
 
   async accept(head: RequestHead, req: AsyncRequest, body: Buffer): Promise<HttpReply> {
@@ -140,13 +140,12 @@ export class AsyncAcceptor {
       this.logger.error({ err, request_id: run.requestId, run_id: id, uncertain }, 'could not store a new run');
       if (uncertain) {
         return this.reject(
-          503, 'store_uncertain',
+          'store_uncertain',
           `Redis did not confirm the run in time; it may have been stored. Look it up at ${this.options.runsApiPrefix}/${id} before retrying.`,
-          [['retry-after', '1'], ['location', `${this.options.runsApiPrefix}/${id}`]],
-          { run_id: id },
+          { headers: [['location', `${this.options.runsApiPrefix}/${id}`]], fields: { run_id: id } },
         );
       }
-      return this.reject(503, 'store_unavailable', 'The run could not be stored; nothing was accepted. Retry later.', [['retry-after', '1']]);
+      return this.reject('store_unavailable', 'The run could not be stored; nothing was accepted. Retry later.');
     }
     this.metrics.runsAccepted.inc({ trigger: req.trigger });
     this.logger.info(
@@ -162,8 +161,8 @@ export class AsyncAcceptor {
     return { status: 202, headers, body: `{"run_id":"${id}"}\n`, details: 'async_run_accepted' };
   }
 
-  private reject(status: number, code: string, message: string, extra: Array<[string, string]> = [], fields: Record<string, string> = {}): HttpReply {
+  private reject(code: ApiErrorCode, message: string, options?: ApiErrorOptions): HttpReply {
     this.metrics.runsRejected.inc({ code });
-    return jsonError(status, code, message, extra, fields);
+    return apiError(code, message, options);
   }
 }

@@ -2,7 +2,7 @@ import type { HttpReply } from '../extproc';
 import type { Logger, Metrics } from '../telemetry';
 import { isFinal, REDELIVER_MIN_INTERVAL_MS, RUN_STATUSES, type RunEvents, type RunStatus, type RunStore, type RunView } from '../runs';
 import { ownerFingerprint } from './accept';
-import { jsonError, jsonReply, ownerRequired } from './errors';
+import { apiError, jsonReply, ownerRequired } from './errors';
 import { headerValue, paramValue, parseQuery, splitPath } from './request-parts';
 
 export interface ApiRequest {
@@ -84,7 +84,7 @@ export class RunsApi {
     } catch (err) {
       this.metrics.redisErrors.inc({ operation: `api_${route.kind}` });
       this.logger.error({ err }, 'runs API could not read the store');
-      return jsonError(503, 'store_unavailable', 'The run store is unavailable; retry later.', [['retry-after', '1']]);
+      return apiError('store_unavailable', 'The run store is unavailable; retry later.');
     }
   }
 
@@ -118,7 +118,7 @@ export class RunsApi {
   private async status(id: string, req: ApiRequest, scope: ApiScope, signal?: AbortSignal): Promise<HttpReply> {
     const wait = this.waitSeconds(req);
     if (wait === 'invalid') {
-      return jsonError(400, 'invalid_wait', `wait must be a number of seconds from 0 to ${this.options.maxWaitSeconds}.`);
+      return apiError('invalid_wait', `wait must be a number of seconds from 0 to ${this.options.maxWaitSeconds}.`);
     }
     if (!wait) return this.viewReply(id, req, scope);
     // Subscribe before reading, so that an end between the read and the wait is not missed.
@@ -149,7 +149,7 @@ export class RunsApi {
       return run ? jsonReply(202, run.view, [['x-async-run-status', result.status]]) : notFound();
     }
     if (result.statusCode === 0) {
-      return jsonError(409, 'no_result', `The run ended ${result.status} without an upstream response.`, [['x-async-run-status', result.status]]);
+      return apiError('no_result', `The run ended ${result.status} without an upstream response.`, { headers: [['x-async-run-status', result.status]] });
     }
     return {
       status: result.statusCode,
@@ -169,7 +169,7 @@ export class RunsApi {
     const had = await this.store.cancel(id);
     if (had === 'missing') return notFound();
     if (had !== 'queued' && had !== 'running') {
-      return jsonError(409, 'run_already_finished', `The run already ended ${had}; it cannot be cancelled.`);
+      return apiError('run_already_finished', `The run already ended ${had}; it cannot be cancelled.`);
     }
     this.logger.info({ run_id: id, was: had }, 'run cancelled');
     this.metrics.runsFinished.inc({ status: 'cancelled' });
@@ -180,13 +180,13 @@ export class RunsApi {
     const owner = scope === 'admin' ? null : ownerFingerprint(headerValue(req.headers, this.options.ownerHeader));
     const outcome = await this.store.redeliver(id, owner);
     if (outcome === 'missing') return notFound();
-    if (outcome === 'not_finished') return jsonError(409, 'run_not_finished', 'The run has not ended; its webhook is sent when it does.');
-    if (outcome === 'no_webhook') return jsonError(409, 'no_webhook', 'The run was created without a webhookEndpoint.');
-    if (outcome === 'cancelled') return jsonError(409, 'run_cancelled', 'The run was cancelled: it has no outcome to deliver.');
-    if (outcome === 'pending') return jsonError(409, 'delivery_pending', 'A delivery of this webhook is still pending.');
+    if (outcome === 'not_finished') return apiError('run_not_finished', 'The run has not ended; its webhook is sent when it does.');
+    if (outcome === 'no_webhook') return apiError('no_webhook', 'The run was created without a webhookEndpoint.');
+    if (outcome === 'cancelled') return apiError('run_cancelled', 'The run was cancelled: it has no outcome to deliver.');
+    if (outcome === 'pending') return apiError('delivery_pending', 'A delivery of this webhook is still pending.');
     if (outcome === 'too_soon') {
       const wait = String(Math.ceil(REDELIVER_MIN_INTERVAL_MS / 1000));
-      return jsonError(429, 'redeliver_too_soon', `This webhook was redelivered less than ${wait} s ago.`, [['retry-after', wait]]);
+      return apiError('redeliver_too_soon', `This webhook was redelivered less than ${wait} s ago.`, { retryAfterS: Number(wait) });
     }
     this.logger.info({ run_id: id }, 'webhook redelivery requested');
     const after = await this.store.get(id);
@@ -200,13 +200,13 @@ export class RunsApi {
       return p ? paramValue(p) : null;
     };
     const status = get('status');
-    if (status !== null && !STATUSES.has(status)) return jsonError(400, 'invalid_status', `status must be one of ${[...STATUSES].join(', ')}.`);
+    if (status !== null && !STATUSES.has(status)) return apiError('invalid_status', `status must be one of ${[...STATUSES].join(', ')}.`);
     const limitRaw = get('limit') ?? '50';
-    if (!/^\d+$/.test(limitRaw) || Number(limitRaw) < 1 || Number(limitRaw) > 500) return jsonError(400, 'invalid_limit', 'limit must be a whole number from 1 to 500.');
+    if (!/^\d+$/.test(limitRaw) || Number(limitRaw) < 1 || Number(limitRaw) > 500) return apiError('invalid_limit', 'limit must be a whole number from 1 to 500.');
     const limit = Number(limitRaw);
     const cursorRaw = get('cursor');
     const cursorMatch = cursorRaw === null ? null : /^(\d+)_([0-9a-f-]{36})$/.exec(cursorRaw);
-    if (cursorRaw !== null && !cursorMatch) return jsonError(400, 'invalid_cursor', 'cursor must be the next_cursor of an earlier page.');
+    if (cursorRaw !== null && !cursorMatch) return apiError('invalid_cursor', 'cursor must be the next_cursor of an earlier page.');
     let after = cursorMatch ? { createdAt: Number(cursorMatch[1]), id: cursorMatch[2]! } : undefined;
     const runs: RunView[] = [];
     let nextCursor: string | null = null;
@@ -228,9 +228,9 @@ export class RunsApi {
 }
 
 function notFound(): HttpReply {
-  return jsonError(404, 'run_not_found', 'No run with this id exists for these credentials.');
+  return apiError('run_not_found', 'No run with this id exists for these credentials.');
 }
 
 function methodNotAllowed(allow: string): HttpReply {
-  return jsonError(405, 'method_not_allowed', `Allowed methods: ${allow}.`, [['allow', allow]]);
+  return apiError('method_not_allowed', `Allowed methods: ${allow}.`, { headers: [['allow', allow]] });
 }

@@ -58,13 +58,27 @@ export interface DispatchOutcome {
     size: number;
     truncated: boolean;
   } | null;
-  error: { code: string; message: string } | null;
+  error: { code: DispatchErrorCode; message: string } | null;
 }
+
+/** Why a dispatch ended without success (a run's `error.code`), set by the worker or by recovery. */
+export const DISPATCH_ERRORS = ['upstream_status', 'upstream_unreachable', 'grace_period_exceeded', 'invalid_target', 'interrupted'] as const;
+export type DispatchErrorCode = (typeof DISPATCH_ERRORS)[number];
+
+/**
+ * Why a webhook attempt got no status: the first seven are retried, the last three end the
+ * delivery (FINAL_ERRORS in src/webhooks/retry.ts).
+ */
+export const ATTEMPT_ERRORS = [
+  'timeout', 'connection_refused', 'connection_reset', 'host_unreachable', 'tls_error', 'dns_failure', 'connection_error',
+  'blocked_address', 'invalid_url', 'invalid_request',
+] as const;
+export type AttemptErrorCode = (typeof ATTEMPT_ERRORS)[number];
 
 export interface WebhookAttemptRecord {
   at: string;
   status_code: number | null;
-  error: string | null;
+  error: AttemptErrorCode | null;
   duration_ms: number;
   outcome: 'delivered' | 'retry' | 'failed';
 }

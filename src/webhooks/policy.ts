@@ -20,7 +20,7 @@ export interface NetworkPolicy {
   allowedHosts: string[];
 }
 
-export type UrlCheck = { ok: true; url: URL } | { ok: false; code: string; message: string };
+export type UrlCheck = { ok: true; url: URL } | { ok: false; code: 'invalid_webhook_endpoint' | 'webhook_endpoint_not_allowed'; message: string };
 
 /** Longest webhook URL accepted, in characters. */
 export const MAX_WEBHOOK_URL_LENGTH = 4096;

@@ -1,3 +1,4 @@
+import type { AttemptErrorCode } from '../runs/types';
 /** docs/CONTRACT.md §4 default (as Svix): immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h: 8 attempts. */
 export const DEFAULT_RETRY_SCHEDULE = '0,5s,5m,30m,2h,5h,10h,10h';
 
@@ -28,7 +29,7 @@ export function parseRetrySchedule(spec: string): number[] {
 export type AttemptOutcome = 'delivered' | 'retry' | 'failed';
 
 /** Errors that end a delivery at once (the others, connection errors and timeouts, are retried). */
-const FINAL_ERRORS = new Set(['blocked_address', 'invalid_url', 'invalid_request']);
+const FINAL_ERRORS: ReadonlySet<AttemptErrorCode | string> = new Set<AttemptErrorCode>(['blocked_address', 'invalid_url', 'invalid_request']);
 
 /**
  * What an attempt means for the delivery (docs/CONTRACT.md §4): 2xx delivered; 408, 429 and 5xx retried;

@@ -2,6 +2,7 @@ import { performance } from 'node:perf_hooks';
 import { Agent } from 'undici';
 import { checkDeliveryTarget, PinnedLookup, systemResolver, type Resolver } from './guard';
 import type { NetworkPolicy } from './policy';
+import type { AttemptErrorCode } from '../runs/types';
 import { classifyAttempt, parseRetryAfter, type AttemptOutcome } from './retry';
 import { WebhookSigner } from './signing';
 
@@ -34,10 +35,8 @@ export interface WebhookDelivery {
 export interface AttemptResult {
   outcome: AttemptOutcome;
   statusCode: number | null;
-  /** Why no status: timeout, connection_refused, connection_reset, host_unreachable, tls_error,
-   *  dns_failure, connection_error (retried); blocked_address, invalid_url, invalid_request (failed).
-   *  Null when a status came back. */
-  error: string | null;
+  /** Why no status came back (retried or final: see ATTEMPT_ERRORS); null when one did. */
+  error: AttemptErrorCode | null;
   durationMs: number;
   /** The receiver's Retry-After (ms) on a retryable answer, else null. */
   retryAfterMs: number | null;
@@ -85,7 +84,7 @@ export class WebhookSender {
 
   async send(d: WebhookDelivery): Promise<AttemptResult> {
     const started = performance.now();
-    const finish = (statusCode: number | null, error: string | null, retryAfterMs: number | null = null): AttemptResult => {
+    const finish = (statusCode: number | null, error: AttemptErrorCode | null, retryAfterMs: number | null = null): AttemptResult => {
       const outcome = classifyAttempt({ statusCode, error });
       return { outcome, statusCode, error, durationMs: performance.now() - started, retryAfterMs: outcome === 'retry' ? retryAfterMs : null };
     };
@@ -170,7 +169,7 @@ function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
 }
 
 /** A short, stable name for a connection-level failure. */
-export function errorName(err: unknown): string {
+export function errorName(err: unknown): AttemptErrorCode {
   let e = err as { code?: string; errors?: unknown[]; cause?: unknown; name?: string };
   // Happy eyeballs (autoSelectFamily) reports an AggregateError; undici may wrap in `cause`.
   if (e && !e.code && Array.isArray(e.errors) && e.errors.length > 0) e = e.errors[e.errors.length - 1] as typeof e;

@@ -75,7 +75,7 @@ describe('run store (one Lua script per state change)', () => {
     const [run] = await store.claim('w1', 1);
     const [cancel, completed] = await Promise.all([
       store.cancel(id(1)),
-      store.complete('w1', run!, { status: 'failed', response: null, error: { code: 'x', message: 'y' } }),
+      store.complete('w1', run!, { status: 'failed', response: null, error: { code: 'upstream_unreachable', message: 'y' } }),
     ]);
     const final = (await store.get(id(1)))!.view.status;
     expect(cancel === 'running' ? final === 'cancelled' && !completed.recorded : final === 'failed' && completed.recorded).toBe(true);
@@ -174,7 +174,7 @@ describe('run store (one Lua script per state change)', () => {
 
     await store.create(newRun(id(2), { webhookUrl: 'https://hooks.example/x' }));
     const [run] = await store.claim('w1', 1);
-    await store.complete('w1', run!, { status: 'failed', response: null, error: { code: 'x', message: 'y' } });
+    await store.complete('w1', run!, { status: 'failed', response: null, error: { code: 'upstream_unreachable', message: 'y' } });
     for (let i = 0; i < 60; i++) {
       await store.recordWebhookAttempt(id(2), { at: new Date().toISOString(), status_code: 500 + (i % 10), error: null, duration_ms: i, outcome: 'retry' }, 0);
     }
@@ -187,7 +187,7 @@ describe('run store (one Lua script per state change)', () => {
   it('hands a webhook delivery to the completing worker, due for others only after the window', async () => {
     await store.create(newRun(id(1), { webhookUrl: 'https://hooks.example/x' }));
     const [run] = await store.claim('w1', 1);
-    const done = await store.complete('w1', run!, { status: 'failed', response: null, error: { code: 'x', message: 'y' } }, { handOffWindowMs: 300 });
+    const done = await store.complete('w1', run!, { status: 'failed', response: null, error: { code: 'upstream_unreachable', message: 'y' } }, { handOffWindowMs: 300 });
     expect(done).toEqual({ recorded: true, webhook: { url: 'https://hooks.example/x', webhookId: expect.stringMatching(/^msg_/) }, next: [] });
     expect(await store.claimWebhooks(10, 10_000)).toEqual([]);
     await new Promise((r) => setTimeout(r, 350));
