@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Redis } from 'ioredis';
 import { RunKeys } from './keys';
@@ -32,40 +32,43 @@ export const WEBHOOK_HISTORY_MAX = 50;
 /** Shortest time between two redeliveries of one run's webhook. */
 export const REDELIVER_MIN_INTERVAL_MS = 10_000;
 
-const SCRIPTS = {
-  enqueueRun: 3,
-  claimRuns: 2,
-  completeRun: 4,
-  cancelRun: 4,
-  renewLeases: 1,
-  recoverRuns: 3,
-  claimWebhooks: 1,
-  recordWebhookAttempt: 2,
-  redeliverWebhook: 2,
-  pruneIndex: 2,
-  releaseRuns: 2,
-  readResult: 1,
-  releaseUntracked: 2,
-} as const;
+/**
+ * The scripts, one file each in ./scripts named `<name>-<number of keys>.lua` (as BullMQ's
+ * commands/*.lua): adding a state change means one file and the method that passes its arguments.
+ * test/unit/lua-scripts.test.ts checks every file is listed here and uses exactly its KEYS.
+ */
+export const SCRIPT_NAMES = [
+  'enqueueRun', 'claimRuns', 'completeRun', 'cancelRun', 'renewLeases', 'recoverRuns', 'claimWebhooks',
+  'recordWebhookAttempt', 'redeliverWebhook', 'pruneIndex', 'releaseRuns', 'readResult', 'releaseUntracked',
+] as const;
+type ScriptName = (typeof SCRIPT_NAMES)[number];
 /** Scripts that only read: flagged `no-writes`, so Redis runs them on replicas and under OOM too. */
 const READ_ONLY: ReadonlySet<ScriptName> = new Set(['readResult']);
-type ScriptName = keyof typeof SCRIPTS;
 type ScriptArg = string | number | Buffer;
 type ScriptFn = (...args: ScriptArg[]) => Promise<unknown>;
 
+export const SCRIPTS_DIR = join(__dirname, 'scripts');
 const snake = (name: string) => name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+
+/** The script file of `name` and its number of keys, read from the file name. */
+export function scriptFile(name: string): { file: string; numberOfKeys: number } {
+  const prefix = `${snake(name)}-`;
+  const found = readdirSync(SCRIPTS_DIR).filter((f) => f.startsWith(prefix) && /^\d+\.lua$/.test(f.slice(prefix.length)));
+  if (found.length !== 1) throw new Error(`expected one ${prefix}<keys>.lua in ${SCRIPTS_DIR}, found ${found.length}`);
+  return { file: join(SCRIPTS_DIR, found[0]!), numberOfKeys: Number(found[0]!.slice(prefix.length, -'.lua'.length)) };
+}
 
 /** Reads the Lua scripts once; each becomes an EVALSHA command on the connection. */
 function defineScripts(redis: Redis): void {
-  const dir = join(__dirname, 'scripts');
-  const lib = readFileSync(join(dir, 'lib.lua'), 'utf8');
-  for (const [name, numberOfKeys] of Object.entries(SCRIPTS)) {
+  const lib = readFileSync(join(SCRIPTS_DIR, 'lib.lua'), 'utf8');
+  for (const name of SCRIPT_NAMES) {
     if (typeof (redis as unknown as Record<string, unknown>)[`eas_${name}`] === 'function') continue;
-    const body = readFileSync(join(dir, `${snake(name)}.lua`), 'utf8');
+    const { file, numberOfKeys } = scriptFile(name);
+    const body = readFileSync(file, 'utf8');
     // The shebang makes Redis judge a script whole: one that may write is refused before it
     // starts when Redis is over maxmemory (no half-applied state change: complete_run's HSET
     // refused while recover_runs' ZREM went through), instead of failing at its first write.
-    const flags = READ_ONLY.has(name as ScriptName) ? '#!lua flags=no-writes' : '#!lua';
+    const flags = READ_ONLY.has(name) ? '#!lua flags=no-writes' : '#!lua';
     redis.defineCommand(`eas_${name}`, { numberOfKeys, lua: `${flags}\n${lib}\n${body}` });
   }
 }

@@ -2,6 +2,7 @@
 -- (their worker died), or, with explicit ids, runs a stopping worker hands back.
 -- KEYS: queue, leases, webhooks. ARGV: key base, channel, ttl ms, max attempts, policy
 -- (never | idempotent | always), limit, worker ('' = every expired lease), id1, id2, ...
+-- Returns, per run acted on: { id, 'queued' | 'failed' }.
 local now = now_ms()
 local ids
 if ARGV[7] == '' then

@@ -3,6 +3,7 @@
 -- retry delay ms (-1 when none), status code ('' when none), ttl ms, history length kept.
 -- The history keeps the latest attempts only (retries and redeliveries would grow it without
 -- bound); `wh_attempts` still counts them all.
+-- Returns 1, or 0 when the run is gone (its delivery entry is dropped).
 local now = now_ms()
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('ZREM', KEYS[2], ARGV[1])
