@@ -31,6 +31,8 @@ type AbortReason = 'grace' | 'cancelled' | 'shutdown' | 'lease_lost';
 
 interface InFlight {
   run: ClaimedRun;
+  /** This run's logger: every line carries its run_id. */
+  log: Logger;
   controller: AbortController;
   reason: AbortReason | null;
   done: Promise<void>;
@@ -179,13 +181,14 @@ export class Dispatcher {
     // never reached the upstream, so they go back to the queue for another replica.
     if (this.stopping) return void this.release(run);
     const controller = new AbortController();
-    const entry: InFlight = { run, controller, reason: null, done: Promise.resolve() };
+    const log = this.logger.child({ run_id: run.id });
+    const entry: InFlight = { run, log, controller, reason: null, done: Promise.resolve() };
     this.inFlight.set(run.id, entry);
     this.leases.track(run.id, run.attempt, leasedAt);
     this.metrics.dispatchesInFlight.inc();
     this.metrics.queueWait.observe(Math.max(0, run.startedAt - run.queuedAt) / 1000);
     // The path only: a query string may carry credentials.
-    this.logger.info({ run_id: run.id, attempt: run.attempt, method: run.method, path: run.target.split('?', 1)[0] }, 'run started');
+    log.info({ attempt: run.attempt, method: run.method, path: run.target.split('?', 1)[0] }, 'run started');
     entry.done = this.execute(entry).finally(() => {
       this.inFlight.delete(run.id);
       this.leases.untrack(run.id);
@@ -219,7 +222,7 @@ export class Dispatcher {
     }
     // Cancelled, handed back, or no longer ours: whoever holds the run now records it.
     if (entry.reason === 'cancelled' || entry.reason === 'shutdown' || entry.reason === 'lease_lost') return;
-    await this.record(run, outcome);
+    await this.record(entry, outcome);
   }
 
   private async replay(run: ClaimedRun, body: Buffer, signal: AbortSignal): Promise<DispatchOutcome> {
@@ -279,7 +282,7 @@ export class Dispatcher {
     // The tenant sees only the error code: undici's message names internal addresses
     // (`connect ECONNREFUSED 10.0.3.7:8000`); the full error goes to the log.
     const code = (err as Error & { code?: string }).code ?? '';
-    this.logger.warn({ run_id: entry.run.id, err }, 'upstream call failed');
+    entry.log.warn({ err }, 'upstream call failed');
     return {
       status: 'failed', response: null,
       error: { code: 'upstream_unreachable', message: `The upstream call failed${code ? ` (${code})` : ''}.` },
@@ -287,7 +290,7 @@ export class Dispatcher {
   }
 
   /** Records the outcome; while Redis is away it keeps trying until the run's lease is gone. */
-  private async record(run: ClaimedRun, outcome: DispatchOutcome): Promise<void> {
+  private async record({ run, log }: InFlight, outcome: DispatchOutcome): Promise<void> {
     const giveUpAt = Date.now() + this.options.leaseTimeoutMs;
     for (let delay = 100; ; delay = Math.min(delay * 2, 2000)) {
       try {
@@ -328,18 +331,18 @@ export class Dispatcher {
         if (recorded) {
           this.metrics.runsFinished.inc({ status: outcome.status });
           this.metrics.runDuration.observe({ status: outcome.status }, (Date.now() - run.startedAt) / 1000);
-          this.logger.info(
-            { run_id: run.id, status: outcome.status, upstream_status: outcome.response?.statusCode ?? null, error: outcome.error?.code ?? null },
+          log.info(
+            { status: outcome.status, upstream_status: outcome.response?.statusCode ?? null, error: outcome.error?.code ?? null },
             'run finished',
           );
         } else {
-          this.logger.info({ run_id: run.id, status: outcome.status }, 'run outcome dropped: the run was cancelled or taken over');
+          log.info({ status: outcome.status }, 'run outcome dropped: the run was cancelled or taken over');
         }
         return;
       } catch (err) {
         this.redisError('complete_run', err as Error);
         if (Date.now() > giveUpAt) {
-          this.logger.error({ run_id: run.id }, 'gave up recording a run outcome; its lease expires and recovery ends it');
+          log.error('gave up recording a run outcome; its lease expires and recovery ends it');
           return;
         }
         await new Promise((r) => setTimeout(r, delay));

@@ -95,6 +95,8 @@ export class DeliveryWorker {
   }
 
   private async deliver(d: ClaimedDelivery): Promise<void> {
+    // This delivery's logger: every line carries its run_id and webhook_id.
+    const log = this.logger.child({ run_id: d.runId, webhook_id: d.webhookId });
     if (d.bodyPending) {
       // Left out of the claim for its size. If it cannot be read now, the delivery stays claimed
       // until its visibility window ends and is taken again then: repeated, never lost.
@@ -139,8 +141,8 @@ export class DeliveryWorker {
       duration_ms: Math.round(result.durationMs),
       outcome,
     };
-    this.logger.info(
-      { run_id: d.runId, webhook_id: d.webhookId, attempt: d.tries + 1, outcome, status_code: result.statusCode, error: result.error, retry_in_ms: delay },
+    log.info(
+      { attempt: d.tries + 1, outcome, status_code: result.statusCode, error: result.error, retry_in_ms: delay },
       'webhook attempt',
     );
     for (let backoff = 100; ; backoff = Math.min(backoff * 2, 2000)) {
