@@ -32,7 +32,8 @@ async function main(): Promise<void> {
   const seconds = Number(secondsArg);
   const total = Math.round(rate * seconds);
   const proto = loadExtProcProto();
-  const maxStreamsPerConn = process.env.BENCH_MAX_STREAMS_PER_CONN !== undefined ? Number(process.env.BENCH_MAX_STREAMS_PER_CONN) : (envoyMaxRequestsPerConnection() ?? 0);
+  const maxStreamsPerConn =
+    process.env.BENCH_MAX_STREAMS_PER_CONN !== undefined ? Number(process.env.BENCH_MAX_STREAMS_PER_CONN) : (envoyMaxRequestsPerConnection() ?? 0);
   type Client = InstanceType<typeof proto.envoy.service.ext_proc.v3.ExternalProcessor>;
   const newClient = (): Client =>
     new proto.envoy.service.ext_proc.v3.ExternalProcessor(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), {

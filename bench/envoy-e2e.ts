@@ -110,7 +110,16 @@ type Path = Array<string | number>;
 
 /** Path of the ingress listener's route named `name` in the rendered document. */
 function ingressRoute(doc: Document, name: string): Path {
-  const listeners = (doc.toJS() as { static_resources: { listeners: Array<{ name: string; filter_chains: Array<{ filters: Array<{ typed_config: { route_config?: { virtual_hosts: Array<{ routes: Array<{ name?: string }> }> } } }> }> }> } }).static_resources.listeners;
+  const listeners = (
+    doc.toJS() as {
+      static_resources: {
+        listeners: Array<{
+          name: string;
+          filter_chains: Array<{ filters: Array<{ typed_config: { route_config?: { virtual_hosts: Array<{ routes: Array<{ name?: string }> }> } } }> }>;
+        }>;
+      };
+    }
+  ).static_resources.listeners;
   const li = listeners.findIndex((l) => l.name === 'ingress');
   const routes = listeners[li]?.filter_chains[0]?.filters[0]?.typed_config.route_config?.virtual_hosts[0]?.routes ?? [];
   const ri = routes.findIndex((r) => r.name === name);
@@ -141,7 +150,10 @@ export function directResponse(doc: Document): void {
   doc.deleteIn([...r, 'typed_per_filter_config']);
   doc.setIn([...r, 'direct_response'], doc.createNode({ status: 202, body: { inline_string: ACCEPT_BODY } }));
   const h = (key: string, value: string) => ({ header: { key, value }, append_action: 'OVERWRITE_IF_EXISTS_OR_ADD' });
-  doc.setIn([...r, 'response_headers_to_add'], doc.createNode([h('content-type', 'application/json'), h('location', '/v1/runs/00000000-0000-4000-8000-000000000000')]));
+  doc.setIn(
+    [...r, 'response_headers_to_add'],
+    doc.createNode([h('content-type', 'application/json'), h('location', '/v1/runs/00000000-0000-4000-8000-000000000000')]),
+  );
 }
 
 /** The passthrough route with the filter enabled for request headers only (the sidecar answers CONTINUE). */
@@ -154,8 +166,12 @@ export function filterOnPassthrough(doc: Document): void {
         '@type': 'type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute',
         overrides: {
           processing_mode: {
-            request_header_mode: 'SEND', response_header_mode: 'SKIP', request_body_mode: 'NONE',
-            response_body_mode: 'NONE', request_trailer_mode: 'SKIP', response_trailer_mode: 'SKIP',
+            request_header_mode: 'SEND',
+            response_header_mode: 'SKIP',
+            request_body_mode: 'NONE',
+            response_body_mode: 'NONE',
+            request_trailer_mode: 'SKIP',
+            response_trailer_mode: 'SKIP',
           },
         },
       },
@@ -187,9 +203,7 @@ function h2loadVersion(): string {
 }
 
 const requestArgs = (request: Request, bodyFile: string): string[] =>
-  request === 'async-post'
-    ? ['-d', bodyFile, '-H', 'content-type: application/json']
-    : [];
+  request === 'async-post' ? ['-d', bodyFile, '-H', 'content-type: application/json'] : [];
 
 /**
  * One h2load run over HTTP/1.1. Without `rate`: closed loop for `seconds`. With `rate`: that many
@@ -200,12 +214,31 @@ const requestArgs = (request: Request, bodyFile: string): string[] =>
  */
 function h2load(url: string, request: Request, opts: { seconds: number; connections: number; rate?: number; bodyFile: string; logFile: string }): H2Out {
   const pace = opts.rate
-    ? ['-n', String(Math.round(opts.rate * opts.seconds)), '-r', '1', `--rate-period=${Math.max(1, Math.round(1000 / opts.rate))}ms`, '--rps', String(opts.rate / opts.connections)]
+    ? [
+        '-n',
+        String(Math.round(opts.rate * opts.seconds)),
+        '-r',
+        '1',
+        `--rate-period=${Math.max(1, Math.round(1000 / opts.rate))}ms`,
+        '--rps',
+        String(opts.rate / opts.connections),
+      ]
     : ['-D', String(opts.seconds)];
   const args = [
-    '--h1', '-t', '1', '-c', String(opts.connections), '-m', '1', ...pace,
-    '--log-file', opts.logFile,
-    '-H', 'accept: */*', '-H', 'authorization: Bearer 3f1c9f1e2b7a4d7c8e0f5a6b7c8d9e0f',
+    '--h1',
+    '-t',
+    '1',
+    '-c',
+    String(opts.connections),
+    '-m',
+    '1',
+    ...pace,
+    '--log-file',
+    opts.logFile,
+    '-H',
+    'accept: */*',
+    '-H',
+    'authorization: Bearer 3f1c9f1e2b7a4d7c8e0f5a6b7c8d9e0f',
     ...requestArgs(request, opts.bodyFile),
   ];
   args.push(`${url}${request === 'pass' ? PASS_PATH : ASYNC_PATH}`);
@@ -289,11 +322,19 @@ async function measure(
   for (const k of Object.keys(procs)) cpu[k] = (cpu1[k]! - cpu0[k]!) / n;
   cpu.h2load = r.cpuUs / n;
   const row: E2ERow = {
-    variant, request, mode, rps: r.rps, targetRps: rate ?? 0, seconds: r.seconds,
+    variant,
+    request,
+    mode,
+    rps: r.rps,
+    targetRps: rate ?? 0,
+    seconds: r.seconds,
     ok: lat.length,
     bad: r.log.length - lat.length + r.errored,
     firstBad: [...other].map(([s, c]) => `${c}× ${s === -1 ? 'failed' : s}`).join(', '),
-    p50: pct(lat, 50), p99: pct(lat, 99), p999: pct(lat, 99.9), max: lat.length ? lat[lat.length - 1]! : NaN,
+    p50: pct(lat, 50),
+    p99: pct(lat, 99),
+    p999: pct(lat, 99.9),
+    max: lat.length ? lat[lat.length - 1]! : NaN,
     mean: r.meanMs,
     cpu,
     envoy: {
@@ -304,13 +345,24 @@ async function measure(
     },
     stored,
   };
-  deps.log(`envoy ${variant} ${request} ${mode}: ${fmt(r.rps)} req/s, p50 ${row.p50.toFixed(2)} p99 ${row.p99.toFixed(2)} ms, ok ${row.ok} bad ${row.bad}${row.firstBad ? ` (${row.firstBad})` : ''}, CPU µs/req ${Object.entries(cpu).map(([k, v]) => `${k} ${fmt(v)}`).join(' ')}, ext_proc streams ${row.envoy.extprocStreams}, client connections ${row.envoy.clientConnections}, app requests ${row.envoy.appRequests}, stored ${stored ?? '-'}`);
+  deps.log(
+    `envoy ${variant} ${request} ${mode}: ${fmt(r.rps)} req/s, p50 ${row.p50.toFixed(2)} p99 ${row.p99.toFixed(2)} ms, ok ${row.ok} bad ${row.bad}${row.firstBad ? ` (${row.firstBad})` : ''}, CPU µs/req ${Object.entries(
+      cpu,
+    )
+      .map(([k, v]) => `${k} ${fmt(v)}`)
+      .join(
+        ' ',
+      )}, ext_proc streams ${row.envoy.extprocStreams}, client connections ${row.envoy.clientConnections}, app requests ${row.envoy.appRequests}, stored ${stored ?? '-'}`,
+  );
   return row;
 }
 
 /** One request through the variant's Envoy: what a client gets (asserted against the sidecar's answer in the report). */
 async function probe(envoy: RealEnvoy, variant: Variant, request: Request): Promise<E2EReport['probes'][number]> {
-  const res = await fetch(`${envoy.url}${request === 'pass' ? PASS_PATH : ASYNC_PATH}`, { method: request === 'async-post' ? 'POST' : 'GET', body: request === 'async-post' ? Buffer.alloc(BODY_BYTES, 'x') : undefined });
+  const res = await fetch(`${envoy.url}${request === 'pass' ? PASS_PATH : ASYNC_PATH}`, {
+    method: request === 'async-post' ? 'POST' : 'GET',
+    body: request === 'async-post' ? Buffer.alloc(BODY_BYTES, 'x') : undefined,
+  });
   const body = Buffer.from(await res.arrayBuffer());
   return { variant, request, status: res.status, contentType: res.headers.get('content-type') ?? '', bodyBytes: body.length };
 }
@@ -328,7 +380,10 @@ const TOKEN_PLACEHOLDER = '@EXTPROC_TOKEN@';
 /** Installs Envoy when missing (scripts/envoy.sh) and makes the test support's lookup find that one. */
 export function ensureEnvoy(log: (m: string) => void): string {
   if (!process.env.ENVOY_BIN) {
-    const bin = execFileSync('bash', [join(ROOT, 'scripts', 'envoy.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 600_000 }).trim().split('\n').pop()!;
+    const bin = execFileSync('bash', [join(ROOT, 'scripts', 'envoy.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 600_000 })
+      .trim()
+      .split('\n')
+      .pop()!;
     process.env.ENVOY_BIN = bin;
   }
   const found = findEnvoy();
@@ -341,23 +396,63 @@ export async function envoyE2E(deps: E2EDeps): Promise<E2EReport> {
   const version = ensureEnvoy(deps.log);
   const rounds = deps.quick ? 1 : ROUNDS;
   const report: E2EReport = {
-    envoyVersion: version, h2load: h2loadVersion(), connections: CONNECTIONS, rateConnections: RATE_CONNECTIONS, rate: RATE,
-    seconds: seconds(deps), rounds, token: deps.token !== '', rows: [], probes: [], envoyLog: [], at: new Date().toISOString(),
+    envoyVersion: version,
+    h2load: h2loadVersion(),
+    connections: CONNECTIONS,
+    rateConnections: RATE_CONNECTIONS,
+    rate: RATE,
+    seconds: seconds(deps),
+    rounds,
+    token: deps.token !== '',
+    rows: [],
+    probes: [],
+    envoyLog: [],
+    at: new Date().toISOString(),
   };
   const app = `127.0.0.1:${deps.app.port}`;
   const serverName = (p: Proc) => (p === deps.sidecar ? 'sidecar' : 'ext_proc server');
   // The shipped config unchanged serves the sidecar's async rows and the filter-disabled
   // pass-through row; the others differ from it only where their variant says.
   const plans: Array<{ name: string; sidecar: Proc; edit?: (d: Document) => void; rows: Array<[Variant, Request]> }> = [
-    { name: 'direct_response', sidecar: deps.floor, edit: directResponse, rows: [['direct_response', 'async-get'], ['direct_response', 'async-post']] },
-    { name: 'bare ext_proc, filter on passthrough', sidecar: deps.floor, edit: filterOnPassthrough, rows: [['bare ext_proc', 'async-get'], ['bare ext_proc', 'async-post'], ['filter on, bare ext_proc', 'pass']] },
-    { name: 'shipped', sidecar: deps.sidecar, rows: [['sidecar', 'async-get'], ['sidecar', 'async-post'], ['filter disabled', 'pass']] },
+    {
+      name: 'direct_response',
+      sidecar: deps.floor,
+      edit: directResponse,
+      rows: [
+        ['direct_response', 'async-get'],
+        ['direct_response', 'async-post'],
+      ],
+    },
+    {
+      name: 'bare ext_proc, filter on passthrough',
+      sidecar: deps.floor,
+      edit: filterOnPassthrough,
+      rows: [
+        ['bare ext_proc', 'async-get'],
+        ['bare ext_proc', 'async-post'],
+        ['filter on, bare ext_proc', 'pass'],
+      ],
+    },
+    {
+      name: 'shipped',
+      sidecar: deps.sidecar,
+      rows: [
+        ['sidecar', 'async-get'],
+        ['sidecar', 'async-post'],
+        ['filter disabled', 'pass'],
+      ],
+    },
     { name: 'sidecar, filter on passthrough', sidecar: deps.sidecar, edit: filterOnPassthrough, rows: [['filter on, sidecar', 'pass']] },
   ];
   const envoys: Array<{ name: string; envoy: RealEnvoy }> = [];
   // The config as a deployment hands it to Envoy: the token placeholder filled in.
   const configPath = join(deps.tmp, 'envoy-with-token.yaml');
-  writeFileSync(configPath, readFileSync(join(ROOT, 'envoy', 'envoy.yaml'), 'utf8').split(TOKEN_PLACEHOLDER).join(deps.token));
+  writeFileSync(
+    configPath,
+    readFileSync(join(ROOT, 'envoy', 'envoy.yaml'), 'utf8')
+      .split(TOKEN_PLACEHOLDER)
+      .join(deps.token),
+  );
   try {
     // All Envoys up at once (idle ones cost only their health checks), so that every round can
     // measure the variants of one request back to back: a disturbance from other work on the
@@ -384,7 +479,14 @@ export async function envoyE2E(deps: E2EDeps): Promise<E2EReport> {
     }
   } finally {
     for (const { name, envoy } of envoys) {
-      report.envoyLog.push({ config: name, lines: envoy.log().split('\n').filter((l) => l.trim()).slice(0, 20) });
+      report.envoyLog.push({
+        config: name,
+        lines: envoy
+          .log()
+          .split('\n')
+          .filter((l) => l.trim())
+          .slice(0, 20),
+      });
       await envoy.close();
     }
   }
@@ -409,16 +511,24 @@ export function renderEnvoyE2E(r: E2EReport | null | undefined, skipped?: string
     L.push(`Skipped${skipped ? `: ${skipped}` : ''}.`, '');
     return L;
   }
-  const all = (variant: Variant, request: Request, mode: E2ERow['mode']) => r.rows.filter((x) => x.variant === variant && x.request === request && x.mode === mode);
+  const all = (variant: Variant, request: Request, mode: E2ERow['mode']) =>
+    r.rows.filter((x) => x.variant === variant && x.request === request && x.mode === mode);
   /** The best round: highest throughput, or lowest p99 at the fixed rate (a disturbance only ever makes a round worse). */
   const find = (variant: Variant, request: Request, mode: E2ERow['mode']): E2ERow | undefined =>
     all(variant, request, mode).sort((a, b) => (mode === 'throughput' ? b.rps - a.rps : a.p99 - b.p99))[0];
   const spread = (variant: Variant, request: Request, mode: E2ERow['mode']) =>
-    all(variant, request, mode).map((x) => (mode === 'throughput' ? fmt(x.rps) : ms(x.p99))).join(' / ');
+    all(variant, request, mode)
+      .map((x) => (mode === 'throughput' ? fmt(x.rps) : ms(x.p99)))
+      .join(' / ');
   const variantsOf = (request: Request) => [...new Set(r.rows.filter((x) => x.request === request).map((x) => x.variant))];
   const other = (rows: Array<E2ERow | undefined>) => {
     const bad = rows.reduce((a, x) => a + (x?.bad ?? 0), 0);
-    return bad ? `${bad}: ${rows.map((x) => x?.firstBad).filter(Boolean).join(', ')}` : '0';
+    return bad
+      ? `${bad}: ${rows
+          .map((x) => x?.firstBad)
+          .filter(Boolean)
+          .join(', ')}`
+      : '0';
   };
 
   L.push(`Envoy ${r.envoyVersion} (found, or installed into \`.venv/envoy\`, by \`scripts/envoy.sh\`; \`--concurrency 2\`) on \`envoy/envoy.yaml\``);
@@ -430,29 +540,37 @@ export function renderEnvoyE2E(r: E2EReport | null | undefined, skipped?: string
   L.push('- **direct_response**: the route answers 202 itself with a 50-byte JSON body, the size of the sidecar\'s `{"run_id":…}`, and');
   L.push('  its `content-type` and `location` (no ext_proc, no upstream; a buffer filter reads the body first, as BUFFERED ext_proc');
   L.push('  does: without it Envoy answers `connection: close` while the body is unread and every POST pays for a new connection).');
-  L.push('  Envoy\'s floor;');
+  L.push("  Envoy's floor;");
   L.push('- **bare ext_proc**: the shipped config with `bench/floor-server.ts` as the `async_sidecar` cluster (grpc-js, same answers,');
-  L.push('  stores nothing): the protocol\'s floor;');
+  L.push("  stores nothing): the protocol's floor;");
   L.push('- **sidecar**: the shipped config unchanged, with `node dist/src/main.js --role extproc` and a private Redis (no persistence):');
   L.push('  every 202 is a run in Redis. The extproc role does not dispatch (sections 3–4 measure that), so runs stay queued.');
-  L.push(r.token
-    ? '  The config\'s `@EXTPROC_TOKEN@` is filled in with a fresh token before Envoy starts, as the deployments do, and the sidecar has it as EXTPROC_TOKEN: it checks the token Envoy sends on every stream.'
-    : '  No EXTPROC_TOKEN: the sidecar checks no token.');
+  L.push(
+    r.token
+      ? "  The config's `@EXTPROC_TOKEN@` is filled in with a fresh token before Envoy starts, as the deployments do, and the sidecar has it as EXTPROC_TOKEN: it checks the token Envoy sends on every stream."
+      : '  No EXTPROC_TOKEN: the sidecar checks no token.',
+  );
   L.push('');
   L.push(`All Envoys run at once and every measurement is repeated ${r.rounds} × (${r.seconds} s each, after an unmeasured 1 s warm-up),`);
   L.push('the variants of one request back to back within a round; tables show the best round (highest req/s, or lowest p99 at');
   L.push('the fixed rate: a disturbance from other work on the machine only makes a round worse) and, under *rounds*, every round.');
   L.push(`*Throughput*: closed loop, ${r.connections} connections; its p50/p99 are latencies at saturation (mostly queueing).`);
-  L.push(`*Latency*: ${fmt(r.rate)} requests/s in total, ${r.rateConnections} connections sending ${fmt(r.rate / r.rateConnections)}/s each (\`--rps\`), opened`);
-  L.push(`${Math.max(1, Math.round(1000 / r.rate))} ms apart so their send timers are evenly staggered (started together they send in bursts of ${r.rateConnections}); percentiles`);
-  L.push('from h2load\'s per-request log (`--log-file`). h2load sends a connection\'s next request only after its previous response,');
-  L.push('so a stall delays that connection\'s later requests instead of being counted from when they were due (coordinated');
+  L.push(
+    `*Latency*: ${fmt(r.rate)} requests/s in total, ${r.rateConnections} connections sending ${fmt(r.rate / r.rateConnections)}/s each (\`--rps\`), opened`,
+  );
+  L.push(
+    `${Math.max(1, Math.round(1000 / r.rate))} ms apart so their send timers are evenly staggered (started together they send in bursts of ${r.rateConnections}); percentiles`,
+  );
+  L.push("from h2load's per-request log (`--log-file`). h2load sends a connection's next request only after its previous response,");
+  L.push("so a stall delays that connection's later requests instead of being counted from when they were due (coordinated");
   L.push('omission): where *achieved* falls short of the rate, the p99 is a lower bound. CPU µs/request = Δ(utime+stime) of each');
   L.push('process from /proc ÷ requests (h2load: bash `times`); *all* is their sum, so 2 cores ÷ *all* bounds the throughput.');
-  L.push('The last columns are Envoy\'s own counters (admin `/stats`) over the measurement.', '');
+  L.push("The last columns are Envoy's own counters (admin `/stats`) over the measurement.", '');
 
   L.push('### Async accepts: throughput', '');
-  L.push('| path | request | req/s | × direct_response | × bare ext_proc | rounds (req/s) | p50 (ms) | p99 (ms) | CPU µs/req: Envoy | ext_proc server | Redis | h2load | all | 202s / ext_proc streams / runs stored | connections to the ext_proc server | other answers |');
+  L.push(
+    '| path | request | req/s | × direct_response | × bare ext_proc | rounds (req/s) | p50 (ms) | p99 (ms) | CPU µs/req: Envoy | ext_proc server | Redis | h2load | all | 202s / ext_proc streams / runs stored | connections to the ext_proc server | other answers |',
+  );
   L.push('|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|');
   for (const request of ['async-get', 'async-post'] as Request[]) {
     const d = find('direct_response', request, 'throughput');
@@ -460,12 +578,16 @@ export function renderEnvoyE2E(r: E2EReport | null | undefined, skipped?: string
     for (const variant of variantsOf(request)) {
       const row = find(variant, request, 'throughput')!;
       const server = row.cpu.sidecar ?? row.cpu['ext_proc server'];
-      L.push(`| ${variant} | ${REQUEST_LABEL[request]} | ${fmt(row.rps)} | ${d ? (row.rps / d.rps).toFixed(2) : ''} | ${b && variant !== 'direct_response' ? (row.rps / b.rps).toFixed(2) : ''} | ${spread(variant, request, 'throughput')} | ${ms(row.p50)} | ${ms(row.p99)} | ${cpuCell(row, 'envoy')} | ${server === undefined ? '–' : fmt(server)} | ${cpuCell(row, 'redis')} | ${cpuCell(row, 'h2load')} | ${fmt(totalCpu(row))} | ${fmt(row.ok)} / ${fmt(row.envoy.extprocStreams)} / ${row.stored === null ? '–' : fmt(row.stored)} | ${variant === 'direct_response' ? '–' : fmt(row.envoy.sidecarConnections)} | ${other(all(variant, request, 'throughput'))} |`);
+      L.push(
+        `| ${variant} | ${REQUEST_LABEL[request]} | ${fmt(row.rps)} | ${d ? (row.rps / d.rps).toFixed(2) : ''} | ${b && variant !== 'direct_response' ? (row.rps / b.rps).toFixed(2) : ''} | ${spread(variant, request, 'throughput')} | ${ms(row.p50)} | ${ms(row.p99)} | ${cpuCell(row, 'envoy')} | ${server === undefined ? '–' : fmt(server)} | ${cpuCell(row, 'redis')} | ${cpuCell(row, 'h2load')} | ${fmt(totalCpu(row))} | ${fmt(row.ok)} / ${fmt(row.envoy.extprocStreams)} / ${row.stored === null ? '–' : fmt(row.stored)} | ${variant === 'direct_response' ? '–' : fmt(row.envoy.sidecarConnections)} | ${other(all(variant, request, 'throughput'))} |`,
+      );
     }
   }
   L.push('');
   L.push(`### Async accepts: latency at ${fmt(r.rate)} requests/s`, '');
-  L.push('| path | request | achieved req/s | p50 (ms) | p99 (ms) | p99.9 (ms) | max (ms) | rounds (p99) | p50 − direct | p99 − direct | CPU µs/req: Envoy | ext_proc server | all | 202s | other answers |');
+  L.push(
+    '| path | request | achieved req/s | p50 (ms) | p99 (ms) | p99.9 (ms) | max (ms) | rounds (p99) | p50 − direct | p99 − direct | CPU µs/req: Envoy | ext_proc server | all | 202s | other answers |',
+  );
   L.push('|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|');
   for (const request of ['async-get', 'async-post'] as Request[]) {
     const d = find('direct_response', request, 'rate');
@@ -473,7 +595,9 @@ export function renderEnvoyE2E(r: E2EReport | null | undefined, skipped?: string
       const row = find(variant, request, 'rate')!;
       const diff = (a: number, b?: number) => (b === undefined || variant === 'direct_response' ? '' : `${a - b >= 0 ? '+' : ''}${(a - b).toFixed(2)}`);
       const server = row.cpu.sidecar ?? row.cpu['ext_proc server'];
-      L.push(`| ${variant} | ${REQUEST_LABEL[request]} | ${fmt(row.rps)} | ${ms(row.p50)} | ${ms(row.p99)} | ${ms(row.p999)} | ${ms(row.max)} | ${spread(variant, request, 'rate')} | ${diff(row.p50, d?.p50)} | ${diff(row.p99, d?.p99)} | ${cpuCell(row, 'envoy')} | ${server === undefined ? '–' : fmt(server)} | ${fmt(totalCpu(row))} | ${fmt(row.ok)} | ${other(all(variant, request, 'rate'))} |`);
+      L.push(
+        `| ${variant} | ${REQUEST_LABEL[request]} | ${fmt(row.rps)} | ${ms(row.p50)} | ${ms(row.p99)} | ${ms(row.p999)} | ${ms(row.max)} | ${spread(variant, request, 'rate')} | ${diff(row.p50, d?.p50)} | ${diff(row.p99, d?.p99)} | ${cpuCell(row, 'envoy')} | ${server === undefined ? '–' : fmt(server)} | ${fmt(totalCpu(row))} | ${fmt(row.ok)} | ${other(all(variant, request, 'rate'))} |`,
+      );
     }
   }
   L.push('');
@@ -483,7 +607,9 @@ export function renderEnvoyE2E(r: E2EReport | null | undefined, skipped?: string
   L.push('(ext_proc disabled there: no stream), and with the route enabling the filter for request headers only (an');
   L.push('`ExtProcPerRoute` processing mode with `request_header_mode: SEND`, everything else SKIP/NONE), answered CONTINUE by the');
   L.push('bare server or by the sidecar (both also switch every later phase off with `mode_override`).', '');
-  L.push(`| route | req/s | × disabled | rounds (req/s) | p50 / p99 at saturation (ms) | p50 at ${fmt(r.rate)}/s | p99 at ${fmt(r.rate)}/s | p99.9 at ${fmt(r.rate)}/s | rounds (p99) | CPU µs/req: Envoy | ext_proc server | app | h2load | all | ext_proc streams | other answers |`);
+  L.push(
+    `| route | req/s | × disabled | rounds (req/s) | p50 / p99 at saturation (ms) | p50 at ${fmt(r.rate)}/s | p99 at ${fmt(r.rate)}/s | p99.9 at ${fmt(r.rate)}/s | rounds (p99) | CPU µs/req: Envoy | ext_proc server | app | h2load | all | ext_proc streams | other answers |`,
+  );
   L.push('|---|---:|---:|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|');
   const off = find('filter disabled', 'pass', 'throughput');
   const offRate = find('filter disabled', 'pass', 'rate');
@@ -491,13 +617,18 @@ export function renderEnvoyE2E(r: E2EReport | null | undefined, skipped?: string
     const t = find(variant, 'pass', 'throughput')!;
     const q = find(variant, 'pass', 'rate');
     const server = t.cpu.sidecar ?? t.cpu['ext_proc server'];
-    L.push(`| ${variant} | ${fmt(t.rps)} | ${off ? (t.rps / off.rps).toFixed(2) : ''} | ${spread(variant, 'pass', 'throughput')} | ${ms(t.p50)} / ${ms(t.p99)} | ${ms(q?.p50 ?? NaN)} | ${ms(q?.p99 ?? NaN)} | ${ms(q?.p999 ?? NaN)} | ${spread(variant, 'pass', 'rate')} | ${cpuCell(t, 'envoy')} | ${server === undefined ? '–' : fmt(server)} | ${cpuCell(t, 'app')} | ${cpuCell(t, 'h2load')} | ${fmt(totalCpu(t))} | ${fmt(t.envoy.extprocStreams)} | ${other([...all(variant, 'pass', 'throughput'), ...all(variant, 'pass', 'rate')])} |`);
+    L.push(
+      `| ${variant} | ${fmt(t.rps)} | ${off ? (t.rps / off.rps).toFixed(2) : ''} | ${spread(variant, 'pass', 'throughput')} | ${ms(t.p50)} / ${ms(t.p99)} | ${ms(q?.p50 ?? NaN)} | ${ms(q?.p99 ?? NaN)} | ${ms(q?.p999 ?? NaN)} | ${spread(variant, 'pass', 'rate')} | ${cpuCell(t, 'envoy')} | ${server === undefined ? '–' : fmt(server)} | ${cpuCell(t, 'app')} | ${cpuCell(t, 'h2load')} | ${fmt(totalCpu(t))} | ${fmt(t.envoy.extprocStreams)} | ${other([...all(variant, 'pass', 'throughput'), ...all(variant, 'pass', 'rate')])} |`,
+    );
   }
   for (const variant of ['filter on, bare ext_proc', 'filter on, sidecar'] as Variant[]) {
     const on = find(variant, 'pass', 'throughput');
     const onRate = find(variant, 'pass', 'rate');
     if (!off || !on || !offRate || !onRate) continue;
-    L.push('', `**${variant}** vs disabled: throughput ${(on.rps / off.rps).toFixed(2)} ×; at ${fmt(r.rate)}/s ${sign(onRate.p50 - offRate.p50)} ms at p50 and ${sign(onRate.p99 - offRate.p99)} ms at p99; CPU per request ${sign(totalCpu(on) - totalCpu(off), 0)} µs over all processes at saturation (Envoy ${sign((on.cpu.envoy ?? 0) - (off.cpu.envoy ?? 0), 0)} µs).`);
+    L.push(
+      '',
+      `**${variant}** vs disabled: throughput ${(on.rps / off.rps).toFixed(2)} ×; at ${fmt(r.rate)}/s ${sign(onRate.p50 - offRate.p50)} ms at p50 and ${sign(onRate.p99 - offRate.p99)} ms at p99; CPU per request ${sign(totalCpu(on) - totalCpu(off), 0)} µs over all processes at saturation (Envoy ${sign((on.cpu.envoy ?? 0) - (off.cpu.envoy ?? 0), 0)} µs).`,
+    );
   }
   L.push('');
   // Lines without their timestamp and thread id, so the same message from several configs is listed once.
@@ -511,7 +642,7 @@ export function renderEnvoyE2E(r: E2EReport | null | undefined, skipped?: string
   L.push(`Envoy's log (level warning) over the whole section, per message: ${messages.size === 0 ? 'empty for every config.' : ''}`, '');
   for (const [m, configs] of messages) L.push(`- \`\` ${m} \`\` (${configs.length === (r.envoyLog ?? []).length ? 'every config' : configs.join(', ')})`);
   L.push('');
-  L.push('What one probe request per variant got before the measurements (a client\'s view: status, content-type, body size):', '');
+  L.push("What one probe request per variant got before the measurements (a client's view: status, content-type, body size):", '');
   L.push('| path | request | status | content-type | body bytes |', '|---|---|---:|---|---:|');
   for (const p of r.probes) L.push(`| ${p.variant} | ${REQUEST_LABEL[p.request]} | ${p.status} | ${p.contentType} | ${p.bodyBytes} |`);
   L.push('');
@@ -522,7 +653,9 @@ export function renderEnvoyE2E(r: E2EReport | null | undefined, skipped?: string
 export function summarizeEnvoyE2E(r: E2EReport | null | undefined): string[] {
   if (!r) return [];
   const best = (variant: Variant, request: Request, mode: E2ERow['mode']) =>
-    r.rows.filter((x) => x.variant === variant && x.request === request && x.mode === mode).sort((a, b) => (mode === 'throughput' ? b.rps - a.rps : a.p99 - b.p99))[0];
+    r.rows
+      .filter((x) => x.variant === variant && x.request === request && x.mode === mode)
+      .sort((a, b) => (mode === 'throughput' ? b.rps - a.rps : a.p99 - b.p99))[0];
   const L: string[] = [];
   for (const request of ['async-get', 'async-post'] as Request[]) {
     const s = best('sidecar', request, 'throughput');
@@ -530,13 +663,19 @@ export function summarizeEnvoyE2E(r: E2EReport | null | undefined): string[] {
     const d = best('direct_response', request, 'throughput');
     const q = best('sidecar', request, 'rate');
     const qb = best('bare ext_proc', request, 'rate');
-    if (s && b && d) L.push(`| through Envoy: accept, ${REQUEST_LABEL[request]} | ${(s.rps / b.rps).toFixed(2)} × bare ext_proc, ${(s.rps / d.rps).toFixed(3)} × direct_response (${fmt(s.rps)} vs ${fmt(b.rps)} vs ${fmt(d.rps)} req/s); p50 / p99 at ${fmt(r.rate)}/s ${q ? `${ms(q.p50)} / ${ms(q.p99)}` : '?'} ms (bare ${qb ? `${ms(qb.p50)} / ${ms(qb.p99)}` : '?'} ms) | no target |`);
+    if (s && b && d)
+      L.push(
+        `| through Envoy: accept, ${REQUEST_LABEL[request]} | ${(s.rps / b.rps).toFixed(2)} × bare ext_proc, ${(s.rps / d.rps).toFixed(3)} × direct_response (${fmt(s.rps)} vs ${fmt(b.rps)} vs ${fmt(d.rps)} req/s); p50 / p99 at ${fmt(r.rate)}/s ${q ? `${ms(q.p50)} / ${ms(q.p99)}` : '?'} ms (bare ${qb ? `${ms(qb.p50)} / ${ms(qb.p99)}` : '?'} ms) | no target |`,
+      );
   }
   const off = best('filter disabled', 'pass', 'throughput');
   const on = best('filter on, sidecar', 'pass', 'throughput');
   const offQ = best('filter disabled', 'pass', 'rate');
   const onQ = best('filter on, sidecar', 'pass', 'rate');
-  if (off && on && offQ && onQ) L.push(`| through Envoy: pass-through with the filter on (headers only) | ${(on.rps / off.rps).toFixed(2)} × the filter off (${fmt(on.rps)} vs ${fmt(off.rps)} req/s); at ${fmt(r.rate)}/s ${sign(onQ.p50 - offQ.p50)} ms p50, ${sign(onQ.p99 - offQ.p99)} ms p99 | no target |`);
+  if (off && on && offQ && onQ)
+    L.push(
+      `| through Envoy: pass-through with the filter on (headers only) | ${(on.rps / off.rps).toFixed(2)} × the filter off (${fmt(on.rps)} vs ${fmt(off.rps)} req/s); at ${fmt(r.rate)}/s ${sign(onQ.p50 - offQ.p50)} ms p50, ${sign(onQ.p99 - offQ.p99)} ms p99 | no target |`,
+    );
   return L;
 }
 

@@ -98,7 +98,13 @@ export function spawnChild(cmd: string, args: string[], env: NodeJS.ProcessEnv, 
       const seen = lines.find((l) => re.test(l));
       if (seen !== undefined) return Promise.resolve(seen);
       return new Promise((resolve, reject) => {
-        const w = { re, resolve: (l: string) => { clearTimeout(t); resolve(l); } };
+        const w = {
+          re,
+          resolve: (l: string) => {
+            clearTimeout(t);
+            resolve(l);
+          },
+        };
         const t = setTimeout(() => {
           waiters.splice(waiters.indexOf(w), 1);
           reject(new Error(`${name}: no line matching ${re} within ${timeoutMs} ms`));

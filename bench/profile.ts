@@ -45,10 +45,22 @@ export function summarizeProfile(file: string, top = 25): string {
     byFn.set(key, (byFn.get(key) ?? 0) + hits);
   }
   const pctOf = (h: number) => `${((100 * h) / Math.max(1, busy)).toFixed(1).padStart(5)}%`;
-  const lines = [`${((p.endTime - p.startTime) / 1e6).toFixed(1)} s profiled, ${((100 * busy) / Math.max(1, total)).toFixed(0)}% busy; shares of busy samples`, '', 'self time by module:'];
-  for (const [g, h] of [...byGroup].filter(([g]) => g !== '(idle)').sort((a, b) => b[1] - a[1]).slice(0, 15)) lines.push(`${pctOf(h)}  ${g}`);
+  const lines = [
+    `${((p.endTime - p.startTime) / 1e6).toFixed(1)} s profiled, ${((100 * busy) / Math.max(1, total)).toFixed(0)}% busy; shares of busy samples`,
+    '',
+    'self time by module:',
+  ];
+  for (const [g, h] of [...byGroup]
+    .filter(([g]) => g !== '(idle)')
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, 15))
+    lines.push(`${pctOf(h)}  ${g}`);
   lines.push('', 'self time by function:');
-  for (const [k, h] of [...byFn].filter(([k]) => !k.startsWith('(idle)')).sort((a, b) => b[1] - a[1]).slice(0, top)) lines.push(`${pctOf(h)}  ${k}`);
+  for (const [k, h] of [...byFn]
+    .filter(([k]) => !k.startsWith('(idle)'))
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, top))
+    lines.push(`${pctOf(h)}  ${k}`);
   return lines.join('\n');
 }
 

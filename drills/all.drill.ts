@@ -32,7 +32,15 @@ describe(`reliability drills (${mode})`, () => {
       try {
         r = await drill.run({ mode, log: (m) => out(`  · ${m}`) });
       } catch (err) {
-        r = { id: drill.id, title: drill.title, setup: [], counts: [], checks: [{ name: 'drill ran to the end', ok: false, detail: (err as Error).message }], notes: [], durationMs: Date.now() - t0 };
+        r = {
+          id: drill.id,
+          title: drill.title,
+          setup: [],
+          counts: [],
+          checks: [{ name: 'drill ran to the end', ok: false, detail: (err as Error).message }],
+          notes: [],
+          durationMs: Date.now() - t0,
+        };
         out(`  drill crashed: ${(err as Error).stack}`);
       }
       results.push(r);

@@ -1,6 +1,20 @@
 import { RedisServer } from '../test/support/redis-server';
 import { Upstream } from '../test/support/upstream';
-import { EnvoyFront, Inspector, Recorder, histogram, load, parseAnswer, sleep, spawnReplica, stateHistogram, statusHistogram, stopReplica, type Drill, type Replica } from './lib';
+import {
+  EnvoyFront,
+  Inspector,
+  Recorder,
+  histogram,
+  load,
+  parseAnswer,
+  sleep,
+  spawnReplica,
+  stateHistogram,
+  statusHistogram,
+  stopReplica,
+  type Drill,
+  type Replica,
+} from './lib';
 
 /**
  * SIGKILL one of two replicas while it is accepting and dispatching. Every 202 must have a run,
@@ -22,7 +36,13 @@ export const killSidecarDrill: Drill = {
     let b: Replica | undefined;
     const envoys: EnvoyFront[] = [];
     try {
-      const env = { REDIS_URL: redis.url, DISPATCH_URL: app.url, LEASE_TIMEOUT: String(leaseS), REDISPATCH_INTERRUPTED: 'idempotent', DISPATCH_CONCURRENCY: '10' };
+      const env = {
+        REDIS_URL: redis.url,
+        DISPATCH_URL: app.url,
+        LEASE_TIMEOUT: String(leaseS),
+        REDISPATCH_INTERRUPTED: 'idempotent',
+        DISPATCH_CONCURRENCY: '10',
+      };
       a = await spawnReplica('A', env);
       b = await spawnReplica('B', env);
       for (const r of [a, b]) envoys.push(await EnvoyFront.start({ clusters: { async_sidecar: `127.0.0.1:${r.extprocPort}`, app: `127.0.0.1:${app.port}` } }));
@@ -46,7 +66,12 @@ export const killSidecarDrill: Drill = {
           const method = i % 3 === 0 ? 'GET' : 'POST';
           const via = i % 2 === 0 ? 'A' : 'B';
           const envoy = envoys[i % 2]!;
-          const r = await envoy.process({ method, path: `/work/${i}?async=true`, headers: { 'content-type': 'text/plain' }, body: method === 'GET' ? undefined : `body ${i}` });
+          const r = await envoy.process({
+            method,
+            path: `/work/${i}?async=true`,
+            headers: { 'content-type': 'text/plain' },
+            body: method === 'GET' ? undefined : `body ${i}`,
+          });
           const p = parseAnswer(r.status, r.body);
           if (p.status === 202) accepted++;
           return { ...p, method, via };
@@ -82,17 +107,27 @@ export const killSidecarDrill: Drill = {
       rec.count('runs still queued/running at the end', final.live);
       rec.count('runs in Redis with no 202 seen (killed mid-accept)', `${unseen.length}${unseen.length ? ` (${stateHistogram(unseenRuns)})` : ''}`);
       rec.count('upstream requests', app.requests.length);
-      rec.count('runs dispatched more than once', `${dupes.length} (methods: ${histogram(dupes.map(([id]) => methodOf.get(id) ?? '?'))}; counts: ${histogram(dupes.map(([, n]) => n))})`);
+      rec.count(
+        'runs dispatched more than once',
+        `${dupes.length} (methods: ${histogram(dupes.map(([id]) => methodOf.get(id) ?? '?'))}; counts: ${histogram(dupes.map(([, n]) => n))})`,
+      );
       rec.count('POST runs dispatched more than once', postDupes.length);
       rec.count('runs ended interrupted (POST orphans)', `${interrupted.length} (methods: ${histogram(interrupted.map(([id]) => methodOf.get(id) ?? '?'))})`);
       rec.count('time from SIGKILL to every 202 run final', `${((recoveredAt - killAt) / 1000).toFixed(1)} s`);
-      rec.count('latest interrupted run ended after SIGKILL', interrupted.length ? `${(Math.max(...interrupted.map(([, r]) => r.finishedAt - killAt)) / 1000).toFixed(1)} s` : '-');
+      rec.count(
+        'latest interrupted run ended after SIGKILL',
+        interrupted.length ? `${(Math.max(...interrupted.map(([, r]) => r.finishedAt - killAt)) / 1000).toFixed(1)} s` : '-',
+      );
       rec.check('every 202 has a run', missing === 0, `${missing} missing`);
       rec.check('every run reached a final state', final.live === 0, `${final.live} live`);
       rec.check(`orphans ended within lease + recovery tick (${leaseS + 2} s)`, lateInterrupted.length === 0, `${lateInterrupted.length} later`);
       rec.check('no POST run dispatched twice', postDupes.length === 0, postDupes.map(([id, n]) => `${id}×${n}`).join(' '));
       rec.check('re-dispatches carry the same x-async-run-id (every upstream request has a known run id)', !perRun.has('none'));
-      rec.check('every succeeded/failed run (except interrupted) reached the upstream', notDispatched.filter((id) => final.runs.get(id)?.status === 'succeeded').length === 0, `${notDispatched.length} never dispatched`);
+      rec.check(
+        'every succeeded/failed run (except interrupted) reached the upstream',
+        notDispatched.filter((id) => final.runs.get(id)?.status === 'succeeded').length === 0,
+        `${notDispatched.length} never dispatched`,
+      );
       rec.check('A really died by SIGKILL', a.proc.child.signalCode === 'SIGKILL');
     } finally {
       for (const e of envoys) await e.close();

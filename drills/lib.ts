@@ -60,7 +60,16 @@ export class Recorder {
   }
 
   result(): DrillResult {
-    return { id: this.id, title: this.title, setup: this.setup, counts: this.counts, checks: this.checks, notes: this.notes, durationMs: Date.now() - this.started, extra: this.extra };
+    return {
+      id: this.id,
+      title: this.title,
+      setup: this.setup,
+      counts: this.counts,
+      checks: this.checks,
+      notes: this.notes,
+      durationMs: Date.now() - this.started,
+      extra: this.extra,
+    };
   }
 }
 
@@ -118,13 +127,23 @@ export function stateHistogram(runs: Map<string, { status: string; error: string
     const key = r.status === '' ? 'MISSING' : r.status === 'failed' && r.error ? `failed/${r.error}` : r.status;
     h.set(key, (h.get(key) ?? 0) + 1);
   }
-  return [...h.entries()].sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(', ') || '-';
+  return (
+    [...h.entries()]
+      .sort((a, b) => b[1] - a[1])
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ') || '-'
+  );
 }
 
 export function histogram(values: Iterable<string | number>): string {
   const h = new Map<string, number>();
   for (const v of values) h.set(String(v), (h.get(String(v)) ?? 0) + 1);
-  return [...h.entries()].sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k}×${v}`).join(', ') || '-';
+  return (
+    [...h.entries()]
+      .sort((a, b) => b[1] - a[1])
+      .map(([k, v]) => `${k}×${v}`)
+      .join(', ') || '-'
+  );
 }
 
 export function percentile(values: number[], p: number): number {
@@ -145,7 +164,10 @@ export async function spawnReplica(name: string, env: Record<string, string>, ar
   ensureBuilt();
   const extprocPort = await freePort();
   const adminPort = await freePort();
-  const proc = spawnSidecar({ EXTPROC_ADDR: `127.0.0.1:${extprocPort}`, ADMIN_ADDR: `127.0.0.1:${adminPort}`, LOG_LEVEL: 'info', WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true', ...env }, args);
+  const proc = spawnSidecar(
+    { EXTPROC_ADDR: `127.0.0.1:${extprocPort}`, ADMIN_ADDR: `127.0.0.1:${adminPort}`, LOG_LEVEL: 'info', WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true', ...env },
+    args,
+  );
   await proc.waitForLog('envoy-async-sidecar started', 15_000);
   const deadline = Date.now() + 15_000;
   for (;;) {

@@ -1,7 +1,21 @@
 import { FaultProxy } from '../test/support/fault-proxy';
 import { RedisServer } from '../test/support/redis-server';
 import { Upstream } from '../test/support/upstream';
-import { EnvoyFront, Inspector, Recorder, load, parseAnswer, percentile, spawnReplica, stateHistogram, statusHistogram, stopReplica, type Drill, type Replica, type Sent } from './lib';
+import {
+  EnvoyFront,
+  Inspector,
+  Recorder,
+  load,
+  parseAnswer,
+  percentile,
+  spawnReplica,
+  stateHistogram,
+  statusHistogram,
+  stopReplica,
+  type Drill,
+  type Replica,
+  type Sent,
+} from './lib';
 
 /**
  * Blackhole Redis (the fault proxy swallows every byte, connections stay open): async requests
@@ -27,10 +41,12 @@ export const redisBlackholeDrill: Drill = {
         'one spawned sidecar whose REDIS_URL points at a FaultProxy in front of redis-server; REDIS_COMMAND_TIMEOUT=1 (default); the real Envoy on the shipped envoy.yaml (message_timeout 2 s)',
         `phase 1: 20 async POSTs; phase 2: proxy set to \`blackhole\` for ${holeMs / 1000} s while 4 clients keep sending; phase 3: proxy back to \`pass\`, clients keep sending until 20 more 202s (at most 60 s)`,
       );
-      const send = (phase: string) => async (i: number): Promise<Omit<Sent, 'i' | 'at' | 'latencyMs'>> => {
-        const r = await envoy!.process({ method: 'POST', path: `/${phase}/${i}?async=true`, headers: { 'content-type': 'text/plain' }, body: 'x' });
-        return { ...parseAnswer(r.status, r.body), method: 'POST', via: phase };
-      };
+      const send =
+        (phase: string) =>
+        async (i: number): Promise<Omit<Sent, 'i' | 'at' | 'latencyMs'>> => {
+          const r = await envoy!.process({ method: 'POST', path: `/${phase}/${i}?async=true`, headers: { 'content-type': 'text/plain' }, body: 'x' });
+          return { ...parseAnswer(r.status, r.body), method: 'POST', via: phase };
+        };
       const before = await load({ total: 20, concurrency: 4, send: send('before') });
 
       proxy.setMode('blackhole');
@@ -56,11 +72,16 @@ export const redisBlackholeDrill: Drill = {
       });
       const lat = during.map((s) => s.latencyMs);
       const ok = [...before, ...during, ...after].filter((s) => s.status === 202 && s.id);
-      const final = await inspector.waitFinal(ok.map((s) => s.id!), 20_000);
+      const final = await inspector.waitFinal(
+        ok.map((s) => s.id!),
+        20_000,
+      );
       const missing = [...final.runs.values()].filter((r) => r.status === '').length;
       const okIds = new Set(ok.map((s) => s.id!));
       const unseen = (await inspector.allIds()).filter((id) => !okIds.has(id));
-      const ready = await fetch(`http://127.0.0.1:${side.adminPort}/readyz`).then((r) => r.status).catch(() => -1);
+      const ready = await fetch(`http://127.0.0.1:${side.adminPort}/readyz`)
+        .then((r) => r.status)
+        .catch(() => -1);
 
       rec.count('phase 1 answers', statusHistogram(before));
       rec.count(`phase 2 answers (blackhole ${holeMs / 1000} s)`, statusHistogram(during));
@@ -70,14 +91,29 @@ export const redisBlackholeDrill: Drill = {
       rec.count('202 runs found / final states', `${ok.length - missing} of ${ok.length} / ${stateHistogram(final.runs)}`);
       rec.count('runs in Redis whose client got no 202 (a 503 for a run that exists)', unseen.length);
       rec.count('/readyz after the drill', ready);
-      rec.check('no request hung past Envoy\'s 2 s message timeout (no 504)', during.every((s) => s.status !== 504) && Math.max(0, ...lat) < 2000, `max ${Math.max(0, ...lat)} ms`);
+      rec.check(
+        "no request hung past Envoy's 2 s message timeout (no 504)",
+        during.every((s) => s.status !== 504) && Math.max(0, ...lat) < 2000,
+        `max ${Math.max(0, ...lat)} ms`,
+      );
       rec.check('blackholed async requests got 503 store_unavailable', during.length > 0 && during.every((s) => s.status === 503), statusHistogram(during));
       rec.check('recovered by itself: 20 new 202s after the network passed again', afterOk >= 20, `${afterOk} 202s in 60 s`);
       rec.check('no run exists whose client was told 503', unseen.length === 0, `${unseen.length} runs`);
       rec.check('every 202 has a run that ended', missing === 0 && final.live === 0, `${missing} missing, ${final.live} live`);
       if (afterOk < 20) {
         const cmd = await inspector.redis.client('LIST');
-        rec.notes.push(`Redis CLIENT LIST at the end (the sidecar's connections through the proxy): ${String(cmd).split('\n').filter((l) => l.includes('name=eas')).map((l) => l.replace(/ (fd|age|idle|flags|db|sub|psub|ssub|multi|qbuf|qbuf-free|argv-mem|multi-mem|rbs|rbp|obl|oll|omem|tot-mem|events|user|redir|resp|laddr|id)=\S*/g, '')).join(' ; ')}`);
+        rec.notes.push(
+          `Redis CLIENT LIST at the end (the sidecar's connections through the proxy): ${String(cmd)
+            .split('\n')
+            .filter((l) => l.includes('name=eas'))
+            .map((l) =>
+              l.replace(
+                / (fd|age|idle|flags|db|sub|psub|ssub|multi|qbuf|qbuf-free|argv-mem|multi-mem|rbs|rbp|obl|oll|omem|tot-mem|events|user|redir|resp|laddr|id)=\S*/g,
+                '',
+              ),
+            )
+            .join(' ; ')}`,
+        );
       }
     } finally {
       await envoy?.close();

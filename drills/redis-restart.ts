@@ -1,6 +1,20 @@
 import { RedisServer } from '../test/support/redis-server';
 import { Upstream } from '../test/support/upstream';
-import { EnvoyFront, Inspector, Recorder, load, parseAnswer, sleep, spawnReplica, stateHistogram, statusHistogram, stopReplica, type Drill, type DrillContext, type Replica } from './lib';
+import {
+  EnvoyFront,
+  Inspector,
+  Recorder,
+  load,
+  parseAnswer,
+  sleep,
+  spawnReplica,
+  stateHistogram,
+  statusHistogram,
+  stopReplica,
+  type Drill,
+  type DrillContext,
+  type Replica,
+} from './lib';
 
 interface Variant {
   name: string;
@@ -45,7 +59,10 @@ async function outage(ctx: DrillContext, v: Variant, total: number, rec: Recorde
     });
     await chaos;
     const ok = sent.filter((s) => s.status === 202 && s.id);
-    const final = await inspector.waitFinal(ok.map((s) => s.id!), 20_000);
+    const final = await inspector.waitFinal(
+      ok.map((s) => s.id!),
+      20_000,
+    );
     const lost = ok.filter((s) => final.runs.get(s.id!)?.status === '');
     const lostBeforeKill = lost.filter((s) => s.at <= downAt);
     const window = lostBeforeKill.length ? Math.max(...lostBeforeKill.map((s) => downAt - s.at)) : 0;
@@ -53,7 +70,10 @@ async function outage(ctx: DrillContext, v: Variant, total: number, rec: Recorde
     rec.count(`${v.name}: answers`, statusHistogram(sent));
     rec.count(`${v.name}: 202s / found after restart / lost`, `${ok.length} / ${ok.length - lost.length} / ${lost.length}`);
     if (v.fsync === 'everysec') {
-      rec.count(`${v.name}: lost 202s were answered up to … before the SIGKILL`, lost.length ? `${window} ms (all within ${window} ms)` : '0 ms (none lost this time)');
+      rec.count(
+        `${v.name}: lost 202s were answered up to … before the SIGKILL`,
+        lost.length ? `${window} ms (all within ${window} ms)` : '0 ms (none lost this time)',
+      );
     }
     rec.count(`${v.name}: answers while Redis was down (${upAt - downAt} ms)`, statusHistogram(during));
     rec.count(`${v.name}: final states of the runs found`, stateHistogram(new Map([...final.runs].filter(([, r]) => r.status !== ''))));
@@ -95,7 +115,7 @@ export const redisRestartDrill: Drill = {
     }
     rec.notes.push(
       'With `appendfsync always` Redis fsyncs the AOF before it answers the Lua script that writes the run, and the sidecar answers 202 only after that answer: a crash loses nothing that was acknowledged. ' +
-        'With `everysec` (Redis\'s default when AOF is on) the measured window for a SIGKILL of the Redis *process* is 0: Redis write()s the AOF buffer before it sends the replies of that event-loop turn, so the data is in the kernel page cache and survives the process. What `everysec` does not cover is the *machine*: a kernel panic, power loss or a node/volume going away loses what was not yet fsynced, up to ~1 s of acknowledged runs (up to ~2 s when a slow disk makes Redis postpone the write while an fsync is still running). A drill cannot crash the kernel, so that window is documented, not measured. Use `appendfsync always` when a 202 must survive the loss of the node.',
+        "With `everysec` (Redis's default when AOF is on) the measured window for a SIGKILL of the Redis *process* is 0: Redis write()s the AOF buffer before it sends the replies of that event-loop turn, so the data is in the kernel page cache and survives the process. What `everysec` does not cover is the *machine*: a kernel panic, power loss or a node/volume going away loses what was not yet fsynced, up to ~1 s of acknowledged runs (up to ~2 s when a slow disk makes Redis postpone the write while an fsync is still running). A drill cannot crash the kernel, so that window is documented, not measured. Use `appendfsync always` when a 202 must survive the loss of the node.",
     );
     return rec.result();
   },

@@ -38,7 +38,7 @@ export function renderReport(results: DrillResult[], meta: { mode: DrillMode; to
     'for fuzzing and the bad-input table, the sidecar in-process; Redis is a private `redis-server`;',
     `Envoy is a real Envoy (${envoyVersion()}, found by \`scripts/envoy.sh\`) on the shipped \`envoy/envoy.yaml\` with its`,
     'addresses moved to loopback (message timeout 2 s, `failure_mode_allow: false`), one per sidecar; only the',
-    'fuzz drill uses the repository\'s Envoy stand-in (`test/support/envoy`), because it must send malformed and',
+    "fuzz drill uses the repository's Envoy stand-in (`test/support/envoy`), because it must send malformed and",
     'out-of-order ext_proc messages that a real Envoy never sends. Faults are injected with `test/support/fault-proxy.ts`.',
     '',
     'Where a client gets an error that Envoy wrote itself (no JSON body), the tables show the status alone: with the',
@@ -52,7 +52,9 @@ export function renderReport(results: DrillResult[], meta: { mode: DrillMode; to
   );
   for (const r of results) {
     const bad = r.checks.filter((c) => !c.ok);
-    lines.push(`| [${esc(r.title)}](#${r.id}) | ${bad.length === 0 ? `all ${r.checks.length} passed` : `**${bad.length} of ${r.checks.length} FAILED**`} | ${(r.durationMs / 1000).toFixed(1)} s |`);
+    lines.push(
+      `| [${esc(r.title)}](#${r.id}) | ${bad.length === 0 ? `all ${r.checks.length} passed` : `**${bad.length} of ${r.checks.length} FAILED**`} | ${(r.durationMs / 1000).toFixed(1)} s |`,
+    );
   }
   lines.push('', failed === 0 ? 'Nothing accepted was lost in any drill that promises it.' : `**${failed} checks failed** — see the drills below.`, '');
   lines.push(...securitySection());
@@ -76,5 +78,8 @@ export function renderReport(results: DrillResult[], meta: { mode: DrillMode; to
     for (const n of r.notes) lines.push(`> ${n}`, '');
     if (r.extra) lines.push(r.extra, '');
   }
-  return `${lines.join('\n').replace(/\n{3,}/g, '\n\n').trim()}\n`;
+  return `${lines
+    .join('\n')
+    .replace(/\n{3,}/g, '\n\n')
+    .trim()}\n`;
 }

@@ -1,6 +1,20 @@
 import { RedisServer } from '../test/support/redis-server';
 import { Upstream } from '../test/support/upstream';
-import { EnvoyFront, Inspector, Recorder, countLogs, histogram, load, parseAnswer, spawnReplica, stateHistogram, statusHistogram, stopReplica, type Drill, type Replica } from './lib';
+import {
+  EnvoyFront,
+  Inspector,
+  Recorder,
+  countLogs,
+  histogram,
+  load,
+  parseAnswer,
+  spawnReplica,
+  stateHistogram,
+  statusHistogram,
+  stopReplica,
+  type Drill,
+  type Replica,
+} from './lib';
 
 /** Three replicas on one queue under load: each run reaches the upstream exactly once. */
 export const threeReplicasDrill: Drill = {
@@ -20,7 +34,9 @@ export const threeReplicasDrill: Drill = {
       const env = { REDIS_URL: redis.url, DISPATCH_URL: app.url, DISPATCH_CONCURRENCY: '8' };
       for (const n of ['A', 'B', 'C']) reps.push(await spawnReplica(n, env));
       for (const r of reps) envoys.push(await EnvoyFront.start({ clusters: { async_sidecar: `127.0.0.1:${r.extprocPort}`, app: `127.0.0.1:${app.port}` } }));
-      rec.setup.push(`3 spawned replicas (role all, DISPATCH_CONCURRENCY=8) on one Redis queue; ${total} async requests (GET and POST) from 12 clients spread over the 3 replicas; upstream answers after 20 ms; dispatches counted by x-async-run-id at the upstream`);
+      rec.setup.push(
+        `3 spawned replicas (role all, DISPATCH_CONCURRENCY=8) on one Redis queue; ${total} async requests (GET and POST) from 12 clients spread over the 3 replicas; upstream answers after 20 ms; dispatches counted by x-async-run-id at the upstream`,
+      );
       const sent = await load({
         total,
         concurrency: 12,
@@ -44,8 +60,14 @@ export const threeReplicasDrill: Drill = {
       rec.count('dispatches per run', histogram(ids.map((id) => per.get(id) ?? 0)));
       rec.count('runs started per replica (from its logs)', reps.map((r) => `${r.name} ${countLogs(r, 'run started')}`).join(', '));
       rec.check('every 202 run dispatched exactly once', once === ids.length && app.requests.length === ids.length, `${once} of ${ids.length}`);
-      rec.check('every run succeeded', [...final.runs.values()].every((r) => r.status === 'succeeded'));
-      rec.check('all replicas took part', reps.every((r) => countLogs(r, 'run started') > 0));
+      rec.check(
+        'every run succeeded',
+        [...final.runs.values()].every((r) => r.status === 'succeeded'),
+      );
+      rec.check(
+        'all replicas took part',
+        reps.every((r) => countLogs(r, 'run started') > 0),
+      );
     } finally {
       for (const e of envoys) await e.close();
       for (const r of reps) await stopReplica(r);

@@ -5,7 +5,21 @@ import { FaultProxy } from '../test/support/fault-proxy';
 import { RedisServer } from '../test/support/redis-server';
 import { Upstream } from '../test/support/upstream';
 import { WebhookReceiver } from '../test/support/webhook-receiver';
-import { EnvoyFront, Inspector, Recorder, histogram, load, parseAnswer, sleep, spawnReplica, stateHistogram, statusHistogram, stopReplica, type Drill, type Replica } from './lib';
+import {
+  EnvoyFront,
+  Inspector,
+  Recorder,
+  histogram,
+  load,
+  parseAnswer,
+  sleep,
+  spawnReplica,
+  stateHistogram,
+  statusHistogram,
+  stopReplica,
+  type Drill,
+  type Replica,
+} from './lib';
 
 /** The webhook receiver is down for a while (deliveries arrive after it returns); the upstream hangs (timed_out). */
 export const webhookOutageDrill: Drill = {
@@ -29,7 +43,13 @@ export const webhookOutageDrill: Drill = {
     try {
       const dir = mkdtempSync(join(tmpdir(), 'eas-drill-'));
       writeFileSync(join(dir, 'routes.yaml'), 'routes:\n  - prefix: /hang\n    response_grace_period: 1\n');
-      side = await spawnReplica('S', { REDIS_URL: redis.url, DISPATCH_URL: app.url, WEBHOOK_RETRY_SCHEDULE: '0,200ms,500ms,1s,2s,2s', CONFIG_FILE: join(dir, 'routes.yaml'), WEBHOOK_TIMEOUT: '2' });
+      side = await spawnReplica('S', {
+        REDIS_URL: redis.url,
+        DISPATCH_URL: app.url,
+        WEBHOOK_RETRY_SCHEDULE: '0,200ms,500ms,1s,2s,2s',
+        CONFIG_FILE: join(dir, 'routes.yaml'),
+        WEBHOOK_TIMEOUT: '2',
+      });
       envoy = await EnvoyFront.start({ clusters: { async_sidecar: `127.0.0.1:${side.extprocPort}`, app: `127.0.0.1:${app.port}` } });
       rec.setup.push(
         `one spawned sidecar, WEBHOOK_RETRY_SCHEDULE=0,200ms,500ms,1s,2s,2s (6 attempts over ~5.7 s), WEBHOOK_ALLOW_PRIVATE_NETWORKS=true; the receiver sits behind a FaultProxy`,
@@ -39,12 +59,28 @@ export const webhookOutageDrill: Drill = {
       const url = (path: string) => `${path}?async=true&webhookEndpoint=${encodeURIComponent(`http://127.0.0.1:${hookProxy.port}/hook`)}`;
       hookProxy.setMode('reset');
       const downAt = Date.now();
-      const sent = await load({ total: n, concurrency: 4, send: async (i) => ({ ...parseAnswer(...(await envoy!.process({ method: 'POST', path: url(`/job/${i}`), body: 'x' }).then((r) => [r.status, r.body] as const))), method: 'POST', via: 'S' }) });
+      const sent = await load({
+        total: n,
+        concurrency: 4,
+        send: async (i) => ({
+          ...parseAnswer(...(await envoy!.process({ method: 'POST', path: url(`/job/${i}`), body: 'x' }).then((r) => [r.status, r.body] as const))),
+          method: 'POST',
+          via: 'S',
+        }),
+      });
       await sleep(Math.max(0, downMs - (Date.now() - downAt)));
       hookProxy.setMode('pass');
       const upAt = Date.now();
       const ids = sent.filter((s) => s.status === 202).map((s) => s.id!);
-      const hung = await load({ total: hang, concurrency: 4, send: async (i) => ({ ...parseAnswer(...(await envoy!.process({ method: 'POST', path: url(`/hang/${i}`), body: 'x' }).then((r) => [r.status, r.body] as const))), method: 'POST', via: 'S' }) });
+      const hung = await load({
+        total: hang,
+        concurrency: 4,
+        send: async (i) => ({
+          ...parseAnswer(...(await envoy!.process({ method: 'POST', path: url(`/hang/${i}`), body: 'x' }).then((r) => [r.status, r.body] as const))),
+          method: 'POST',
+          via: 'S',
+        }),
+      });
       const hangIds = hung.filter((s) => s.status === 202).map((s) => s.id!);
       const deadline = Date.now() + 20_000;
       const byRun = () => {
@@ -54,15 +90,19 @@ export const webhookOutageDrill: Drill = {
       };
       while (Date.now() < deadline && [...ids, ...hangIds].some((id) => !byRun().has(id))) await sleep(200);
       await sleep(300);
-      const views = await Promise.all([...ids, ...hangIds].map(async (id) => {
-        const r = await fetch(`http://127.0.0.1:${side!.adminPort}/v1/runs/${id}`);
-        return (await r.json()) as { run_id: string; status: string; error: { code: string } | null; webhook: { status: string; attempts: number } };
-      }));
+      const views = await Promise.all(
+        [...ids, ...hangIds].map(async (id) => {
+          const r = await fetch(`http://127.0.0.1:${side!.adminPort}/v1/runs/${id}`);
+          return (await r.json()) as { run_id: string; status: string; error: { code: string } | null; webhook: { status: string; attempts: number } };
+        }),
+      );
       const v1 = views.filter((v) => ids.includes(v.run_id));
       const v2 = views.filter((v) => hangIds.includes(v.run_id));
       const got = byRun();
       const firstDelivery = Math.min(...hooks.requests.map((r) => r.receivedAt));
-      const hangBodies = hooks.requests.filter((r) => hangIds.includes(r.headers['x-async-run-id'] ?? '')).map((r) => JSON.parse(r.body.toString()) as { status: string; error: string });
+      const hangBodies = hooks.requests
+        .filter((r) => hangIds.includes(r.headers['x-async-run-id'] ?? ''))
+        .map((r) => JSON.parse(r.body.toString()) as { status: string; error: string });
       rec.count('receiver down: answers', statusHistogram(sent));
       rec.count('receiver down: run states', stateHistogram(await inspector.runs(ids)));
       rec.count('receiver down: webhook status per run', histogram(v1.map((v) => v.webhook.status)));
@@ -72,9 +112,20 @@ export const webhookOutageDrill: Drill = {
       rec.count('upstream hangs: run states', stateHistogram(await inspector.runs(hangIds)));
       rec.count('upstream hangs: webhook bodies', histogram(hangBodies.map((b) => `${b.status}/${b.error}`)));
       rec.count('upstream hangs: dispatches the upstream saw aborted', app.aborted.length);
-      rec.check('every delivery ended delivered after the receiver returned', v1.length === ids.length && v1.every((v) => v.webhook.status === 'delivered'), histogram(v1.map((v) => v.webhook.status)));
-      rec.check('each run\'s webhook received exactly once', ids.every((id) => got.get(id) === 1));
-      rec.check('hanging upstream: every run timed_out', v2.length === hangIds.length && v2.every((v) => v.status === 'timed_out'), histogram(v2.map((v) => v.status)));
+      rec.check(
+        'every delivery ended delivered after the receiver returned',
+        v1.length === ids.length && v1.every((v) => v.webhook.status === 'delivered'),
+        histogram(v1.map((v) => v.webhook.status)),
+      );
+      rec.check(
+        "each run's webhook received exactly once",
+        ids.every((id) => got.get(id) === 1),
+      );
+      rec.check(
+        'hanging upstream: every run timed_out',
+        v2.length === hangIds.length && v2.every((v) => v.status === 'timed_out'),
+        histogram(v2.map((v) => v.status)),
+      );
       rec.check('hanging upstream: webhook says timed_out', hangBodies.length === hangIds.length && hangBodies.every((b) => b.status === 'timed_out'));
     } finally {
       await envoy?.close();

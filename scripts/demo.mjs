@@ -26,7 +26,9 @@ function newest(dir) {
 
 const sources = Math.max(
   newest(join(root, 'src')),
-  ...readdirSync(join(root, 'scripts')).filter((f) => f.endsWith('.ts')).map((f) => statSync(join(root, 'scripts', f)).mtimeMs),
+  ...readdirSync(join(root, 'scripts'))
+    .filter((f) => f.endsWith('.ts'))
+    .map((f) => statSync(join(root, 'scripts', f)).mtimeMs),
 );
 const built = outputs.every((p) => existsSync(p)) ? Math.min(...outputs.map((p) => statSync(p).mtimeMs)) : 0;
 if (built < sources) {

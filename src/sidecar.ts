@@ -37,7 +37,11 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
   redis.on('ready', () => {
     evictionPolicyProblem(redis).then(
       (policy) => {
-        if (policy) logger.error({ maxmemory_policy: policy }, `Redis evicts keys (maxmemory-policy ${policy}): accepted runs can be lost when it fills up; set maxmemory-policy noeviction`);
+        if (policy)
+          logger.error(
+            { maxmemory_policy: policy },
+            `Redis evicts keys (maxmemory-policy ${policy}): accepted runs can be lost when it fills up; set maxmemory-policy noeviction`,
+          );
       },
       () => undefined,
     );
@@ -67,7 +71,13 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
 
   let draining = false;
   const networkPolicy = { allowPrivateNetworks: config.webhook.allowPrivateNetworks, allowedHosts: config.webhook.allowedHosts };
-  const runsApi = new RunsApi(store, events, { prefix: config.runsApiPrefix, ownerHeader: config.ownerHeader, ownerRequired: config.ownerRequired, maxWaitSeconds: MAX_WAIT_SECONDS }, metrics, logger);
+  const runsApi = new RunsApi(
+    store,
+    events,
+    { prefix: config.runsApiPrefix, ownerHeader: config.ownerHeader, ownerRequired: config.ownerRequired, maxWaitSeconds: MAX_WAIT_SECONDS },
+    metrics,
+    logger,
+  );
 
   let extproc: ExtProcServer | null = null;
   if (config.role !== 'worker') {

@@ -36,7 +36,11 @@ function readBody(req) {
     let size = 0;
     req.on('data', (c) => {
       size += c.length;
-      if (size > MAX_BODY) { reject(Object.assign(new Error('body too large'), { status: 413 })); req.destroy(); return; }
+      if (size > MAX_BODY) {
+        reject(Object.assign(new Error('body too large'), { status: 413 }));
+        req.destroy();
+        return;
+      }
       chunks.push(c);
     });
     req.on('end', () => resolve(Buffer.concat(chunks)));
@@ -54,7 +58,11 @@ const server = http.createServer(async (req, res) => {
       const raw = await readBody(req);
       let input = null;
       if (raw.length > 0) {
-        try { input = JSON.parse(raw.toString('utf8')); } catch { return reply(res, 400, { error: 'body must be JSON' }); }
+        try {
+          input = JSON.parse(raw.toString('utf8'));
+        } catch {
+          return reply(res, 400, { error: 'body must be JSON' });
+        }
       }
       const requested = url.searchParams.get('sleep') ?? (input && typeof input === 'object' ? input.sleep : undefined);
       const sleep = requested === undefined || requested === null || requested === '' ? DEFAULT_SLEEP : Number(requested);

@@ -65,7 +65,14 @@ export function dashboardReply(method: string, pathname: string, runsApiPrefix: 
   const assetName = !isPage && pathname.startsWith('/dashboard/') ? pathname.slice('/dashboard/'.length) : null;
   if (!isPage && assetName === null) return null;
   if (method !== 'GET' && method !== 'HEAD') {
-    return { status: 405, headers: [['allow', 'GET, HEAD'], ['content-type', 'text/plain; charset=utf-8']], body: 'Allowed methods: GET, HEAD.\n' };
+    return {
+      status: 405,
+      headers: [
+        ['allow', 'GET, HEAD'],
+        ['content-type', 'text/plain; charset=utf-8'],
+      ],
+      body: 'Allowed methods: GET, HEAD.\n',
+    };
   }
   if (isPage) {
     const page = asset('index.html');

@@ -119,7 +119,8 @@ export class AdminServer {
       return send(res, apiError('cross_site_request', 'State-changing requests from another site are refused.'));
     }
     if (pathname === '/healthz' || pathname === '/readyz' || pathname === '/metrics') {
-      if (method !== 'GET' && method !== 'HEAD') return send(res, apiError('method_not_allowed', 'Allowed methods: GET, HEAD.', { headers: [['allow', 'GET, HEAD']] }));
+      if (method !== 'GET' && method !== 'HEAD')
+        return send(res, apiError('method_not_allowed', 'Allowed methods: GET, HEAD.', { headers: [['allow', 'GET, HEAD']] }));
     }
     if (pathname === '/healthz') {
       return send(res, this.checks.live() ? jsonReply(200, { status: 'ok' }) : jsonReply(503, { status: 'unhealthy' }));
@@ -135,7 +136,10 @@ export class AdminServer {
     }
     if (this.runsApi && this.runsApi.owns(pathname)) {
       if (!this.authorized(req)) {
-        return send(res, apiError('unauthorized', 'The admin runs API needs Authorization: Bearer <ADMIN_TOKEN>.', { headers: [['www-authenticate', 'Bearer']] }));
+        return send(
+          res,
+          apiError('unauthorized', 'The admin runs API needs Authorization: Bearer <ADMIN_TOKEN>.', { headers: [['www-authenticate', 'Bearer']] }),
+        );
       }
       const abort = new AbortController();
       res.on('close', () => abort.abort());

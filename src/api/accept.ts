@@ -7,8 +7,20 @@ import { headerValue, headerValues, paramValue, parseQuery, preferName, preferTo
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1) and headers the replay sets itself. */
 const DROPPED_HEADERS = new Set([
-  'connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer',
-  'transfer-encoding', 'upgrade', 'host', 'content-length', 'expect', 'http2-settings', 'x-async-run-id',
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'host',
+  'content-length',
+  'expect',
+  'http2-settings',
+  'x-async-run-id',
 ]);
 
 export interface AcceptOptions {
@@ -19,7 +31,9 @@ export interface AcceptOptions {
   maxBodyBytes: number;
   gracePeriodFor: (path: string) => number;
   /** Accept-time check of webhookEndpoint (docs/CONTRACT.md §2); an error carries the JSON error code. */
-  validateWebhookUrl: (raw: string) => { ok: true; url: URL } | { ok: false; code: 'invalid_webhook_endpoint' | 'webhook_endpoint_not_allowed'; message: string };
+  validateWebhookUrl: (
+    raw: string,
+  ) => { ok: true; url: URL } | { ok: false; code: 'invalid_webhook_endpoint' | 'webhook_endpoint_not_allowed'; message: string };
   /** False while the process is shutting down: new runs go to another replica. */
   isAccepting: () => boolean;
 }
@@ -54,7 +68,10 @@ export function parseAsyncRequest(head: RequestHead): AsyncRequest | null {
   return {
     trigger,
     pathname,
-    query: params.filter((p) => p.name !== 'async' && p.name !== 'webhookEndpoint').map((p) => p.raw).join('&'),
+    query: params
+      .filter((p) => p.name !== 'async' && p.name !== 'webhookEndpoint')
+      .map((p) => p.raw)
+      .join('&'),
     webhookEndpoint: hookValue,
     badEncoding: hook !== undefined && hookValue === null,
   };
@@ -149,7 +166,15 @@ export class AsyncAcceptor {
     }
     this.metrics.runsAccepted.inc({ trigger: req.trigger });
     this.logger.info(
-      { run_id: id, request_id: run.requestId, method: run.method, path: run.path, trigger: req.trigger, body_bytes: body.length, webhook: run.webhookUrl !== null },
+      {
+        run_id: id,
+        request_id: run.requestId,
+        method: run.method,
+        path: run.path,
+        trigger: req.trigger,
+        body_bytes: body.length,
+        webhook: run.webhookUrl !== null,
+      },
       'run queued',
     );
     const headers: Array<[string, string]> = [

@@ -28,12 +28,7 @@ const STATUSES: ReadonlySet<string> = new Set(RUN_STATUSES);
 /** Extra time Envoy is asked to wait beyond ?wait=N, for the answer itself to travel. */
 const WAIT_MARGIN_MS = 2000;
 
-type Route =
-  | { kind: 'list' }
-  | { kind: 'run'; id: string }
-  | { kind: 'result'; id: string }
-  | { kind: 'webhook'; id: string }
-  | { kind: 'not_found' };
+type Route = { kind: 'list' } | { kind: 'run'; id: string } | { kind: 'result'; id: string } | { kind: 'webhook'; id: string } | { kind: 'not_found' };
 
 /** The runs API (docs/CONTRACT.md §5) as plain functions: request in, reply out; served via ext_proc and the admin port. */
 export class RunsApi {
@@ -202,7 +197,8 @@ export class RunsApi {
     const status = get('status');
     if (status !== null && !STATUSES.has(status)) return apiError('invalid_status', `status must be one of ${[...STATUSES].join(', ')}.`);
     const limitRaw = get('limit') ?? '50';
-    if (!/^\d+$/.test(limitRaw) || Number(limitRaw) < 1 || Number(limitRaw) > 500) return apiError('invalid_limit', 'limit must be a whole number from 1 to 500.');
+    if (!/^\d+$/.test(limitRaw) || Number(limitRaw) < 1 || Number(limitRaw) > 500)
+      return apiError('invalid_limit', 'limit must be a whole number from 1 to 500.');
     const limit = Number(limitRaw);
     const cursorRaw = get('cursor');
     const cursorMatch = cursorRaw === null ? null : /^(\d+)_([0-9a-f-]{36})$/.exec(cursorRaw);
@@ -211,7 +207,7 @@ export class RunsApi {
     const runs: RunView[] = [];
     let nextCursor: string | null = null;
     // Walk the index newest first, skipping expired runs and other statuses, a page at a time.
-    for (let scanned = 0; runs.length < limit && scanned < 10_000; ) {
+    for (let scanned = 0; runs.length < limit && scanned < 10_000;) {
       const entries = await this.store.recentIds(Math.max(limit * 2, 100), after);
       if (entries.length === 0) break;
       scanned += entries.length;

@@ -80,7 +80,6 @@ export class HelpRequested extends Error {
   override name = 'HelpRequested';
 }
 
-
 const routeFileSchema = z.strictObject({
   routes: z
     .array(
@@ -183,10 +182,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, argv: readonly 
   const dispatchConcurrency = s('dispatchConcurrency');
   const webhookTimeoutMs = Math.round(s('webhookTimeout') * 1000);
   if (!isLoopbackHost(adminAddr.host) && adminToken === '') {
-    throw new ConfigError(`invalid ADMIN_ADDR=${JSON.stringify(`${adminAddr.host}:${adminAddr.port}`)} without ADMIN_TOKEN: the admin port serves every tenant's runs, so off loopback it needs ADMIN_TOKEN`);
+    throw new ConfigError(
+      `invalid ADMIN_ADDR=${JSON.stringify(`${adminAddr.host}:${adminAddr.port}`)} without ADMIN_TOKEN: the admin port serves every tenant's runs, so off loopback it needs ADMIN_TOKEN`,
+    );
   }
   if (bufferBudget < maxBodyBytes) {
-    throw new ConfigError(`invalid EXTPROC_BUFFER_BUDGET_BYTES=${bufferBudget}: must be at least MAX_BODY_BYTES (${maxBodyBytes}), or no body of the largest size could be received`);
+    throw new ConfigError(
+      `invalid EXTPROC_BUFFER_BUDGET_BYTES=${bufferBudget}: must be at least MAX_BODY_BYTES (${maxBodyBytes}), or no body of the largest size could be received`,
+    );
   }
   return {
     role,
@@ -196,7 +199,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, argv: readonly 
     extprocBufferBudgetBytes: bufferBudget,
     adminAddr,
     adminToken: adminToken === '' ? null : adminToken,
-    adminAllowedHosts: s('adminAllowedHosts').split(',').map((h) => h.trim().toLowerCase()).filter(Boolean),
+    adminAllowedHosts: s('adminAllowedHosts')
+      .split(',')
+      .map((h) => h.trim().toLowerCase())
+      .filter(Boolean),
     redisUrl: s('redisUrl'),
     redisKeyPrefix: s('redisKeyPrefix'),
     redisCommandTimeoutMs,
@@ -223,7 +229,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, argv: readonly 
       concurrency: Math.max(16, Math.min(dispatchConcurrency, 256)),
       retryScheduleMs: s('webhookRetrySchedule'),
       allowPrivateNetworks: s('webhookAllowPrivateNetworks'),
-      allowedHosts: s('webhookAllowedHosts').split(',').map((h) => h.trim().toLowerCase()).filter(Boolean),
+      allowedHosts: s('webhookAllowedHosts')
+        .split(',')
+        .map((h) => h.trim().toLowerCase())
+        .filter(Boolean),
       maxBodyBytes: s('webhookMaxBodyBytes'),
     },
     publicBaseUrl: s('publicBaseUrl').replace(/\/+$/, ''),

@@ -81,7 +81,12 @@ export class Dispatcher {
       onLost: (ids, why) => {
         for (const id of ids) {
           this.metrics.leasesLost.inc({ why });
-          this.logger.warn({ run_id: id, why }, why === 'taken' ? 'lease lost: the run is no longer this worker\'s; call aborted' : 'lease not renewed for a lease timeout (Redis unreachable); call aborted, recovery decides the run');
+          this.logger.warn(
+            { run_id: id, why },
+            why === 'taken'
+              ? "lease lost: the run is no longer this worker's; call aborted"
+              : 'lease not renewed for a lease timeout (Redis unreachable); call aborted, recovery decides the run',
+          );
           this.abortRun(id, 'lease_lost');
         }
       },
@@ -121,7 +126,10 @@ export class Dispatcher {
       try {
         const handed = await this.store.recover(remaining.length, { workerId: this.options.workerId, ids: remaining.map((f) => f.run.id) });
         for (const h of handed) {
-          this.logger.warn({ run_id: h.id, outcome: h.outcome }, h.outcome === 'queued' ? 'run handed back to the queue at shutdown' : 'run ended as interrupted at shutdown');
+          this.logger.warn(
+            { run_id: h.id, outcome: h.outcome },
+            h.outcome === 'queued' ? 'run handed back to the queue at shutdown' : 'run ended as interrupted at shutdown',
+          );
           if (h.outcome === 'failed') this.metrics.runsFinished.inc({ status: 'failed' });
         }
       } catch (err) {
@@ -271,20 +279,29 @@ export class Dispatcher {
   private failure(entry: InFlight, err: Error): DispatchOutcome {
     if (entry.reason === 'grace') {
       return {
-        status: 'timed_out', response: null,
-        error: { code: 'grace_period_exceeded', message: `The upstream did not answer within the grace period of ${entry.run.gracePeriodMs / 1000} s; the call was aborted.` },
+        status: 'timed_out',
+        response: null,
+        error: {
+          code: 'grace_period_exceeded',
+          message: `The upstream did not answer within the grace period of ${entry.run.gracePeriodMs / 1000} s; the call was aborted.`,
+        },
       };
     }
     if (err instanceof TargetOutsideOrigin) {
       // Only a run stored by a direct gRPC client before :path was checked can get here.
-      return { status: 'failed', response: null, error: { code: 'invalid_target', message: 'The run\'s target is not an origin-form path; it was not dispatched.' } };
+      return {
+        status: 'failed',
+        response: null,
+        error: { code: 'invalid_target', message: "The run's target is not an origin-form path; it was not dispatched." },
+      };
     }
     // The tenant sees only the error code: undici's message names internal addresses
     // (`connect ECONNREFUSED 10.0.3.7:8000`); the full error goes to the log.
     const code = (err as Error & { code?: string }).code ?? '';
     entry.log.warn({ err }, 'upstream call failed');
     return {
-      status: 'failed', response: null,
+      status: 'failed',
+      response: null,
       error: { code: 'upstream_unreachable', message: `The upstream call failed${code ? ` (${code})` : ''}.` },
     };
   }
@@ -331,10 +348,7 @@ export class Dispatcher {
         if (recorded) {
           this.metrics.runsFinished.inc({ status: outcome.status });
           this.metrics.runDuration.observe({ status: outcome.status }, (Date.now() - run.startedAt) / 1000);
-          log.info(
-            { status: outcome.status, upstream_status: outcome.response?.statusCode ?? null, error: outcome.error?.code ?? null },
-            'run finished',
-          );
+          log.info({ status: outcome.status, upstream_status: outcome.response?.statusCode ?? null, error: outcome.error?.code ?? null }, 'run finished');
         } else {
           log.info({ status: outcome.status }, 'run outcome dropped: the run was cancelled or taken over');
         }
@@ -392,5 +406,4 @@ export class Dispatcher {
   private redisError(operation: string, err: Error): void {
     this.redisErrors.report(operation, err);
   }
-
 }

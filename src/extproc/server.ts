@@ -75,10 +75,13 @@ export class ExtProcServer {
     this.tokenDigest = options.token === null ? null : digest(options.token);
     // One sweep for all streams instead of a timer each: the accept path stays timer-free.
     const idle = options.streamIdleTimeoutMs;
-    this.sweeper = setInterval(() => {
-      const cutoff = Date.now() - idle;
-      for (const p of this.streams) if (p.lastMessageAt < cutoff) p.expire(idle);
-    }, Math.max(50, Math.min(1000, Math.floor(idle / 4))));
+    this.sweeper = setInterval(
+      () => {
+        const cutoff = Date.now() - idle;
+        for (const p of this.streams) if (p.lastMessageAt < cutoff) p.expire(idle);
+      },
+      Math.max(50, Math.min(1000, Math.floor(idle / 4))),
+    );
     this.sweeper.unref();
   }
 
@@ -94,9 +97,7 @@ export class ExtProcServer {
   async start(): Promise<void> {
     const host = this.options.host.includes(':') ? `[${this.options.host}]` : this.options.host;
     this.boundPort = await new Promise<number>((resolve, reject) =>
-      this.server.bindAsync(`${host}:${this.options.port}`, grpc.ServerCredentials.createInsecure(), (err, port) =>
-        err ? reject(err) : resolve(port),
-      ),
+      this.server.bindAsync(`${host}:${this.options.port}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
     );
   }
 

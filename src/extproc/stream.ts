@@ -128,7 +128,15 @@ export class StreamProcessor {
     if (head.endOfStream) return this.answer(() => decision.onBody(Buffer.alloc(0)), decision.decision);
     const declared = Number(head.headers.find(([k]) => k === 'content-length')?.[1] ?? NaN);
     if (declared > decision.maxBytes) return this.answer(async () => decision.tooLarge(), 'too_large');
-    this.state = { name: 'body', chunks: [], size: 0, maxBytes: decision.maxBytes, tooLarge: decision.tooLarge, onBody: decision.onBody, decision: decision.decision };
+    this.state = {
+      name: 'body',
+      chunks: [],
+      size: 0,
+      maxBytes: decision.maxBytes,
+      tooLarge: decision.tooLarge,
+      onBody: decision.onBody,
+      decision: decision.decision,
+    };
     this.cb.send(CONTINUE_WITH_BUFFERED_BODY);
   }
 

@@ -38,8 +38,19 @@ export const REDELIVER_MIN_INTERVAL_MS = 10_000;
  * test/unit/lua-scripts.test.ts checks every file is listed here and uses exactly its KEYS.
  */
 export const SCRIPT_NAMES = [
-  'enqueueRun', 'claimRuns', 'completeRun', 'cancelRun', 'renewLeases', 'recoverRuns', 'claimWebhooks',
-  'recordWebhookAttempt', 'redeliverWebhook', 'pruneIndex', 'releaseRuns', 'readResult', 'releaseUntracked',
+  'enqueueRun',
+  'claimRuns',
+  'completeRun',
+  'cancelRun',
+  'renewLeases',
+  'recoverRuns',
+  'claimWebhooks',
+  'recordWebhookAttempt',
+  'redeliverWebhook',
+  'pruneIndex',
+  'releaseRuns',
+  'readResult',
+  'releaseUntracked',
 ] as const;
 type ScriptName = (typeof SCRIPT_NAMES)[number];
 /** Scripts that only read: flagged `no-writes`, so Redis runs them on replicas and under OOM too. */
@@ -74,9 +85,26 @@ function defineScripts(redis: Redis): void {
 }
 
 const RUN_VIEW_FIELDS = [
-  'status', 'created_at', 'started_at', 'finished_at', 'method', 'path', 'request_id', 'owner',
-  'res_status', 'res_content_type', 'res_size', 'res_truncated', 'error', 'error_message', 'attempt',
-  'wh_status', 'wh_attempts', 'wh_last_status', 'wh_next_at', 'wh_log',
+  'status',
+  'created_at',
+  'started_at',
+  'finished_at',
+  'method',
+  'path',
+  'request_id',
+  'owner',
+  'res_status',
+  'res_content_type',
+  'res_size',
+  'res_truncated',
+  'error',
+  'error_message',
+  'attempt',
+  'wh_status',
+  'wh_attempts',
+  'wh_last_status',
+  'wh_next_at',
+  'wh_log',
 ] as const;
 
 const iso = (ms: string | null | undefined): string | null => (ms ? new Date(Number(ms)).toISOString() : null);
@@ -132,20 +160,50 @@ export class RunStore {
   async create(run: NewRun): Promise<void> {
     const k = this.keys;
     await this.script('enqueueRun')(
-      k.run(run.id), k.queue, k.index, run.id, k.events,
-      'method', run.method, 'path', run.path, 'target', run.target,
-      'headers', JSON.stringify(run.headers), 'body', run.body,
-      'request_id', run.requestId ?? '', 'owner', run.owner, 'trigger', run.trigger,
-      'webhook_url', run.webhookUrl ?? '', 'wh_id', run.webhookUrl ? `msg_${run.id.replace(/-/g, '')}` : '',
-      'wh_status', run.webhookUrl ? 'pending' : 'none', 'wh_attempts', 0,
-      'grace_ms', run.gracePeriodMs,
+      k.run(run.id),
+      k.queue,
+      k.index,
+      run.id,
+      k.events,
+      'method',
+      run.method,
+      'path',
+      run.path,
+      'target',
+      run.target,
+      'headers',
+      JSON.stringify(run.headers),
+      'body',
+      run.body,
+      'request_id',
+      run.requestId ?? '',
+      'owner',
+      run.owner,
+      'trigger',
+      run.trigger,
+      'webhook_url',
+      run.webhookUrl ?? '',
+      'wh_id',
+      run.webhookUrl ? `msg_${run.id.replace(/-/g, '')}` : '',
+      'wh_status',
+      run.webhookUrl ? 'pending' : 'none',
+      'wh_attempts',
+      0,
+      'grace_ms',
+      run.gracePeriodMs,
     );
   }
 
   /** Takes up to `max` queued runs for `workerId`, oldest first, each leased for the lease timeout. */
   async claim(workerId: string, max: number): Promise<ClaimedRun[]> {
     const rows = (await this.script('claimRuns', true)(
-      this.keys.queue, this.keys.leases, this.keys.base, workerId, this.options.leaseTimeoutMs, max, CLAIM_INLINE_BODY_BYTES,
+      this.keys.queue,
+      this.keys.leases,
+      this.keys.base,
+      workerId,
+      this.options.leaseTimeoutMs,
+      max,
+      CLAIM_INLINE_BODY_BYTES,
     )) as ClaimedRow[];
     return rows.map(toClaimedRun);
   }
@@ -167,17 +225,40 @@ export class RunStore {
     if (outcome.response) {
       const r = outcome.response;
       fields.push(
-        'res_status', r.statusCode, 'res_content_type', r.contentType ?? '', 'res_headers', JSON.stringify(r.headers),
-        'res_body', r.body, 'res_size', r.size, 'res_truncated', r.truncated ? 1 : 0,
+        'res_status',
+        r.statusCode,
+        'res_content_type',
+        r.contentType ?? '',
+        'res_headers',
+        JSON.stringify(r.headers),
+        'res_body',
+        r.body,
+        'res_size',
+        r.size,
+        'res_truncated',
+        r.truncated ? 1 : 0,
       );
     }
     if (outcome.error) fields.push('error', outcome.error.code, 'error_message', outcome.error.message);
     const k = this.keys;
     // Buffer replies: the runs taken along carry binary bodies.
     const done = (await this.script('completeRun', true)(
-      k.run(run.id), k.leases, k.webhooks, k.queue, run.id, workerId, run.attempt, outcome.status,
-      this.options.runTtlMs, k.events, options.handOffWindowMs ?? 0, options.claimNext ?? 0, k.base,
-      this.options.leaseTimeoutMs, CLAIM_INLINE_BODY_BYTES, ...fields,
+      k.run(run.id),
+      k.leases,
+      k.webhooks,
+      k.queue,
+      run.id,
+      workerId,
+      run.attempt,
+      outcome.status,
+      this.options.runTtlMs,
+      k.events,
+      options.handOffWindowMs ?? 0,
+      options.claimNext ?? 0,
+      k.base,
+      this.options.leaseTimeoutMs,
+      CLAIM_INLINE_BODY_BYTES,
+      ...fields,
     )) as 0 | [number, Buffer, Buffer, ClaimedRow[]];
     if (done === 0) return { recorded: false, webhook: null, next: [] };
     const url = str(done[1]);
@@ -219,8 +300,17 @@ export class RunStore {
     const k = this.keys;
     const o = this.options;
     const rows = (await this.script('recoverRuns')(
-      k.queue, k.leases, k.webhooks, k.base, k.events, o.runTtlMs, o.maxDispatchAttempts, o.redispatchInterrupted,
-      limit, handBack?.workerId ?? '', ...(handBack?.ids ?? []),
+      k.queue,
+      k.leases,
+      k.webhooks,
+      k.base,
+      k.events,
+      o.runTtlMs,
+      o.maxDispatchAttempts,
+      o.redispatchInterrupted,
+      limit,
+      handBack?.workerId ?? '',
+      ...(handBack?.ids ?? []),
     )) as Array<[string, 'queued' | 'failed']>;
     return rows.map(([id, outcome]) => ({ id, outcome }));
   }
@@ -255,10 +345,9 @@ export class RunStore {
       started_at: iso(v.started_at),
       finished_at: iso(v.finished_at),
       request: { method: v.method ?? '', path: v.path ?? '', request_id: v.request_id || null },
-      response:
-        v.res_status
-          ? { status_code: Number(v.res_status), content_type: v.res_content_type || null, size: Number(v.res_size ?? 0), truncated: v.res_truncated === '1' }
-          : null,
+      response: v.res_status
+        ? { status_code: Number(v.res_status), content_type: v.res_content_type || null, size: Number(v.res_size ?? 0), truncated: v.res_truncated === '1' }
+        : null,
       error: v.error ? { code: v.error, message: v.error_message ?? '' } : null,
       dispatch_attempts: Number(v.attempt ?? 0),
       webhook: {
@@ -290,7 +379,9 @@ export class RunStore {
 
   /** Takes up to `limit` due webhook deliveries, hidden from other workers for `visibilityMs`. */
   async claimWebhooks(limit: number, visibilityMs: number): Promise<ClaimedDelivery[]> {
-    const rows = (await this.script('claimWebhooks', true)(this.keys.webhooks, this.keys.base, visibilityMs, limit, CLAIM_INLINE_BODY_BYTES)) as Array<Array<Buffer | null>>;
+    const rows = (await this.script('claimWebhooks', true)(this.keys.webhooks, this.keys.base, visibilityMs, limit, CLAIM_INLINE_BODY_BYTES)) as Array<
+      Array<Buffer | null>
+    >;
     return rows.map((r) => {
       const hasResponse = str(r[5]) !== '';
       const inline = r[7] ?? null;
@@ -311,15 +402,27 @@ export class RunStore {
 
   async recordWebhookAttempt(runId: string, record: WebhookAttemptRecord, retryDelayMs: number | null): Promise<void> {
     await this.script('recordWebhookAttempt')(
-      this.keys.run(runId), this.keys.webhooks, runId, record.outcome, JSON.stringify(record),
-      retryDelayMs ?? -1, record.status_code ?? '', this.options.runTtlMs, WEBHOOK_HISTORY_MAX,
+      this.keys.run(runId),
+      this.keys.webhooks,
+      runId,
+      record.outcome,
+      JSON.stringify(record),
+      retryDelayMs ?? -1,
+      record.status_code ?? '',
+      this.options.runTtlMs,
+      WEBHOOK_HISTORY_MAX,
     );
   }
 
   /** A new delivery of a finished run's webhook, if `owner` (null = the admin API) may ask for it. */
   async redeliver(id: string, owner: string | null): Promise<RedeliverResult> {
     return (await this.script('redeliverWebhook')(
-      this.keys.run(id), this.keys.webhooks, id, owner ?? '', owner === null ? '1' : '0', REDELIVER_MIN_INTERVAL_MS,
+      this.keys.run(id),
+      this.keys.webhooks,
+      id,
+      owner ?? '',
+      owner === null ? '1' : '0',
+      REDELIVER_MIN_INTERVAL_MS,
     )) as RedeliverResult;
   }
 

@@ -70,8 +70,16 @@ export type DispatchErrorCode = (typeof DISPATCH_ERRORS)[number];
  * delivery (FINAL_ERRORS in src/webhooks/retry.ts).
  */
 export const ATTEMPT_ERRORS = [
-  'timeout', 'connection_refused', 'connection_reset', 'host_unreachable', 'tls_error', 'dns_failure', 'connection_error',
-  'blocked_address', 'invalid_url', 'invalid_request',
+  'timeout',
+  'connection_refused',
+  'connection_reset',
+  'host_unreachable',
+  'tls_error',
+  'dns_failure',
+  'connection_error',
+  'blocked_address',
+  'invalid_url',
+  'invalid_request',
 ] as const;
 export type AttemptErrorCode = (typeof ATTEMPT_ERRORS)[number];
 

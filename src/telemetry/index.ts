@@ -22,51 +22,76 @@ const DURATION_BUCKETS = [0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900,
 export class Metrics {
   readonly registry = new Registry();
   readonly runsAccepted = new Counter({
-    name: 'eas_runs_accepted_total', help: 'Runs accepted with a 202, by trigger (query or prefer).',
-    labelNames: ['trigger'] as const, registers: [this.registry],
+    name: 'eas_runs_accepted_total',
+    help: 'Runs accepted with a 202, by trigger (query or prefer).',
+    labelNames: ['trigger'] as const,
+    registers: [this.registry],
   });
   readonly runsRejected = new Counter({
-    name: 'eas_runs_rejected_total', help: 'Async requests refused, by error code.',
-    labelNames: ['code'] as const, registers: [this.registry],
+    name: 'eas_runs_rejected_total',
+    help: 'Async requests refused, by error code.',
+    labelNames: ['code'] as const,
+    registers: [this.registry],
   });
   readonly runsFinished = new Counter({
-    name: 'eas_runs_finished_total', help: 'Runs that reached a final state, by status.',
-    labelNames: ['status'] as const, registers: [this.registry],
+    name: 'eas_runs_finished_total',
+    help: 'Runs that reached a final state, by status.',
+    labelNames: ['status'] as const,
+    registers: [this.registry],
   });
   readonly runDuration = new Histogram({
-    name: 'eas_run_duration_seconds', help: 'Time from dispatch start to the final state, by status.',
-    labelNames: ['status'] as const, buckets: DURATION_BUCKETS, registers: [this.registry],
+    name: 'eas_run_duration_seconds',
+    help: 'Time from dispatch start to the final state, by status.',
+    labelNames: ['status'] as const,
+    buckets: DURATION_BUCKETS,
+    registers: [this.registry],
   });
   readonly queueWait = new Histogram({
-    name: 'eas_run_queue_wait_seconds', help: 'Time a run waited in the queue before a worker took it.',
-    buckets: DURATION_BUCKETS, registers: [this.registry],
+    name: 'eas_run_queue_wait_seconds',
+    help: 'Time a run waited in the queue before a worker took it.',
+    buckets: DURATION_BUCKETS,
+    registers: [this.registry],
   });
   readonly dispatchesInFlight = new Gauge({
-    name: 'eas_dispatches_in_flight', help: 'Upstream calls this process is waiting on.', registers: [this.registry],
+    name: 'eas_dispatches_in_flight',
+    help: 'Upstream calls this process is waiting on.',
+    registers: [this.registry],
   });
   readonly queueDepth = new Gauge({
-    name: 'eas_queue_depth', help: 'Runs waiting in the shared Redis queue (read at scrape time).', registers: [this.registry],
+    name: 'eas_queue_depth',
+    help: 'Runs waiting in the shared Redis queue (read at scrape time).',
+    registers: [this.registry],
   });
   readonly webhookAttempts = new Counter({
-    name: 'eas_webhook_attempts_total', help: 'Webhook delivery attempts, by outcome (delivered, retry, failed).',
-    labelNames: ['outcome'] as const, registers: [this.registry],
+    name: 'eas_webhook_attempts_total',
+    help: 'Webhook delivery attempts, by outcome (delivered, retry, failed).',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
   });
   readonly extprocStreamDuration = new Histogram({
-    name: 'eas_extproc_stream_duration_seconds', help: 'ext_proc stream lifetime until the sidecar answered, by decision.',
-    labelNames: ['decision'] as const, buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 60],
+    name: 'eas_extproc_stream_duration_seconds',
+    help: 'ext_proc stream lifetime until the sidecar answered, by decision.',
+    labelNames: ['decision'] as const,
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 60],
     registers: [this.registry],
   });
   readonly extprocStreamErrors = new Counter({
-    name: 'eas_extproc_stream_errors_total', help: 'ext_proc streams ended with a protocol error, by reason.',
-    labelNames: ['reason'] as const, registers: [this.registry],
+    name: 'eas_extproc_stream_errors_total',
+    help: 'ext_proc streams ended with a protocol error, by reason.',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
   });
   readonly leasesLost = new Counter({
-    name: 'eas_leases_lost_total', help: 'Runs whose lease this worker lost while calling the app (the call was aborted), by why (taken, expired).',
-    labelNames: ['why'] as const, registers: [this.registry],
+    name: 'eas_leases_lost_total',
+    help: 'Runs whose lease this worker lost while calling the app (the call was aborted), by why (taken, expired).',
+    labelNames: ['why'] as const,
+    registers: [this.registry],
   });
   readonly redisErrors = new Counter({
-    name: 'eas_redis_errors_total', help: 'Redis commands that failed, by operation.',
-    labelNames: ['operation'] as const, registers: [this.registry],
+    name: 'eas_redis_errors_total',
+    help: 'Redis commands that failed, by operation.',
+    labelNames: ['operation'] as const,
+    registers: [this.registry],
   });
 
   constructor(options: { defaultMetrics?: boolean } = {}) {

@@ -49,7 +49,7 @@ const BLOCKED_V4: readonly V4Range[] = [
 function inV4(ip: number, [base, prefix]: V4Range): boolean {
   if (prefix === 0) return true;
   const mask = prefix === 32 ? 0xffffffff : (~0 << (32 - prefix)) >>> 0;
-  return ((ip & mask) >>> 0) === ((base & mask) >>> 0);
+  return (ip & mask) >>> 0 === (base & mask) >>> 0;
 }
 
 /** Strict dotted-quad IPv4 to an unsigned 32-bit number, or null. */

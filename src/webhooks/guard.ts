@@ -46,7 +46,11 @@ export function createDnsResolver(options: DnsResolverOptions = {}): Resolver {
   };
   return async (hostname) => {
     const name = hostname.toLowerCase().replace(/\.$/, '');
-    if (name === 'localhost' || name.endsWith('.localhost')) return [{ address: '127.0.0.1', family: 4 }, { address: '::1', family: 6 }];
+    if (name === 'localhost' || name.endsWith('.localhost'))
+      return [
+        { address: '127.0.0.1', family: 4 },
+        { address: '::1', family: 6 },
+      ];
     if (isIP(name)) return [{ address: name, family: isIP(name) === 6 ? 6 : 4 }];
     if (!name.includes('.')) {
       const found = await dns.lookup(name, { all: true, verbatim: true });
@@ -154,7 +158,13 @@ export class PinnedLookup {
       process.nextTick(() => cb(err, opts.all ? [] : ''));
       return;
     }
-    if (opts.all) process.nextTick(() => cb(null, list.map((a) => ({ address: a.address, family: a.family }))));
+    if (opts.all)
+      process.nextTick(() =>
+        cb(
+          null,
+          list.map((a) => ({ address: a.address, family: a.family })),
+        ),
+      );
     else process.nextTick(() => cb(null, list[0].address, list[0].family));
   };
 }

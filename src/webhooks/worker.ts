@@ -103,7 +103,12 @@ export class DeliveryWorker {
       try {
         d = { ...d, body: (await this.store.readResultBody(d.runId)) ?? Buffer.alloc(0), bodyPending: false };
       } catch (err) {
-        this.redisErrors.report('read_result_body', err as Error, { run_id: d.runId }, 'could not read a webhook body; the delivery is retried after its visibility window');
+        this.redisErrors.report(
+          'read_result_body',
+          err as Error,
+          { run_id: d.runId },
+          'could not read a webhook body; the delivery is retried after its visibility window',
+        );
         return;
       }
     }
@@ -141,10 +146,7 @@ export class DeliveryWorker {
       duration_ms: Math.round(result.durationMs),
       outcome,
     };
-    log.info(
-      { attempt: d.tries + 1, outcome, status_code: result.statusCode, error: result.error, retry_in_ms: delay },
-      'webhook attempt',
-    );
+    log.info({ attempt: d.tries + 1, outcome, status_code: result.statusCode, error: result.error, retry_in_ms: delay }, 'webhook attempt');
     for (let backoff = 100; ; backoff = Math.min(backoff * 2, 2000)) {
       try {
         await this.store.recordWebhookAttempt(d.runId, record, delay);

@@ -34,7 +34,8 @@ async function until<T>(read: () => Promise<T>, expected: T | ((v: T) => boolean
   for (;;) {
     last = await read().catch(() => undefined);
     if (last !== undefined && ok(last)) return;
-    if (Date.now() > deadline) throw new Error(`timed out: last value ${JSON.stringify(last)}, expected ${typeof expected === 'function' ? 'a match' : JSON.stringify(expected)}`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out: last value ${JSON.stringify(last)}, expected ${typeof expected === 'function' ? 'a match' : JSON.stringify(expected)}`);
     await new Promise((r) => setTimeout(r, 50));
   }
 }
@@ -57,9 +58,20 @@ run('runs dashboard in headless Chromium', () => {
   async function create(path: string, opts: { webhook?: boolean; graceMs?: number } = {}): Promise<string> {
     const id = randomUUID();
     await store.create({
-      id, trigger: 'query', method: 'POST', path, target: path, headers: [['host', 'app'], ['content-type', 'application/json']],
-      body: Buffer.from('{"input":1}'), requestId: randomUUID(), owner: '',
-      webhookUrl: opts.webhook ? `${hooks.url}/hook` : null, gracePeriodMs: opts.graceMs ?? 120_000,
+      id,
+      trigger: 'query',
+      method: 'POST',
+      path,
+      target: path,
+      headers: [
+        ['host', 'app'],
+        ['content-type', 'application/json'],
+      ],
+      body: Buffer.from('{"input":1}'),
+      requestId: randomUUID(),
+      owner: '',
+      webhookUrl: opts.webhook ? `${hooks.url}/hook` : null,
+      gracePeriodMs: opts.graceMs ?? 120_000,
     });
     return id;
   }
@@ -75,7 +87,13 @@ run('runs dashboard in headless Chromium', () => {
   beforeAll(async () => {
     redisServer = await RedisServer.start();
     redis = new Redis(redisServer.url, { lazyConnect: false, maxRetriesPerRequest: 1 });
-    store = new RunStore(redis, { keyPrefix: 'eas', runTtlMs: 86_400_000, leaseTimeoutMs: 30_000, maxDispatchAttempts: 3, redispatchInterrupted: 'idempotent' });
+    store = new RunStore(redis, {
+      keyPrefix: 'eas',
+      runTtlMs: 86_400_000,
+      leaseTimeoutMs: 30_000,
+      maxDispatchAttempts: 3,
+      redispatchInterrupted: 'idempotent',
+    });
     app = await Upstream.start((req, res) => {
       if (req.url.startsWith('/v1/slow')) return; // hangs until the sidecar gives up or cancels
       if (req.url.startsWith('/v1/fail')) {
@@ -113,7 +131,16 @@ run('runs dashboard in headless Chromium', () => {
     context = await chromium.launchPersistentContext(userDataDir, {
       executablePath: CHROMIUM,
       headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
       viewport: { width: 1440, height: 900 },
       deviceScaleFactor: 1,
       timezoneId: 'UTC',
@@ -186,7 +213,9 @@ run('runs dashboard in headless Chromium', () => {
     expect(await count('running')).toBe('1');
     expect(await count('timed_out')).toBe('1');
     expect(await page.locator('#chart rect.series-succeeded').count()).toBeGreaterThan(0);
-    expect(await page.locator('#chart-summary').textContent()).toContain('7 runs created in the last 30 minutes: 3 succeeded, 2 failed, 1 timed out, 0 cancelled, 1 in progress');
+    expect(await page.locator('#chart-summary').textContent()).toContain(
+      '7 runs created in the last 30 minutes: 3 succeeded, 2 failed, 1 timed out, 0 cancelled, 1 in progress',
+    );
   });
 
   test('filters by status', async () => {
@@ -235,7 +264,10 @@ run('runs dashboard in headless Chromium', () => {
     const before = hooks.requests.length;
     await page.getByRole('button', { name: 'Redeliver webhook' }).focus();
     await page.keyboard.press('Enter');
-    await until(() => page.locator('#toast').innerText(), (v) => v.includes('redelivery queued'));
+    await until(
+      () => page.locator('#toast').innerText(),
+      (v) => v.includes('redelivery queued'),
+    );
     await hooks.waitForRequests(before + 1);
 
     // Escape closes the detail and gives the focus back to the row.
@@ -267,7 +299,10 @@ run('runs dashboard in headless Chromium', () => {
     await page.getByLabel('Status').selectOption('');
     await row(ids.ok[0]!).click();
     await until(() => rows().count(), allIds().length);
-    await until(() => page.locator('#webhook-history tbody tr').count(), (v) => v >= 2);
+    await until(
+      () => page.locator('#webhook-history tbody tr').count(),
+      (v) => v >= 2,
+    );
     await page.mouse.move(0, 0);
     await until(() => page.locator('#toast').isHidden(), true);
     mkdirSync(join(SCREENSHOT, '..'), { recursive: true });
@@ -302,12 +337,18 @@ run('runs dashboard in headless Chromium', () => {
       await p.getByLabel('Admin token', { exact: true }).fill(TOKEN);
       await p.getByRole('button', { name: 'Continue' }).click();
       await until(() => dialog.isVisible(), false);
-      await until(() => p.locator('#runs-body tr').count(), (v) => v >= allIds().length);
+      await until(
+        () => p.locator('#runs-body tr').count(),
+        (v) => v >= allIds().length,
+      );
       expect(seen.at(-1)).toBe(`Bearer ${TOKEN}`);
 
       // The token survives a reload of the tab (sessionStorage), so no prompt the second time.
       await p.reload();
-      await until(() => p.locator('#runs-body tr').count(), (v) => v >= allIds().length);
+      await until(
+        () => p.locator('#runs-body tr').count(),
+        (v) => v >= allIds().length,
+      );
       expect(await dialog.isVisible()).toBe(false);
     } finally {
       await p.close();
@@ -315,4 +356,3 @@ run('runs dashboard in headless Chromium', () => {
     }
   });
 });
-

@@ -102,11 +102,15 @@ describeWithEnvoy('npm run demo', () => {
 
     // The status command (?wait=10), repeated until the run has ended: the app sleeps 3 s.
     const status = parseCurl(printed(/\?wait=10/), runId);
-    const run = await eventually(async () => {
-      const r = await send(status);
-      expect(r.status).toBe(200);
-      return r.json.status === 'succeeded' ? r.json : undefined;
-    }, 60_000, 'run to succeed');
+    const run = await eventually(
+      async () => {
+        const r = await send(status);
+        expect(r.status).toBe(200);
+        return r.json.status === 'succeeded' ? r.json : undefined;
+      },
+      60_000,
+      'run to succeed',
+    );
     expect(run.response.status_code).toBe(200);
 
     const result = await send(parseCurl(printed(/\/result"/), runId));
@@ -119,7 +123,13 @@ describeWithEnvoy('npm run demo', () => {
     await eventually(() => (webhookLine.test(demo.output()) ? true : undefined), 30_000, 'the [webhook] line');
     const received = await send({ method: 'GET', url: `${receiver}/received`, headers: {} });
     expect(received.json.webhooks).toEqual([
-      expect.objectContaining({ run_id: runId, run_status: 'succeeded', upstream_status: 200, signature: 'valid', webhook_id: `msg_${runId.replace(/-/g, '')}` }),
+      expect.objectContaining({
+        run_id: runId,
+        run_status: 'succeeded',
+        upstream_status: 200,
+        signature: 'valid',
+        webhook_id: `msg_${runId.replace(/-/g, '')}`,
+      }),
     ]);
 
     const logDir = /logs:\s+(\S+)/.exec(out)![1]!;

@@ -58,11 +58,15 @@ async function acceptThrough(envoy: RealEnvoy, path: string): Promise<string> {
 }
 
 async function waitSucceeded(envoy: RealEnvoy, runId: string): Promise<void> {
-  await eventually(async () => {
-    const res = await request(`${envoy.url}/v1/runs/${runId}?wait=5`);
-    const body = (await res.body.json()) as { status: string };
-    return body.status === 'succeeded' ? true : undefined;
-  }, 20_000, 'run to succeed');
+  await eventually(
+    async () => {
+      const res = await request(`${envoy.url}/v1/runs/${runId}?wait=5`);
+      const body = (await res.body.json()) as { status: string };
+      return body.status === 'succeeded' ? true : undefined;
+    },
+    20_000,
+    'run to succeed',
+  );
 }
 
 describeWithEnvoy('the built sidecar, started like npm start, behind the real Envoy', () => {
@@ -113,7 +117,6 @@ describeWithEnvoy('the built sidecar, started like npm start, behind the real En
     expect((await acceptor.exited).code).toBe(0);
     expect((await worker.exited).code).toBe(0);
   });
-
 });
 
 describe('the built sidecar, started like npm start', () => {

@@ -40,14 +40,22 @@ describe('admin port: Host and Origin', () => {
     expect(JSON.parse(r.body)).toMatchObject({ error: { code: 'host_not_allowed' } });
   });
 
-  it.each(['127.0.0.1:9090', 'localhost:9090', '[::1]:9090', '10.1.2.3:9090', 'sidecar.internal', 'SIDECAR.internal:9090'])('answers Host: %s (IP literals, localhost, ADMIN_ALLOWED_HOSTS)', async (host) => {
-    expect((await call('/v1/runs', { host })).status).toBe(200);
-  });
+  it.each(['127.0.0.1:9090', 'localhost:9090', '[::1]:9090', '10.1.2.3:9090', 'sidecar.internal', 'SIDECAR.internal:9090'])(
+    'answers Host: %s (IP literals, localhost, ADMIN_ALLOWED_HOSTS)',
+    async (host) => {
+      expect((await call('/v1/runs', { host })).status).toBe(200);
+    },
+  );
 
   it('refuses a cross-site POST (Origin of another site, or Sec-Fetch-Site: cross-site), allows same-origin and non-browser clients', async () => {
     const host = `127.0.0.1:${sidecar.adminPort}`;
     const path = `/v1/runs/${RUN}/redeliver`;
-    const crossSite: Array<Record<string, string>> = [{ origin: 'https://attacker.example' }, { 'sec-fetch-site': 'cross-site' }, { 'sec-fetch-site': 'same-site' }, { origin: 'null' }];
+    const crossSite: Array<Record<string, string>> = [
+      { origin: 'https://attacker.example' },
+      { 'sec-fetch-site': 'cross-site' },
+      { 'sec-fetch-site': 'same-site' },
+      { origin: 'null' },
+    ];
     for (const extra of crossSite) {
       const r = await call(path, { host, ...extra }, 'POST');
       expect([extra, r.status, JSON.parse(r.body).error.code]).toEqual([extra, 403, 'cross_site_request']);

@@ -51,7 +51,11 @@ describeEachEnvoy('the async path end to end', (factory) => {
       CONFIG_FILE: join(dir, 'routes.yaml'),
       MAX_BODY_BYTES: String(BODY_LIMIT),
     });
-    await eventually(async () => ((await request(`${envoy.url}/v1/runs/00000000-0000-4000-8000-000000000000`)).statusCode === 404 ? true : undefined), 15_000, 'sidecar serving');
+    await eventually(
+      async () => ((await request(`${envoy.url}/v1/runs/00000000-0000-4000-8000-000000000000`)).statusCode === 404 ? true : undefined),
+      15_000,
+      'sidecar serving',
+    );
   });
 
   afterEach(() => {
@@ -78,10 +82,14 @@ describeEachEnvoy('the async path end to end', (factory) => {
   }
 
   async function finalStatus(id: string, headers: Record<string, string> = {}) {
-    return eventually(async () => {
-      const r = await runStatus(id, headers);
-      return ['queued', 'running'].includes(r.json.status) ? undefined : r.json;
-    }, 15_000, `run ${id} to end`);
+    return eventually(
+      async () => {
+        const r = await runStatus(id, headers);
+        return ['queued', 'running'].includes(r.json.status) ? undefined : r.json;
+      },
+      15_000,
+      `run ${id} to end`,
+    );
   }
 
   /** Run records in Redis (eas:{runs}:run:<id>). */
@@ -90,7 +98,10 @@ describeEachEnvoy('the async path end to end', (factory) => {
   }
 
   it("answers Cerebrium's 202 byte for byte, replays the request and forwards a signed webhook", async () => {
-    app.setHandler((req, res) => void res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ result: "done", got: JSON.parse(req.body.toString()) })));
+    app.setHandler(
+      (req, res) =>
+        void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ result: 'done', got: JSON.parse(req.body.toString()) })),
+    );
     const before = app.requests.length;
     const hookUrl = encodeURIComponent(hooks.url);
     const res = await post(`/v4/p-1/my-app/run?async=true&webhookEndpoint=${hookUrl}`, '{"prompt":"hello"}', { authorization: 'Bearer k1' });
@@ -138,7 +149,13 @@ describeEachEnvoy('the async path end to end', (factory) => {
     expect(() => new Webhook(SECRET).verify(hook!.body.toString(), hh)).not.toThrow();
 
     const done = await finalStatus(runId, { authorization: 'Bearer k1' });
-    expect(done).toMatchObject({ run_id: runId, status: 'succeeded', request: { method: 'POST', path: '/v4/p-1/my-app/run', request_id: h['x-request-id'] }, response: { status_code: 200, content_type: 'application/json' }, error: null });
+    expect(done).toMatchObject({
+      run_id: runId,
+      status: 'succeeded',
+      request: { method: 'POST', path: '/v4/p-1/my-app/run', request_id: h['x-request-id'] },
+      response: { status_code: 200, content_type: 'application/json' },
+      error: null,
+    });
     await eventually(async () => ((await runStatus(runId, { authorization: 'Bearer k1' })).json.webhook.status === 'delivered' ? true : undefined));
     // A different owner sees nothing.
     expect((await runStatus(runId, { authorization: 'Bearer other' })).status).toBe(404);
@@ -220,22 +237,24 @@ describeEachEnvoy('the async path end to end', (factory) => {
     // Through the real Envoy only the headers are sent: had the body followed at once, Envoy's own
     // buffer limit could fire first (its 413 races the sidecar's answer to the headers message).
     // The stand-in reads the whole body before its filter chain runs, so it gets the body.
-    const res = !asRealEnvoy(envoy) ? await post('/big?async=true', randomBytes(BODY_LIMIT + 1), { 'content-type': 'application/octet-stream' }) : await new Promise<{ status: number; headers: http.IncomingHttpHeaders; raw: Buffer }>((resolve, reject) => {
-      const req = http.request(`${envoy.url}/big?async=true`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/octet-stream', 'content-length': String(BODY_LIMIT + 1) },
-      });
-      req.on('response', (r) => {
-        const chunks: Buffer[] = [];
-        r.on('data', (c: Buffer) => chunks.push(c));
-        r.on('end', () => {
-          resolve({ status: r.statusCode ?? 0, headers: r.headers, raw: Buffer.concat(chunks) });
-          req.destroy();
+    const res = !asRealEnvoy(envoy)
+      ? await post('/big?async=true', randomBytes(BODY_LIMIT + 1), { 'content-type': 'application/octet-stream' })
+      : await new Promise<{ status: number; headers: http.IncomingHttpHeaders; raw: Buffer }>((resolve, reject) => {
+          const req = http.request(`${envoy.url}/big?async=true`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/octet-stream', 'content-length': String(BODY_LIMIT + 1) },
+          });
+          req.on('response', (r) => {
+            const chunks: Buffer[] = [];
+            r.on('data', (c: Buffer) => chunks.push(c));
+            r.on('end', () => {
+              resolve({ status: r.statusCode ?? 0, headers: r.headers, raw: Buffer.concat(chunks) });
+              req.destroy();
+            });
+          });
+          req.on('error', reject);
+          req.flushHeaders();
         });
-      });
-      req.on('error', reject);
-      req.flushHeaders();
-    });
     expect(res.status).toBe(413);
     expect(res.headers['content-type']).toBe('application/json');
     expect(JSON.parse(res.raw.toString()).error.code).toBe('body_too_large');
@@ -250,7 +269,11 @@ describeEachEnvoy('the async path end to end', (factory) => {
     const big = randomBytes(BODY_LIMIT + 1);
     // A stream body has no content-length: undici sends it chunked, so only Envoy's buffer limit can stop it.
     const chunks = Array.from({ length: 11 }, (_, i) => big.subarray(i * 1024 * 1024, (i + 1) * 1024 * 1024));
-    const res = await request(`${envoy.url}/big-chunked?async=true`, { method: 'POST', body: Readable.from(chunks), headers: { 'content-type': 'application/octet-stream' } });
+    const res = await request(`${envoy.url}/big-chunked?async=true`, {
+      method: 'POST',
+      body: Readable.from(chunks),
+      headers: { 'content-type': 'application/octet-stream' },
+    });
     const raw = Buffer.from(await res.body.arrayBuffer());
     expect(res.statusCode).toBe(413);
     // Envoy's own local reply (the filter manager's buffer limit), not the sidecar's JSON 413.
@@ -294,10 +317,14 @@ describeEachEnvoy('the async path end to end', (factory) => {
     expect(res.status).toBe(503);
     expect(JSON.parse(res.raw.toString()).error.code).toBe('store_unavailable');
     await redis.startProcess();
-    const accepted = await eventually(async () => {
-      const r = await post('/after-outage?async=true', '{"n":1}');
-      return r.status === 202 ? r : undefined;
-    }, 15_000, 'accepting again');
+    const accepted = await eventually(
+      async () => {
+        const r = await post('/after-outage?async=true', '{"n":1}');
+        return r.status === 202 ? r : undefined;
+      },
+      15_000,
+      'accepting again',
+    );
     const runId = JSON.parse(accepted.raw.toString()).run_id as string;
     expect((await finalStatus(runId)).status).toBe('succeeded');
   });

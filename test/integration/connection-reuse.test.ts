@@ -38,7 +38,14 @@ afterAll(async () => {
 function withoutCap(doc: Document): void {
   const clusters = (doc.toJS() as { static_resources: { clusters: { name: string }[] } }).static_resources.clusters;
   const i = clusters.findIndex((c) => c.name === 'async_sidecar');
-  const path = ['static_resources', 'clusters', i, 'typed_extension_protocol_options', 'envoy.extensions.upstreams.http.v3.HttpProtocolOptions', 'common_http_protocol_options'];
+  const path = [
+    'static_resources',
+    'clusters',
+    i,
+    'typed_extension_protocol_options',
+    'envoy.extensions.upstreams.http.v3.HttpProtocolOptions',
+    'common_http_protocol_options',
+  ];
   if (!doc.hasIn(path)) throw new Error('envoy.yaml no longer sets common_http_protocol_options on async_sidecar');
   doc.deleteIn(path);
 }
@@ -79,7 +86,11 @@ describeWithEnvoy('bursts of ext_proc streams from the real Envoy to one sidecar
   }, 180_000);
 
   it('without the cap, the sidecar sends GOAWAY mid-burst and requests fail with 503', async () => {
-    const envoy = await RealEnvoy.start({ clusters: { async_sidecar: `127.0.0.1:${extprocPort}`, app: '127.0.0.1:9' }, edit: withoutCap, concurrency: CONCURRENCY });
+    const envoy = await RealEnvoy.start({
+      clusters: { async_sidecar: `127.0.0.1:${extprocPort}`, app: '127.0.0.1:9' },
+      edit: withoutCap,
+      concurrency: CONCURRENCY,
+    });
     try {
       const r = await burst(envoy);
       // Measured with Envoy 1.40 and Node 20: the sidecar sent GOAWAY on Envoy's connections

@@ -101,7 +101,11 @@ async function startStandIn(extra: Partial<EnvoyStandInOptions> = {}): Promise<E
 }
 
 function editExtProcFilter(doc: Document, f: FilterOverrides): void {
-  const listeners = (doc.toJS() as { static_resources: { listeners: { name: string; filter_chains: { filters: { typed_config: { http_filters: { name: string }[] } }[] }[] }[] } }).static_resources.listeners;
+  const listeners = (
+    doc.toJS() as {
+      static_resources: { listeners: { name: string; filter_chains: { filters: { typed_config: { http_filters: { name: string }[] } }[] }[] }[] };
+    }
+  ).static_resources.listeners;
   const li = listeners.findIndex((l) => l.name === 'ingress');
   const fi = listeners[li]!.filter_chains[0]!.filters[0]!.typed_config.http_filters.findIndex((h) => h.name === 'envoy.filters.http.ext_proc');
   const base = ['static_resources', 'listeners', li, 'filter_chains', 0, 'filters', 0, 'typed_config', 'http_filters', fi, 'typed_config'];
@@ -239,8 +243,16 @@ describeEachEnvoy('Envoy: messages sent to the server', (factory) => {
     expect(hs.end_of_stream).toBeFalsy(); // unset on the wire: proto3's false
     // The HCM's headers, in Envoy's order (conn_manager_utility.cc): what the sidecar reads.
     expect(hs.headers!.headers!.map((h) => h.key)).toEqual([
-      ':authority', ':path', ':method', ':scheme', 'x-custom', 'content-length',
-      'x-forwarded-for', 'x-forwarded-proto', 'x-envoy-external-address', 'x-request-id',
+      ':authority',
+      ':path',
+      ':method',
+      ':scheme',
+      'x-custom',
+      'content-length',
+      'x-forwarded-for',
+      'x-forwarded-proto',
+      'x-envoy-external-address',
+      'x-request-id',
     ]);
     expect(headersMsg!.metadata_context).toEqual({});
     const map = new Map(hs.headers!.headers!.map((h) => [h.key, h.raw_value?.toString()]));

@@ -102,28 +102,36 @@ describe('ext_proc trust boundary (direct gRPC clients)', () => {
   });
 
   it('answers health checks without the secret (kubelet and Envoy health checks send none)', async () => {
-    const proto = grpc.loadPackageDefinition(
-      loadSync(require.resolve('grpc-health-check/proto/health/v1/health.proto'), { enums: String }),
-    ) as unknown as { grpc: { health: { v1: { Health: new (a: string, c: grpc.ChannelCredentials) => grpc.Client & { check: (r: object, cb: (e: Error | null, r: { status: string }) => void) => void } } } } };
+    const proto = grpc.loadPackageDefinition(loadSync(require.resolve('grpc-health-check/proto/health/v1/health.proto'), { enums: String })) as unknown as {
+      grpc: {
+        health: {
+          v1: {
+            Health: new (
+              a: string,
+              c: grpc.ChannelCredentials,
+            ) => grpc.Client & { check: (r: object, cb: (e: Error | null, r: { status: string }) => void) => void };
+          };
+        };
+      };
+    };
     const health = new proto.grpc.health.v1.Health(`127.0.0.1:${extprocPort}`, grpc.credentials.createInsecure());
     const status = await new Promise<string>((resolve, reject) => health.check({ service: '' }, (e, r) => (e ? reject(e) : resolve(r.status))));
     health.close();
     expect(status).toBe('SERVING');
   });
 
-  it.each([
-    '@127.0.0.2:PORT/latest/meta-data/?async=true',
-    'http://127.0.0.2:PORT/latest/meta-data/?async=true',
-    '/a b?async=true',
-  ])('ends a stream whose :path is %j with INVALID_ARGUMENT: no run, no call to the internal host', async (template) => {
-    const port = (internal.address() as AddressInfo).port;
-    const s = new ExtProcStream(client, withToken());
-    s.send(head(template.replace('PORT', String(port)), true, 'GET'));
-    expect(await ending(s)).toMatchObject({ kind: 'error', code: grpc.status.INVALID_ARGUMENT });
-    await new Promise((r) => setTimeout(r, 300)); // a dispatch, had there been a run, starts within ms
-    expect(internalHits).toBe(0);
-    expect(await runKeys()).toBe(0);
-  });
+  it.each(['@127.0.0.2:PORT/latest/meta-data/?async=true', 'http://127.0.0.2:PORT/latest/meta-data/?async=true', '/a b?async=true'])(
+    'ends a stream whose :path is %j with INVALID_ARGUMENT: no run, no call to the internal host',
+    async (template) => {
+      const port = (internal.address() as AddressInfo).port;
+      const s = new ExtProcStream(client, withToken());
+      s.send(head(template.replace('PORT', String(port)), true, 'GET'));
+      expect(await ending(s)).toMatchObject({ kind: 'error', code: grpc.status.INVALID_ARGUMENT });
+      await new Promise((r) => setTimeout(r, 300)); // a dispatch, had there been a run, starts within ms
+      expect(internalHits).toBe(0);
+      expect(await runKeys()).toBe(0);
+    },
+  );
 
   it('ends a stream that sends its headers and then nothing (DEADLINE_EXCEEDED after the idle timeout)', async () => {
     const s = new ExtProcStream(client, withToken());
@@ -149,20 +157,24 @@ describe('ext_proc trust boundary (direct gRPC clients)', () => {
     expect(await ending(third)).toMatchObject({ kind: 'error', code: grpc.status.RESOURCE_EXHAUSTED });
     for (const s of held) s.close();
     // With the budget given back, a complete request is accepted again.
-    const ok = await eventually(async () => {
-      const s = new ExtProcStream(client, withToken());
-      s.send(head('/predict?async=true'));
-      s.send(chunk(900 * 1024, true));
-      const deadline = Date.now() + 3_000;
-      for (;;) {
-        const e = await s.next(deadline);
-        if (e.kind !== 'message') return undefined;
-        if (e.message.immediate_response) {
-          s.close();
-          return e.message.immediate_response.status?.code;
+    const ok = await eventually(
+      async () => {
+        const s = new ExtProcStream(client, withToken());
+        s.send(head('/predict?async=true'));
+        s.send(chunk(900 * 1024, true));
+        const deadline = Date.now() + 3_000;
+        for (;;) {
+          const e = await s.next(deadline);
+          if (e.kind !== 'message') return undefined;
+          if (e.message.immediate_response) {
+            s.close();
+            return e.message.immediate_response.status?.code;
+          }
         }
-      }
-    }, 10_000, 'accepted after the budget was freed');
+      },
+      10_000,
+      'accepted after the budget was freed',
+    );
     expect(ok).toBe('Accepted');
   });
 });
@@ -176,15 +188,17 @@ describeWithEnvoy('ext_proc trust boundary through the real Envoy', () => {
     dir = mkdtempSync(join(tmpdir(), 'eas-token-'));
     writeFileSync(join(dir, 'token'), TOKEN);
     const compose = parseYaml(readFileSync(join(REPO_ROOT, 'docker-compose.yml'), 'utf8')) as { services: { envoy: { command: string[] } } };
-    const script = compose.services.envoy.command[0]!
-      .replace(/ && exec envoy .*/, '')
+    const script = compose.services.envoy.command[0]!.replace(/ && exec envoy .*/, '')
       .replace('$$', '$')
       .replace('/run/extproc/token', join(dir, 'token'))
       .replace('/etc/envoy/envoy.yaml', join(REPO_ROOT, 'envoy', 'envoy.yaml'))
       .replace('/tmp/envoy.yaml', join(dir, 'envoy.yaml'));
     execFileSync('/bin/sh', ['-c', script]);
     expect(readFileSync(join(dir, 'envoy.yaml'), 'utf8')).toContain(`value: "${TOKEN}"`);
-    envoy = await RealEnvoy.start({ configPath: join(dir, 'envoy.yaml'), clusters: { async_sidecar: `127.0.0.1:${extprocPort}`, app: `127.0.0.1:${app.port}` } });
+    envoy = await RealEnvoy.start({
+      configPath: join(dir, 'envoy.yaml'),
+      clusters: { async_sidecar: `127.0.0.1:${extprocPort}`, app: `127.0.0.1:${app.port}` },
+    });
   });
   afterAll(async () => {
     await envoy?.close();

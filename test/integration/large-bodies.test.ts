@@ -19,8 +19,18 @@ const MiB = 1024 * 1024;
 const N = 30;
 const id = (n: number) => `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`;
 const newRun = (n: number, over: Partial<NewRun> = {}): NewRun => ({
-  id: id(n), trigger: 'query', method: 'POST', path: '/big', target: '/big', headers: [['host', 'app']], body: Buffer.alloc(10 * MiB, n),
-  requestId: null, owner: '', webhookUrl: null, gracePeriodMs: 60_000, ...over,
+  id: id(n),
+  trigger: 'query',
+  method: 'POST',
+  path: '/big',
+  target: '/big',
+  headers: [['host', 'app']],
+  body: Buffer.alloc(10 * MiB, n),
+  requestId: null,
+  owner: '',
+  webhookUrl: null,
+  gracePeriodMs: 60_000,
+  ...over,
 });
 
 let redis: RedisServer;
@@ -61,10 +71,14 @@ it(`dispatches ${N} queued runs of 10 MiB each: every body reaches the app whole
     ['--role', 'worker'],
   );
   try {
-    await eventually(async () => {
-      const statuses = await Promise.all(Array.from({ length: N }, (_, i) => db.hget(store.keys.run(id(i + 1)), 'status')));
-      return statuses.every((s) => s === 'succeeded' || s === 'failed') ? statuses : undefined;
-    }, 60_000, 'every run ends');
+    await eventually(
+      async () => {
+        const statuses = await Promise.all(Array.from({ length: N }, (_, i) => db.hget(store.keys.run(id(i + 1)), 'status')));
+        return statuses.every((s) => s === 'succeeded' || s === 'failed') ? statuses : undefined;
+      },
+      60_000,
+      'every run ends',
+    );
     const views = await Promise.all(Array.from({ length: N }, (_, i) => store.get(id(i + 1))));
     expect(views.map((v) => v!.view.status)).toEqual(Array(N).fill('succeeded'));
     expect(views.map((v) => v!.view.dispatch_attempts)).toEqual(Array(N).fill(1));
@@ -86,7 +100,11 @@ it('claims due webhooks of 10 MiB results within the command timeout, bodies rea
       await store.create(newRun(n, { body: Buffer.from('x'), webhookUrl: 'https://hooks.example/h' }));
       const [run] = await store.claim('w', 1);
       const body = Buffer.alloc(10 * MiB, n);
-      await store.complete('w', run!, { status: 'succeeded', response: { statusCode: 200, contentType: 'application/octet-stream', headers: [], body, size: body.length, truncated: false }, error: null });
+      await store.complete('w', run!, {
+        status: 'succeeded',
+        response: { statusCode: 200, contentType: 'application/octet-stream', headers: [], body, size: body.length, truncated: false },
+        error: null,
+      });
     }
     const due = await store.claimWebhooks(100, 60_000);
     expect(due).toHaveLength(N);
@@ -112,9 +130,14 @@ it('a 503 whose write may have happened says so and names the run, which the cli
     proxy.setLatency(700); // the write reaches Redis after 0.7 s, its reply comes back after the 1 s timeout
     const s = new ExtProcStream(client);
     const h = (key: string, v: string) => ({ key, raw_value: Buffer.from(v) });
-    s.send({ request_headers: { headers: { headers: [h(':method', 'POST'), h(':path', '/x?async=true'), h(':authority', 'app'), h(':scheme', 'http')] }, end_of_stream: true } });
+    s.send({
+      request_headers: {
+        headers: { headers: [h(':method', 'POST'), h(':path', '/x?async=true'), h(':authority', 'app'), h(':scheme', 'http')] },
+        end_of_stream: true,
+      },
+    });
     let reply: ImmediateResponse__Output | undefined;
-    for (const deadline = Date.now() + 10_000; !reply; ) {
+    for (const deadline = Date.now() + 10_000; !reply;) {
       const e = await s.next(deadline);
       if (e.kind !== 'message') throw new Error(`stream ended: ${JSON.stringify(e)}`);
       reply = e.message.immediate_response ?? undefined;
@@ -134,4 +157,3 @@ it('a 503 whose write may have happened says so and names the run, which the cli
     await proxy.close();
   }
 }, 60_000);
-

@@ -49,8 +49,17 @@ it('a worker that cannot renew its lease aborts the call before another worker t
   const db = new Redis(redis.url);
   const store = new RunStore(db, { keyPrefix: 'eas', runTtlMs: 60_000, leaseTimeoutMs: 3000, maxDispatchAttempts: 3, redispatchInterrupted: 'idempotent' });
   await store.create({
-    id: RUN_ID, trigger: 'query', method: 'PUT', path: '/items/1', target: '/items/1', headers: [['host', 'app']], body: Buffer.from('{}'),
-    requestId: null, owner: '', webhookUrl: null, gracePeriodMs: 60_000,
+    id: RUN_ID,
+    trigger: 'query',
+    method: 'PUT',
+    path: '/items/1',
+    target: '/items/1',
+    headers: [['host', 'app']],
+    body: Buffer.from('{}'),
+    requestId: null,
+    owner: '',
+    webhookUrl: null,
+    gracePeriodMs: 60_000,
   });
   await eventually(() => (arrivedAt.length === 1 ? true : undefined), 10_000, 'first call');
 

@@ -63,7 +63,11 @@ interface Answer {
 
 /** One request through Envoy; the body is kept as text since Envoy's own errors are not JSON. */
 async function send(envoy: RealEnvoy, path: string, method = 'POST'): Promise<Answer> {
-  const res = await request(`${envoy.url}${path}`, { method: method as 'POST', body: method === 'GET' ? undefined : '{}', headers: { 'content-type': 'application/json' } });
+  const res = await request(`${envoy.url}${path}`, {
+    method: method as 'POST',
+    body: method === 'GET' ? undefined : '{}',
+    headers: { 'content-type': 'application/json' },
+  });
   const body = await res.body.text();
   let json: { run_id?: string; error?: { code: string } } = {};
   try {
@@ -77,7 +81,11 @@ const accept = send;
 
 /** Waits until Envoy routes to the sidecar and the sidecar answers (its health turns SERVING once Redis answered). */
 async function serving(envoy: RealEnvoy): Promise<void> {
-  await eventually(async () => ((await send(envoy, '/v1/runs/00000000-0000-4000-8000-000000000000', 'GET')).status === 404 ? true : undefined), 15_000, 'sidecar answering through Envoy');
+  await eventually(
+    async () => ((await send(envoy, '/v1/runs/00000000-0000-4000-8000-000000000000', 'GET')).status === 404 ? true : undefined),
+    15_000,
+    'sidecar answering through Envoy',
+  );
 }
 
 describeWithEnvoy('operating it through the real Envoy (docs/CONTRACT.md §6)', () => {
@@ -104,11 +112,7 @@ describeWithEnvoy('operating it through the real Envoy (docs/CONTRACT.md §6)', 
         const status = req.url.startsWith('/bad') ? 500 : 200;
         res.writeHead(status, { 'content-type': 'text/plain' }).end('x');
       });
-      const ids = [
-        (await accept(envoy, '/good?async=true')).id!,
-        (await accept(envoy, '/good?async=1')).id!,
-        (await accept(envoy, '/bad?async=true')).id!,
-      ];
+      const ids = [(await accept(envoy, '/good?async=true')).id!, (await accept(envoy, '/good?async=1')).id!, (await accept(envoy, '/bad?async=true')).id!];
       expect((await accept(envoy, '/x?async=true&webhookEndpoint=nope')).status).toBe(400);
       for (const id of ids) await request(`${envoy.url}/v1/runs/${id}?wait=10`).then((r) => r.body.dump());
       const text = await (await request(`http://127.0.0.1:${sidecar.adminPort}/metrics`)).body.text();
@@ -182,17 +186,21 @@ describeWithEnvoy('operating it through the real Envoy (docs/CONTRACT.md §6)', 
       app.setHandler(Upstream.json(200, { ok: true }));
       // The runs acknowledged before the crash are all there (AOF always) and end.
       for (const a of before) {
-        const v = await eventually(async () => {
-          const r = await send(envoy, `/v1/runs/${a.id}?wait=5`, 'GET');
-          return r.status === 200 && JSON.parse(r.body).status !== 'queued' && JSON.parse(r.body).status !== 'running' ? JSON.parse(r.body) : undefined;
-        }, 30_000, `run ${a.id} to end`);
+        const v = await eventually(
+          async () => {
+            const r = await send(envoy, `/v1/runs/${a.id}?wait=5`, 'GET');
+            return r.status === 200 && JSON.parse(r.body).status !== 'queued' && JSON.parse(r.body).status !== 'running' ? JSON.parse(r.body) : undefined;
+          },
+          30_000,
+          `run ${a.id} to end`,
+        );
         expect(v.status).toMatch(/^(succeeded|failed)$/);
       }
       expect((await accept(envoy, '/after?async=true')).status).toBe(202);
     });
   }, 60_000);
 
-  it('between SIGTERM and exit clients get 503 shutting_down from the sidecar, then Envoy\'s own empty 503 once it is gone', async () => {
+  it("between SIGTERM and exit clients get 503 shutting_down from the sidecar, then Envoy's own empty 503 once it is gone", async () => {
     const extprocPort = await freePort();
     const envoy = await RealEnvoy.start({ clusters: { async_sidecar: `127.0.0.1:${extprocPort}`, app: `127.0.0.1:${app.port}` } });
     const sidecar = await startTestSidecar({ REDIS_URL: redis.url, DISPATCH_URL: app.url, SHUTDOWN_GRACE: '12', EXTPROC_ADDR: `127.0.0.1:${extprocPort}` });
@@ -233,18 +241,40 @@ describeWithEnvoy('operating it through the real Envoy (docs/CONTRACT.md §6)', 
     const { Redis } = await import('ioredis');
     const { RunStore } = await import('../../src/runs');
     const client = new Redis(redis.url);
-    const store = new RunStore(client, { keyPrefix: 'eas', runTtlMs: 60_000, leaseTimeoutMs: 1000, maxDispatchAttempts: 3, redispatchInterrupted: 'idempotent' });
+    const store = new RunStore(client, {
+      keyPrefix: 'eas',
+      runTtlMs: 60_000,
+      leaseTimeoutMs: 1000,
+      maxDispatchAttempts: 3,
+      redispatchInterrupted: 'idempotent',
+    });
     const id = '11111111-2222-4333-8444-555555555555';
     // A worker takes the run and dies before any sidecar is running: nobody renews its lease.
-    await store.create({ id, trigger: 'query', method: 'POST', path: '/orphan', target: '/orphan', headers: [], body: Buffer.alloc(0), requestId: null, owner: '', webhookUrl: null, gracePeriodMs: 60_000 });
+    await store.create({
+      id,
+      trigger: 'query',
+      method: 'POST',
+      path: '/orphan',
+      target: '/orphan',
+      headers: [],
+      body: Buffer.alloc(0),
+      requestId: null,
+      owner: '',
+      webhookUrl: null,
+      gracePeriodMs: 60_000,
+    });
     expect((await store.claim('dead-worker', 100)).map((r) => r.id)).toContain(id);
     client.disconnect();
     await withStack({ LEASE_TIMEOUT: '1' }, async ({ sidecar }) => {
       const admin = `http://127.0.0.1:${sidecar.adminPort}`;
-      const ended = await eventually(async () => {
-        const v = (await getJson(`${admin}/v1/runs/${id}`)).json;
-        return v.status === 'failed' ? v : undefined;
-      }, 5000, 'recovery');
+      const ended = await eventually(
+        async () => {
+          const v = (await getJson(`${admin}/v1/runs/${id}`)).json;
+          return v.status === 'failed' ? v : undefined;
+        },
+        5000,
+        'recovery',
+      );
       expect(ended.error.code).toBe('interrupted');
     });
   });

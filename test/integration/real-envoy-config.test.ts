@@ -108,7 +108,9 @@ describeWithEnvoy('envoy/envoy.yaml on the real Envoy: errors from the sidecar (
         call.on('error', () => undefined);
       },
     });
-    const port = await new Promise<number>((res, rej) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))));
+    const port = await new Promise<number>((res, rej) =>
+      server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))),
+    );
     const envoy = await RealEnvoy.start({ clusters: { async_sidecar: `127.0.0.1:${port}`, app: `127.0.0.1:${app.port}` } });
     try {
       expect(await send(`${envoy.url}/silent?async=true`, { body: 'x' })).toEqual({ status: 504, body: '' });
@@ -175,7 +177,7 @@ describeWithEnvoy('envoy/envoy.yaml on the real Envoy: body limits', () => {
     expect(app.requests.slice(before).every((r) => r.headers.some(([k]) => k === 'x-async-run-id'))).toBe(true);
   });
 
-  it('without the route\'s request_body_buffer_limit the default 1 MiB applies (the setting is what raises it)', async () => {
+  it("without the route's request_body_buffer_limit the default 1 MiB applies (the setting is what raises it)", async () => {
     const routes = ['static_resources', 'listeners', 0, 'filter_chains', 0, 'filters', 0, 'typed_config', 'route_config', 'virtual_hosts', 0, 'routes'];
     const unraised = await RealEnvoy.start({
       clusters: { async_sidecar: `127.0.0.1:${sidecar.extprocPort}`, app: `127.0.0.1:${app.port}` },
@@ -185,13 +187,16 @@ describeWithEnvoy('envoy/envoy.yaml on the real Envoy: body limits', () => {
       },
     });
     try {
-      expect(await send(`${unraised.url}/big?async=true`, { body: Readable.from([body(1024 * 1024), body(1)]) })).toEqual({ status: 413, body: 'Payload Too Large' });
+      expect(await send(`${unraised.url}/big?async=true`, { body: Readable.from([body(1024 * 1024), body(1)]) })).toEqual({
+        status: 413,
+        body: 'Payload Too Large',
+      });
     } finally {
       await unraised.close();
     }
   });
 
-  it('the limit is the route\'s: the same body also passes with Prefer, and a plain 12 MiB upload streams to the app', async () => {
+  it("the limit is the route's: the same body also passes with Prefer, and a plain 12 MiB upload streams to the app", async () => {
     const id = runId(await send(`${envoy.url}/big-prefer`, { body: body(MAX_BODY - 1024), headers: { prefer: 'respond-async' } }));
     expect((await replayOf(id)).body.length).toBe(MAX_BODY - 1024);
     const before = app.requests.length;
@@ -251,10 +256,14 @@ describeWithEnvoy('envoy/snippets/composite-filter.yaml on the real Envoy: one f
       const id3 = runId(await send(`${envoy.url}/predict`, { body: 'c', headers: { ...AUTH, prefer: 'wait=1, Respond-Async' } }));
       await replayOf(id3);
 
-      const run = await eventually(async () => {
-        const a = await send(`${envoy.url}/v1/runs/${id}?wait=5`, { headers: AUTH });
-        return a.status === 200 && JSON.parse(a.body).status === 'succeeded' ? JSON.parse(a.body) : undefined;
-      }, 20_000, 'the run to succeed');
+      const run = await eventually(
+        async () => {
+          const a = await send(`${envoy.url}/v1/runs/${id}?wait=5`, { headers: AUTH });
+          return a.status === 200 && JSON.parse(a.body).status === 'succeeded' ? JSON.parse(a.body) : undefined;
+        },
+        20_000,
+        'the run to succeed',
+      );
       expect(run).toMatchObject({ run_id: id, request: { method: 'POST', path: '/predict' } });
       const result = await send(`${envoy.url}/v1/runs/${id}/result`, { headers: AUTH });
       expect(result.status).toBe(200);
@@ -265,7 +274,7 @@ describeWithEnvoy('envoy/snippets/composite-filter.yaml on the real Envoy: one f
     }
   });
 
-  it('holds a runs-API ?wait=30 past message_timeout (the sidecar\'s override_message_timeout works inside the composite filter)', async () => {
+  it("holds a runs-API ?wait=30 past message_timeout (the sidecar's override_message_timeout works inside the composite filter)", async () => {
     const envoy = await startComposite();
     let release!: () => void;
     const released = new Promise<void>((r) => (release = r));

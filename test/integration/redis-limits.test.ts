@@ -13,8 +13,18 @@ let store: RunStore;
 
 const id = (n: number) => `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`;
 const newRun = (n: number, over: Partial<NewRun> = {}): NewRun => ({
-  id: id(n), trigger: 'query', method: 'POST', path: '/p', target: '/p', headers: [], body: Buffer.from('x'),
-  requestId: null, owner: 'owner-a', webhookUrl: null, gracePeriodMs: 1000, ...over,
+  id: id(n),
+  trigger: 'query',
+  method: 'POST',
+  path: '/p',
+  target: '/p',
+  headers: [],
+  body: Buffer.from('x'),
+  requestId: null,
+  owner: 'owner-a',
+  webhookUrl: null,
+  gracePeriodMs: 1000,
+  ...over,
 });
 const outcome = (body: Buffer) => ({
   status: 'succeeded' as const,

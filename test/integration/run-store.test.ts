@@ -7,8 +7,18 @@ let client: Redis;
 let store: RunStore;
 
 const newRun = (id: string, over: Partial<NewRun> = {}): NewRun => ({
-  id, trigger: 'query', method: 'POST', path: '/p', target: '/p?x=1', headers: [['host', 'h']], body: Buffer.from([0, 1, 2, 255]),
-  requestId: 'rq', owner: '', webhookUrl: null, gracePeriodMs: 1000, ...over,
+  id,
+  trigger: 'query',
+  method: 'POST',
+  path: '/p',
+  target: '/p?x=1',
+  headers: [['host', 'h']],
+  body: Buffer.from([0, 1, 2, 255]),
+  requestId: 'rq',
+  owner: '',
+  webhookUrl: null,
+  gracePeriodMs: 1000,
+  ...over,
 });
 const id = (n: number) => `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`;
 
@@ -47,7 +57,11 @@ describe('run store (one Lua script per state change)', () => {
   it('records an outcome only for the worker and attempt holding the run', async () => {
     await store.create(newRun(id(1)));
     const [run] = await store.claim('w1', 1);
-    const outcome = { status: 'succeeded' as const, response: { statusCode: 200, contentType: 'text/plain', headers: [], body: Buffer.from('ok'), size: 2, truncated: false }, error: null };
+    const outcome = {
+      status: 'succeeded' as const,
+      response: { statusCode: 200, contentType: 'text/plain', headers: [], body: Buffer.from('ok'), size: 2, truncated: false },
+      error: null,
+    };
     expect((await store.complete('w2', run!, outcome)).recorded).toBe(false);
     expect(await store.complete('w1', run!, outcome)).toEqual({ recorded: true, webhook: null, next: [] });
     expect((await store.complete('w1', run!, outcome)).recorded).toBe(false);
@@ -95,7 +109,12 @@ describe('run store (one Lua script per state change)', () => {
     await store.claim('dead', 2);
     await new Promise((r) => setTimeout(r, 250));
     const recovered = await store.recover(10);
-    expect(recovered).toEqual(expect.arrayContaining([{ id: id(1), outcome: 'queued' }, { id: id(2), outcome: 'failed' }]));
+    expect(recovered).toEqual(
+      expect.arrayContaining([
+        { id: id(1), outcome: 'queued' },
+        { id: id(2), outcome: 'failed' },
+      ]),
+    );
     expect((await store.get(id(2)))!.view).toMatchObject({ status: 'failed', error: { code: 'interrupted' } });
     const [again] = await store.claim('w2', 1);
     expect(again).toMatchObject({ id: id(1), attempt: 2 });
@@ -107,12 +126,26 @@ describe('run store (one Lua script per state change)', () => {
   it('puts runs taken but never started back at the head of the queue, attempt undone', async () => {
     for (let i = 1; i <= 3; i++) await store.create(newRun(id(i), { method: 'POST' }));
     const taken = await store.claim('w1', 2);
-    expect(await store.release('w2', taken.map((r) => r.id))).toBe(0); // not w2's
-    expect(await store.release('w1', taken.map((r) => r.id))).toBe(2);
+    expect(
+      await store.release(
+        'w2',
+        taken.map((r) => r.id),
+      ),
+    ).toBe(0); // not w2's
+    expect(
+      await store.release(
+        'w1',
+        taken.map((r) => r.id),
+      ),
+    ).toBe(2);
     expect(await client.zcard(store.keys.leases)).toBe(0);
     expect((await store.get(id(1)))!.view).toMatchObject({ status: 'queued', started_at: null, dispatch_attempts: 0 });
     const again = await store.claim('w2', 3);
-    expect(again.map((r) => [r.id, r.attempt])).toEqual([[id(1), 1], [id(2), 1], [id(3), 1]]);
+    expect(again.map((r) => [r.id, r.attempt])).toEqual([
+      [id(1), 1],
+      [id(2), 1],
+      [id(3), 1],
+    ]);
   });
 
   it('keeps leases alive with a heartbeat', async () => {
@@ -134,7 +167,10 @@ describe('run store (one Lua script per state change)', () => {
     expect(taken!.attempt).toBe(2);
     const other = [id(1), id(2), id(3)].find((x) => x !== taken!.id)!;
     await store.cancel(other);
-    const lost = await store.renewLeases('w1', [1, 2, 3].map((n) => ({ id: id(n), attempt: 1 })));
+    const lost = await store.renewLeases(
+      'w1',
+      [1, 2, 3].map((n) => ({ id: id(n), attempt: 1 })),
+    );
     expect(lost.sort()).toEqual([id(1), id(2), id(3)]);
     // w2's lease is untouched by w1's renewal, and renews for w2 (for its own attempt only).
     expect(await store.renewLeases('w2', [{ id: taken!.id, attempt: 2 }])).toEqual([]);
@@ -144,10 +180,21 @@ describe('run store (one Lua script per state change)', () => {
   it('queues a webhook delivery when a run with a webhook ends, and keeps the run until it is delivered', async () => {
     await store.create(newRun(id(1), { webhookUrl: 'https://hooks.example/x' }));
     const [run] = await store.claim('w1', 1);
-    await store.complete('w1', run!, { status: 'succeeded', response: { statusCode: 201, contentType: 'application/json', headers: [], body: Buffer.from('{"a":1}'), size: 7, truncated: false }, error: null });
+    await store.complete('w1', run!, {
+      status: 'succeeded',
+      response: { statusCode: 201, contentType: 'application/json', headers: [], body: Buffer.from('{"a":1}'), size: 7, truncated: false },
+      error: null,
+    });
     expect(await client.pttl(store.keys.run(id(1)))).toBe(-1);
     const [d] = await store.claimWebhooks(10, 10_000);
-    expect(d).toMatchObject({ runId: id(1), url: 'https://hooks.example/x', runStatus: 'succeeded', upstreamStatus: 201, contentType: 'application/json', tries: 0 });
+    expect(d).toMatchObject({
+      runId: id(1),
+      url: 'https://hooks.example/x',
+      runStatus: 'succeeded',
+      upstreamStatus: 201,
+      contentType: 'application/json',
+      tries: 0,
+    });
     expect(d!.body!.toString()).toBe('{"a":1}');
     expect(d!.webhookId).toMatch(/^msg_/);
     expect(await store.claimWebhooks(10, 10_000)).toEqual([]); // hidden while in delivery
@@ -187,7 +234,12 @@ describe('run store (one Lua script per state change)', () => {
   it('hands a webhook delivery to the completing worker, due for others only after the window', async () => {
     await store.create(newRun(id(1), { webhookUrl: 'https://hooks.example/x' }));
     const [run] = await store.claim('w1', 1);
-    const done = await store.complete('w1', run!, { status: 'failed', response: null, error: { code: 'upstream_unreachable', message: 'y' } }, { handOffWindowMs: 300 });
+    const done = await store.complete(
+      'w1',
+      run!,
+      { status: 'failed', response: null, error: { code: 'upstream_unreachable', message: 'y' } },
+      { handOffWindowMs: 300 },
+    );
     expect(done).toEqual({ recorded: true, webhook: { url: 'https://hooks.example/x', webhookId: expect.stringMatching(/^msg_/) }, next: [] });
     expect(await store.claimWebhooks(10, 10_000)).toEqual([]);
     await new Promise((r) => setTimeout(r, 350));

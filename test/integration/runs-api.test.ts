@@ -33,7 +33,11 @@ describeEachEnvoy('runs API (docs/CONTRACT.md §5)', (factory) => {
       RUN_TTL: '5',
     });
     admin = `http://127.0.0.1:${sidecar.adminPort}`;
-    await eventually(async () => ((await request(`${envoy.url}/v1/runs/00000000-0000-4000-8000-000000000000`)).statusCode === 404 ? true : undefined), 15_000, 'sidecar serving');
+    await eventually(
+      async () => ((await request(`${envoy.url}/v1/runs/00000000-0000-4000-8000-000000000000`)).statusCode === 404 ? true : undefined),
+      15_000,
+      'sidecar serving',
+    );
   });
 
   afterEach(() => app.setHandler(Upstream.json(200, { ok: true })));
@@ -56,7 +60,12 @@ describeEachEnvoy('runs API (docs/CONTRACT.md §5)', (factory) => {
   const viaAdmin = (method: string, path: string) => call(admin, method, path, { authorization: `Bearer ${ADMIN_TOKEN}` });
 
   async function accept(path = '/work', body = '{}', headers: Record<string, string> = OWNER): Promise<string> {
-    const res = await viaEnvoy('POST', path.includes('?') ? `${path}&async=true` : `${path}?async=true`, { 'content-type': 'application/json', ...headers }, body);
+    const res = await viaEnvoy(
+      'POST',
+      path.includes('?') ? `${path}&async=true` : `${path}?async=true`,
+      { 'content-type': 'application/json', ...headers },
+      body,
+    );
     expect(res.status).toBe(202);
     return res.json().run_id;
   }
@@ -67,8 +76,11 @@ describeEachEnvoy('runs API (docs/CONTRACT.md §5)', (factory) => {
     expect(waited.status).toBe(200);
     const view = waited.json();
     expect(view).toMatchObject({
-      run_id: id, status: 'succeeded', request: { method: 'POST', path: '/status-check' },
-      response: { status_code: 200, content_type: 'application/json', size: 11 }, error: null,
+      run_id: id,
+      status: 'succeeded',
+      request: { method: 'POST', path: '/status-check' },
+      response: { status_code: 200, content_type: 'application/json', size: 11 },
+      error: null,
       webhook: { status: 'none', attempts: 0, last_status_code: null, next_attempt_at: null },
     });
     for (const f of ['created_at', 'started_at', 'finished_at']) expect(new Date(view[f]).toISOString()).toBe(view[f]);
@@ -93,7 +105,9 @@ describeEachEnvoy('runs API (docs/CONTRACT.md §5)', (factory) => {
 
   it('holds ?wait=N through Envoy past its message timeout, and is woken early when the run ends', async () => {
     let release: (() => void) | undefined;
-    app.setHandler((_req, res) => { release = () => res.writeHead(200, { 'content-type': 'text/plain' }).end('late'); });
+    app.setHandler((_req, res) => {
+      release = () => res.writeHead(200, { 'content-type': 'text/plain' }).end('late');
+    });
     const id = await accept('/waits');
     await eventually(() => (release ? true : undefined));
     const real = asRealEnvoy(envoy);
@@ -149,7 +163,9 @@ describeEachEnvoy('runs API (docs/CONTRACT.md §5)', (factory) => {
   it('replays a large binary result with its status and content type; 202 while unfinished', async () => {
     const blob = randomBytes(3 * 1024 * 1024);
     let release: (() => void) | undefined;
-    app.setHandler((_req, res) => { release = () => res.writeHead(207, { 'content-type': 'application/x-blob' }).end(blob); });
+    app.setHandler((_req, res) => {
+      release = () => res.writeHead(207, { 'content-type': 'application/x-blob' }).end(blob);
+    });
     const id = await accept('/blob');
     await eventually(() => (release ? true : undefined));
     const early = await viaEnvoy('GET', `/v1/runs/${id}/result`);
@@ -182,7 +198,11 @@ describeEachEnvoy('runs API (docs/CONTRACT.md §5)', (factory) => {
 
   it('answers 405 with Allow for other methods', async () => {
     const id = await accept();
-    for (const [method, path, allow] of [['PUT', `/v1/runs/${id}`, 'GET, DELETE'], ['POST', `/v1/runs/${id}/result`, 'GET'], ['GET', `/v1/runs/${id}/webhook`, 'POST']] as const) {
+    for (const [method, path, allow] of [
+      ['PUT', `/v1/runs/${id}`, 'GET, DELETE'],
+      ['POST', `/v1/runs/${id}/result`, 'GET'],
+      ['GET', `/v1/runs/${id}/webhook`, 'POST'],
+    ] as const) {
       const res = await viaEnvoy(method, path);
       expect(res.status).toBe(405);
       expect(res.headers['allow']).toBe(allow);

@@ -41,15 +41,26 @@ afterAll(async () => {
 
 async function spawn(extprocPort: number): Promise<SidecarProcess> {
   const p = spawnSidecar({
-    EXTPROC_ADDR: `127.0.0.1:${extprocPort}`, ADMIN_ADDR: `127.0.0.1:${await freePort()}`, REDIS_URL: redis.url, DISPATCH_URL: app.url,
-    LEASE_TIMEOUT: '2', SHUTDOWN_GRACE: '1', REDISPATCH_INTERRUPTED: 'idempotent', LOG_LEVEL: 'info',
+    EXTPROC_ADDR: `127.0.0.1:${extprocPort}`,
+    ADMIN_ADDR: `127.0.0.1:${await freePort()}`,
+    REDIS_URL: redis.url,
+    DISPATCH_URL: app.url,
+    LEASE_TIMEOUT: '2',
+    SHUTDOWN_GRACE: '1',
+    REDISPATCH_INTERRUPTED: 'idempotent',
+    LOG_LEVEL: 'info',
   });
   procs.push(p);
   await p.waitForLog('envoy-async-sidecar started', 15_000);
   return p;
 }
 
-interface Answer { status: number; id?: string; code?: string; body: string }
+interface Answer {
+  status: number;
+  id?: string;
+  code?: string;
+  body: string;
+}
 
 async function post(envoy: RealEnvoy, i: number): Promise<Answer> {
   try {
@@ -74,10 +85,14 @@ async function underLoad(signal: NodeJS.Signals) {
   try {
     const first = await spawn(extprocPort);
     const answers: Answer[] = [];
-    const probe = await eventually(async () => {
-      const a = await post(envoy, -1);
-      return a.status === 202 ? a : undefined;
-    }, 15_000, 'first sidecar answering');
+    const probe = await eventually(
+      async () => {
+        const a = await post(envoy, -1);
+        return a.status === 202 ? a : undefined;
+      },
+      15_000,
+      'first sidecar answering',
+    );
     let accepted = 0;
     let next = 0;
     let killed = false;
@@ -97,12 +112,16 @@ async function underLoad(signal: NodeJS.Signals) {
     // A second sidecar on the same port: what the first left is recovered or finished.
     await spawn(extprocPort);
     const okIds = answers.filter((a) => a.status === 202 && a.id).map((a) => a.id!);
-    const final = await eventually(async () => {
-      const p = inspect.pipeline();
-      for (const id of okIds) p.hget(keys.run(id), 'status');
-      const st = ((await p.exec()) ?? []).map(([, v]) => (v as string | null) ?? 'MISSING');
-      return st.every((s) => s !== 'queued' && s !== 'running') ? st : undefined;
-    }, 30_000, 'every accepted run to end');
+    const final = await eventually(
+      async () => {
+        const p = inspect.pipeline();
+        for (const id of okIds) p.hget(keys.run(id), 'status');
+        const st = ((await p.exec()) ?? []).map(([, v]) => (v as string | null) ?? 'MISSING');
+        return st.every((s) => s !== 'queued' && s !== 'running') ? st : undefined;
+      },
+      30_000,
+      'every accepted run to end',
+    );
     const all = await inspect.zrange(keys.index, '0', '-1');
     const seen = new Set([...okIds, probe.id!]);
     const withoutA202 = all.filter((id) => !seen.has(id));
@@ -123,7 +142,7 @@ async function underLoad(signal: NodeJS.Signals) {
 }
 
 describeWithEnvoy('the sidecar process killed under load, through the real Envoy', () => {
-  it('SIGTERM: late requests get 503 shutting_down or Envoy\'s empty 503, and every 202 run exists and ends', async () => {
+  it("SIGTERM: late requests get 503 shutting_down or Envoy's empty 503, and every 202 run exists and ends", async () => {
     const r = await underLoad('SIGTERM');
     expect(r.firstExit).toEqual({ code: 0, signal: null });
     expect(r.finalStates.MISSING).toBeUndefined();
@@ -133,7 +152,7 @@ describeWithEnvoy('the sidecar process killed under load, through the real Envoy
     expect(r.runsWithoutA202).toBe(0);
   }, 120_000);
 
-  it('SIGKILL: clients get Envoy\'s empty 503, every 202 run exists and ends, and a 5xx may still have a run', async () => {
+  it("SIGKILL: clients get Envoy's empty 503, every 202 run exists and ends, and a 5xx may still have a run", async () => {
     const r = await underLoad('SIGKILL');
     expect(r.firstExit).toEqual({ code: null, signal: 'SIGKILL' });
     expect(r.finalStates.MISSING).toBeUndefined();

@@ -29,7 +29,14 @@ describeWithEnvoy('tenant boundary through the real Envoy', () => {
       DISPATCH_URL: `http://127.0.0.1:${closedPort}`,
       OWNER_REQUIRED: 'true',
     });
-    await eventually(async () => ((await request(`${envoy.url}/v1/runs/00000000-0000-4000-8000-000000000000`, { headers: { authorization: 'Bearer a' } })).statusCode === 404 ? true : undefined), 10_000, 'serving');
+    await eventually(
+      async () =>
+        (await request(`${envoy.url}/v1/runs/00000000-0000-4000-8000-000000000000`, { headers: { authorization: 'Bearer a' } })).statusCode === 404
+          ? true
+          : undefined,
+      10_000,
+      'serving',
+    );
   });
   afterAll(async () => {
     await sidecar?.stop();
@@ -57,11 +64,15 @@ describeWithEnvoy('tenant boundary through the real Envoy', () => {
     const auth = { authorization: 'Bearer tenant-b' };
     const res = await request(`${envoy.url}/predict?async=true`, { method: 'POST', body: '{}', headers: auth });
     const { run_id } = (await res.body.json()) as { run_id: string };
-    const view = await eventually(async () => {
-      const r = await request(`${envoy.url}/v1/runs/${run_id}?wait=5`, { headers: auth });
-      const v = (await r.body.json()) as { status: string; error: { code: string; message: string } | null };
-      return v.status === 'failed' ? v : undefined;
-    }, 20_000, 'run fails');
+    const view = await eventually(
+      async () => {
+        const r = await request(`${envoy.url}/v1/runs/${run_id}?wait=5`, { headers: auth });
+        const v = (await r.body.json()) as { status: string; error: { code: string; message: string } | null };
+        return v.status === 'failed' ? v : undefined;
+      },
+      20_000,
+      'run fails',
+    );
     expect(view.error).toEqual({ code: 'upstream_unreachable', message: 'The upstream call failed (ECONNREFUSED).' });
     expect(JSON.stringify(view)).not.toContain(String(closedPort));
     expect(JSON.stringify(view)).not.toContain('127.0.0.1');

@@ -55,7 +55,11 @@ describeEachEnvoy('webhook delivery that survives (docs/CONTRACT.md §4)', (fact
   }
 
   async function acceptWith(hookUrl: string): Promise<string> {
-    const res = await request(`${envoy.url}/work?async=true&webhookEndpoint=${encodeURIComponent(hookUrl)}`, { method: 'POST', body: '{}', headers: { 'content-type': 'application/json' } });
+    const res = await request(`${envoy.url}/work?async=true&webhookEndpoint=${encodeURIComponent(hookUrl)}`, {
+      method: 'POST',
+      body: '{}',
+      headers: { 'content-type': 'application/json' },
+    });
     const body = (await res.body.json()) as { run_id?: string; error?: unknown };
     if (res.statusCode !== 202) throw new Error(`expected 202, got ${res.statusCode} ${JSON.stringify(body)}`);
     return body.run_id!;
@@ -63,10 +67,14 @@ describeEachEnvoy('webhook delivery that survives (docs/CONTRACT.md §4)', (fact
 
   async function webhookOf(id: string, until: (w: any) => boolean): Promise<any> {
     const admin = `http://127.0.0.1:${sidecar!.adminPort}`;
-    return eventually(async () => {
-      const v = (await (await request(`${admin}/v1/runs/${id}`)).body.json()) as any;
-      return until(v.webhook) ? v.webhook : undefined;
-    }, 10_000, `webhook of ${id}`);
+    return eventually(
+      async () => {
+        const v = (await (await request(`${admin}/v1/runs/${id}`)).body.json()) as any;
+        return until(v.webhook) ? v.webhook : undefined;
+      },
+      10_000,
+      `webhook of ${id}`,
+    );
   }
 
   it('retries 5xx until delivered, with one webhook-id, signed with every secret', async () => {
@@ -75,7 +83,11 @@ describeEachEnvoy('webhook delivery that survives (docs/CONTRACT.md §4)', (fact
     const id = await acceptWith(rx.url);
     const webhook = await webhookOf(id, (w) => w.status === 'delivered');
     expect(webhook.attempts).toBe(3);
-    expect(webhook.history.map((h: any) => [h.outcome, h.status_code])).toEqual([['retry', 500], ['retry', 503], ['delivered', 200]]);
+    expect(webhook.history.map((h: any) => [h.outcome, h.status_code])).toEqual([
+      ['retry', 500],
+      ['retry', 503],
+      ['delivered', 200],
+    ]);
     expect(new Set(rx.requests.map((r) => r.headers['webhook-id'])).size).toBe(1);
     const last = rx.requests.at(-1)!;
     expect(last.headers['webhook-signature']!.split(' ')).toHaveLength(2);
@@ -163,7 +175,11 @@ describeEachEnvoy('webhook delivery that survives (docs/CONTRACT.md §4)', (fact
     const got = rx.requests[0]!;
     expect(got.headers['content-type']).toBe('application/json');
     expect(JSON.parse(got.body.toString())).toMatchObject({
-      run_id: id, status: 'succeeded', upstream_status: 200, truncated: true, result_url: `https://api.example.com/v1/runs/${id}/result`,
+      run_id: id,
+      status: 'succeeded',
+      upstream_status: 200,
+      truncated: true,
+      result_url: `https://api.example.com/v1/runs/${id}/result`,
     });
   });
 });

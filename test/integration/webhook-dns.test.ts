@@ -22,7 +22,10 @@ describe('webhook DNS resolution', () => {
     const resolve = createDnsResolver({ servers: [server.address] });
     expect(await resolve('fast.test')).toEqual([{ address: '203.0.113.7', family: 4 }]);
     await expect(resolve('missing.test')).rejects.toMatchObject({ code: 'ENOTFOUND' });
-    expect(await resolve('localhost')).toEqual([{ address: '127.0.0.1', family: 4 }, { address: '::1', family: 6 }]);
+    expect(await resolve('localhost')).toEqual([
+      { address: '127.0.0.1', family: 4 },
+      { address: '::1', family: 6 },
+    ]);
   });
 
   it('twelve slow webhook hosts leave the threadpool free: getaddrinfo for another name answers first', async () => {

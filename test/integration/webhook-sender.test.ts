@@ -224,7 +224,10 @@ describe('WebhookSender (real sockets on loopback)', () => {
 
   it('a header undici refuses -> failed invalid_request (not retried)', async () => {
     const rx = await receiver();
-    expect(await sender().send(delivery(rx.url, { contentType: 'text/plain\r\nx-injected: 1' }))).toMatchObject({ outcome: 'failed', error: 'invalid_request' });
+    expect(await sender().send(delivery(rx.url, { contentType: 'text/plain\r\nx-injected: 1' }))).toMatchObject({
+      outcome: 'failed',
+      error: 'invalid_request',
+    });
     expect(rx.requests).toHaveLength(0);
   });
 
@@ -263,14 +266,21 @@ describe('WebhookSender (real sockets on loopback)', () => {
 
     it('localhost is allowed when it is in allowedHosts (and only then)', async () => {
       const rx = await receiver({ urlHost: 'localhost' });
-      expect(await sender({ policy: { allowPrivateNetworks: false, allowedHosts: ['LOCALHOST'] } }).send(delivery(rx.url))).toMatchObject({ outcome: 'delivered' });
-      expect(await sender({ policy: { allowPrivateNetworks: false, allowedHosts: ['other.host'] } }).send(delivery(rx.url))).toMatchObject({ outcome: 'failed', error: 'blocked_address' });
+      expect(await sender({ policy: { allowPrivateNetworks: false, allowedHosts: ['LOCALHOST'] } }).send(delivery(rx.url))).toMatchObject({
+        outcome: 'delivered',
+      });
+      expect(await sender({ policy: { allowPrivateNetworks: false, allowedHosts: ['other.host'] } }).send(delivery(rx.url))).toMatchObject({
+        outcome: 'failed',
+        error: 'blocked_address',
+      });
       expect(rx.requests).toHaveLength(1);
     });
 
     it('127.0.0.1 is allowed when listed in allowedHosts', async () => {
       const rx = await receiver();
-      expect(await sender({ policy: { allowPrivateNetworks: false, allowedHosts: ['127.0.0.1'] } }).send(delivery(rx.url))).toMatchObject({ outcome: 'delivered' });
+      expect(await sender({ policy: { allowPrivateNetworks: false, allowedHosts: ['127.0.0.1'] } }).send(delivery(rx.url))).toMatchObject({
+        outcome: 'delivered',
+      });
     });
   });
 

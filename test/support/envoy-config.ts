@@ -62,7 +62,10 @@ function staticCluster(name: string, port: number): Obj {
     name,
     type: 'STATIC',
     connect_timeout: '1s',
-    load_assignment: { cluster_name: name, endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: '127.0.0.1', port_value: port } } } }] }] },
+    load_assignment: {
+      cluster_name: name,
+      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: '127.0.0.1', port_value: port } } } }] }],
+    },
   };
 }
 
@@ -142,10 +145,7 @@ interface IstioPatch {
  * HTTP_ROUTE INSERT_FIRST (each goes to the top, so the last one applied ends up first) and
  * VIRTUAL_HOST MERGE. Anything else is an error, so a new kind of patch gets a test.
  */
-export function istioPatchesBootstrap(
-  envoyFilter: { spec: { configPatches: IstioPatch[] } },
-  opts: { port?: number; listenerName?: string } = {},
-): string {
+export function istioPatchesBootstrap(envoyFilter: { spec: { configPatches: IstioPatch[] } }, opts: { port?: number; listenerName?: string } = {}): string {
   const port = opts.port ?? 8000;
   const filters: Obj[] = [];
   const routes: Obj[] = [];
@@ -336,8 +336,8 @@ let statusCodes: Map<string, number> | undefined;
 /** envoy.type.v3.StatusCode by name (`ServiceUnavailable` → 503), from Envoy's protos. */
 function statusCodeNumber(name: string): number | undefined {
   if (!statusCodes) {
-    const values = (loadExtProcProto() as unknown as { envoy: { type: { v3: { StatusCode: { type: { value: { name: string; number: number }[] } } } } } })
-      .envoy.type.v3.StatusCode.type.value;
+    const values = (loadExtProcProto() as unknown as { envoy: { type: { v3: { StatusCode: { type: { value: { name: string; number: number }[] } } } } } }).envoy
+      .type.v3.StatusCode.type.value;
     statusCodes = new Map(values.map((v) => [v.name, v.number]));
   }
   return statusCodes.get(name);

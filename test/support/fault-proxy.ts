@@ -77,8 +77,14 @@ export class FaultProxy {
     const pair: [Socket, Socket] = [client, upstream];
     this.pairs.add(pair);
     const forget = () => this.pairs.delete(pair);
-    client.on('close', () => { forget(); upstream.destroy(); });
-    upstream.on('close', () => { forget(); client.destroy(); });
+    client.on('close', () => {
+      forget();
+      upstream.destroy();
+    });
+    upstream.on('close', () => {
+      forget();
+      client.destroy();
+    });
     this.pipe(client, upstream);
     this.pipe(upstream, client);
   }
@@ -103,5 +109,4 @@ export class FaultProxy {
       if (timer === undefined) pump();
     });
   }
-
 }

@@ -119,10 +119,14 @@ export class RealEnvoy {
     const child = spawn(
       found.bin,
       [
-        '-c', cfg,
-        '--log-level', process.env.ENVOY_LOG_LEVEL ?? opts.logLevel ?? 'warning',
-        '--log-path', logPath,
-        '--concurrency', String(opts.concurrency ?? 2),
+        '-c',
+        cfg,
+        '--log-level',
+        process.env.ENVOY_LOG_LEVEL ?? opts.logLevel ?? 'warning',
+        '--log-path',
+        logPath,
+        '--concurrency',
+        String(opts.concurrency ?? 2),
         // Several Envoys run at once in tests: no shared-memory hot-restart region to collide on.
         '--disable-hot-restart',
       ],

@@ -43,11 +43,9 @@ export class RedisServer {
 
   async startProcess(): Promise<void> {
     if (this.running) return;
-    const child = spawn(
-      'redis-server',
-      ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir, '--protected-mode', 'no', ...this.args],
-      { stdio: ['ignore', 'ignore', 'inherit'] },
-    );
+    const child = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir, '--protected-mode', 'no', ...this.args], {
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
     this.child = child;
     const deadline = Date.now() + 10_000;
     while (Date.now() < deadline) {
@@ -92,7 +90,10 @@ export function pingRedis(port: number): Promise<boolean> {
         resolve(buffered.startsWith('+PONG'));
       }
     });
-    socket.on('timeout', () => { socket.destroy(); resolve(false); });
+    socket.on('timeout', () => {
+      socket.destroy();
+      resolve(false);
+    });
     socket.on('error', () => resolve(false));
   });
 }

@@ -4,9 +4,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 
 /** One scripted answer: a status, or a status with headers/body, an optional delay, or never answering. */
-export type ScriptedResponse =
-  | number
-  | { status: number; headers?: Record<string, string>; body?: string | Buffer; delayMs?: number; hang?: boolean };
+export type ScriptedResponse = number | { status: number; headers?: Record<string, string>; body?: string | Buffer; delayMs?: number; hang?: boolean };
 
 export interface ReceivedRequest {
   method: string;

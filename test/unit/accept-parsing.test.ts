@@ -2,7 +2,12 @@ import { parseAsyncRequest, replayHeaders, ownerFingerprint } from '../../src/ap
 import type { RequestHead } from '../../src/extproc';
 
 const head = (path: string, headers: Array<[string, string]> = []): RequestHead => ({
-  method: 'POST', path, authority: 'api.example.com', scheme: 'https', headers, endOfStream: false,
+  method: 'POST',
+  path,
+  authority: 'api.example.com',
+  scheme: 'https',
+  headers,
+  endOfStream: false,
 });
 
 describe('async trigger (docs/CONTRACT.md §2)', () => {
@@ -40,14 +45,25 @@ describe('replayed headers (docs/CONTRACT.md §3)', () => {
   it('drops hop-by-hop and Connection-named headers, sets host and x-async-run-id, strips respond-async', () => {
     const out = replayHeaders(
       head('/r', [
-        ['connection', 'keep-alive, x-hop'], ['x-hop', '1'], ['keep-alive', 'timeout=5'], ['transfer-encoding', 'chunked'],
-        ['content-length', '5'], ['authorization', 'Bearer t'], ['prefer', 'respond-async, return=minimal'],
-        ['x-envoy-upstream-rq-timeout-ms', '10'], ['x-request-id', 'abc'], ['x-async-run-id', 'spoofed'],
+        ['connection', 'keep-alive, x-hop'],
+        ['x-hop', '1'],
+        ['keep-alive', 'timeout=5'],
+        ['transfer-encoding', 'chunked'],
+        ['content-length', '5'],
+        ['authorization', 'Bearer t'],
+        ['prefer', 'respond-async, return=minimal'],
+        ['x-envoy-upstream-rq-timeout-ms', '10'],
+        ['x-request-id', 'abc'],
+        ['x-async-run-id', 'spoofed'],
       ]),
       'run-1',
     );
     expect(out).toEqual([
-      ['host', 'api.example.com'], ['authorization', 'Bearer t'], ['prefer', 'return=minimal'], ['x-request-id', 'abc'], ['x-async-run-id', 'run-1'],
+      ['host', 'api.example.com'],
+      ['authorization', 'Bearer t'],
+      ['prefer', 'return=minimal'],
+      ['x-request-id', 'abc'],
+      ['x-async-run-id', 'run-1'],
     ]);
   });
 

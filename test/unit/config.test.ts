@@ -42,10 +42,16 @@ describe('configuration (docs/CONTRACT.md §6)', () => {
     expect(c.webhook).toMatchObject({ retryScheduleMs: [0, 500, 1500, 120_000], visibilityMs: 40_000, concurrency: 256 });
     expect(c.redisWorkerCommandTimeoutMs).toBe(10_000);
     const d = loadConfig({}, []);
-    expect(d.webhook).toMatchObject({ retryScheduleMs: [0, 5_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 36_000_000], visibilityMs: 60_000, concurrency: 100 });
+    expect(d.webhook).toMatchObject({
+      retryScheduleMs: [0, 5_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 36_000_000],
+      visibilityMs: 60_000,
+      concurrency: 100,
+    });
     expect(d.redisWorkerCommandTimeoutMs).toBe(5_000);
     expect(loadConfig({ DISPATCH_CONCURRENCY: '4' }, []).webhook.concurrency).toBe(16);
-    expect(() => loadConfig({ WEBHOOK_RETRY_SCHEDULE: '0,5 fortnights' }, [])).toThrow(/WEBHOOK_RETRY_SCHEDULE="0,5 fortnights": invalid retry schedule entry "5 fortnights"/);
+    expect(() => loadConfig({ WEBHOOK_RETRY_SCHEDULE: '0,5 fortnights' }, [])).toThrow(
+      /WEBHOOK_RETRY_SCHEDULE="0,5 fortnights": invalid retry schedule entry "5 fortnights"/,
+    );
   });
 
   it('never echoes a secret in an error', () => {

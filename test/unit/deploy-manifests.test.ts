@@ -18,10 +18,12 @@ const read = (p: string) => readFileSync(join(ROOT, p), 'utf8');
 type Obj = any;
 const yamlFile = (p: string): Obj => parse(read(p));
 const yamlDocs = (abs: string): Obj[] =>
-  parseAllDocuments(readFileSync(abs, 'utf8')).map((d) => {
-    if (d.errors.length) throw new Error(`${abs}: ${d.errors[0]!.message}`);
-    return d.toJS();
-  }).filter((d) => d != null);
+  parseAllDocuments(readFileSync(abs, 'utf8'))
+    .map((d) => {
+      if (d.errors.length) throw new Error(`${abs}: ${d.errors[0]!.message}`);
+      return d.toJS();
+    })
+    .filter((d) => d != null);
 const has = (cmd: string, args: string[]) => spawnSync(cmd, args, { stdio: 'ignore' }).status === 0;
 const portOf = (hostPort: string) => Number(hostPort.slice(hostPort.lastIndexOf(':') + 1));
 
@@ -64,7 +66,10 @@ describe('Kubernetes pod-local Envoy config (deploy/kubernetes/base/envoy.yaml)'
   });
 
   it('points the clusters at localhost, STATIC, on the app port and EXTPROC_ADDR', () => {
-    for (const [name, port] of [['app', 8000], ['async_sidecar', EXTPROC_PORT]] as const) {
+    for (const [name, port] of [
+      ['app', 8000],
+      ['async_sidecar', EXTPROC_PORT],
+    ] as const) {
       const c = cluster(podLocal, name);
       expect(c.type).toBe('STATIC');
       expect(endpointOf(c)).toEqual({ address: '127.0.0.1', port_value: port });
@@ -102,8 +107,12 @@ describe('docker-compose.yml', () => {
     expect(svc.sidecar.environment.EXTPROC_TOKEN_FILE).toBe('/run/extproc/token');
     expect(svc.sidecar.volumes).toContain('extproc-token:/run/extproc:ro');
     expect(svc.envoy.volumes).toContain('extproc-token:/run/extproc:ro');
-    expect(svc.envoy.command.join(' ')).toMatch(/sed "s\|@EXTPROC_TOKEN@\|\$\$\(cat \/run\/extproc\/token\)\|" \/etc\/envoy\/envoy.yaml > \/tmp\/envoy.yaml && exec envoy -c \/tmp\/envoy.yaml/);
-    const ext = envoy.static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters.find((f: Obj) => f.name === 'envoy.filters.http.ext_proc');
+    expect(svc.envoy.command.join(' ')).toMatch(
+      /sed "s\|@EXTPROC_TOKEN@\|\$\$\(cat \/run\/extproc\/token\)\|" \/etc\/envoy\/envoy.yaml > \/tmp\/envoy.yaml && exec envoy -c \/tmp\/envoy.yaml/,
+    );
+    const ext = envoy.static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters.find(
+      (f: Obj) => f.name === 'envoy.filters.http.ext_proc',
+    );
     expect(ext.typed_config.grpc_service.initial_metadata).toEqual([{ key: 'x-async-sidecar-token', value: '@EXTPROC_TOKEN@' }]);
   });
 
@@ -197,9 +206,11 @@ describe('Dockerfile', () => {
     // What the build needs is in the context (.dockerignore keeps it).
     for (const p of ['package.json', 'package-lock.json', 'tsconfig.json', 'tsconfig.build.json', 'scripts', 'src', 'deploy/docker/healthcheck.js', 'examples'])
       expect(existsSync(join(ROOT, p))).toBe(true);
-    const ignored = read('.dockerignore').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
-    for (const needed of ['src', 'scripts', 'examples', 'deploy/docker', 'package.json', 'package-lock.json'])
-      expect(ignored).not.toContain(needed);
+    const ignored = read('.dockerignore')
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => l && !l.startsWith('#'));
+    for (const needed of ['src', 'scripts', 'examples', 'deploy/docker', 'package.json', 'package-lock.json']) expect(ignored).not.toContain(needed);
     expect(ignored).toEqual(expect.arrayContaining(['node_modules', 'dist', '.git']));
   });
 
@@ -212,7 +223,10 @@ describe('Dockerfile', () => {
   });
 
   it('runs without @grpc/grpc-js-xds: the built sidecar loads the ext_proc service from its generated descriptor', () => {
-    const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { dependencies: Record<string, string>; devDependencies: Record<string, string> };
+    const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as {
+      dependencies: Record<string, string>;
+      devDependencies: Record<string, string>;
+    };
     expect(pkg.dependencies['@grpc/grpc-js-xds']).toBeUndefined();
     expect(pkg.devDependencies['@grpc/grpc-js-xds']).toBeDefined(); // its .proto files, at build time only
     ensureBuilt();
@@ -221,7 +235,7 @@ describe('Dockerfile', () => {
       "const Module = require('module'); const resolve = Module._resolveFilename;",
       "Module._resolveFilename = function (req, ...rest) { if (String(req).includes('grpc-js-xds')) throw new Error('needs ' + req); return resolve.call(this, req, ...rest); };",
       "const p = require('./dist/src/extproc').loadExtProcProto();",
-      "if (!p.envoy.service.ext_proc.v3.ExternalProcessor.service.Process) process.exit(3);",
+      'if (!p.envoy.service.ext_proc.v3.ExternalProcessor.service.Process) process.exit(3);',
     ].join('\n');
     const r = spawnSync(process.execPath, ['-e', probe], { cwd: ROOT, encoding: 'utf8' });
     expect([r.status, r.stderr]).toEqual([0, '']);
@@ -249,7 +263,10 @@ describe('deploy/docker/healthcheck.js', () => {
     const http = await import('node:http');
     let status = 200;
     const paths: string[] = [];
-    const server = http.createServer((req, res) => { paths.push(req.url!); res.writeHead(status).end(); });
+    const server = http.createServer((req, res) => {
+      paths.push(req.url!);
+      res.writeHead(status).end();
+    });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const port = (server.address() as import('node:net').AddressInfo).port;
     try {
@@ -458,12 +475,14 @@ describe('deploy/kubernetes (kustomize)', () => {
       expect(SETTINGS.webhookSecret.schema.safeParse(secret.stringData.WEBHOOK_SECRET).success).toBe(true);
     });
 
-    it("Envoy: config from the ConfigMap, ports match its listeners, readiness on admin /ready", () => {
+    it('Envoy: config from the ConfigMap, ports match its listeners, readiness on admin /ready', () => {
       const podEnvoy = parse(find('ConfigMap', 'async-app-envoy').data['envoy.yaml']);
       expect(envoyC.image).toMatch(/^envoyproxy\/envoy:v1\.40\.\d+$/);
       // The ConfigMap's file with this pod's token filled in, then Envoy on the result.
       expect(envoyC.command).toEqual(['/bin/sh', '-c']);
-      expect(envoyC.args[0]).toMatch(/sed "s\|@EXTPROC_TOKEN@\|\$\(cat \/run\/extproc\/token\)\|" \/etc\/envoy\/envoy.yaml > \/run\/envoy\/envoy.yaml\s+&& exec envoy -c \/run\/envoy\/envoy.yaml/);
+      expect(envoyC.args[0]).toMatch(
+        /sed "s\|@EXTPROC_TOKEN@\|\$\(cat \/run\/extproc\/token\)\|" \/etc\/envoy\/envoy.yaml > \/run\/envoy\/envoy.yaml\s+&& exec envoy -c \/run\/envoy\/envoy.yaml/,
+      );
       expect(envoyC.volumeMounts).toEqual([
         { name: 'envoy-config', mountPath: '/etc/envoy', readOnly: true },
         { name: 'extproc-token', mountPath: '/run/extproc', readOnly: true },

@@ -5,13 +5,7 @@ import { join } from 'node:path';
  * Whether Envoy accepts the file is test/unit/envoy-validate.test.ts (the real Envoy judges);
  * what the settings do on the real Envoy is test/integration/real-envoy-config.test.ts.
  */
-import {
-  REPO_ROOT,
-  envoyConfigFromYaml,
-  statusOnError,
-  type ProcessingModeModel,
-  type RouteModel,
-} from '../support/envoy-config';
+import { REPO_ROOT, envoyConfigFromYaml, statusOnError, type ProcessingModeModel, type RouteModel } from '../support/envoy-config';
 
 const YAML_TEXT = readFileSync(join(REPO_ROOT, 'envoy', 'envoy.yaml'), 'utf8');
 const cfg = envoyConfigFromYaml(YAML_TEXT);
@@ -46,7 +40,12 @@ describe('the typed model of envoy.yaml (what the stand-in reads)', () => {
     expect(byName).toEqual({ runs_api: undefined, async_query: 10485760, async_prefer: 2048, passthrough: undefined });
     expect(m.listener('ingress').perConnectionBufferLimitBytes).toBe(1024 * 1024);
     expect(m.listener('ingress').hcm.virtualHostBufferLimit).toBeUndefined();
-    const v = envoyConfigFromYaml(mutate('              domains: ["*"]\n              routes:                                   # first match wins', '              domains: ["*"]\n              request_body_buffer_limit: 4096\n              routes:'));
+    const v = envoyConfigFromYaml(
+      mutate(
+        '              domains: ["*"]\n              routes:                                   # first match wins',
+        '              domains: ["*"]\n              request_body_buffer_limit: 4096\n              routes:',
+      ),
+    );
     expect(v.listener('ingress').hcm.virtualHostBufferLimit).toBe(4096);
   });
 });
@@ -144,7 +143,7 @@ describe('envoy/envoy.yaml topology', () => {
     expect(cfg.clusters.app.endpoint).toBe('app:8000');
   });
 
-  it('opens a new sidecar connection before Node\'s HTTP/2 reset limit (1,000 per connection) is reached', () => {
+  it("opens a new sidecar connection before Node's HTTP/2 reset limit (1,000 per connection) is reached", () => {
     const limit = cfg.clusters.async_sidecar.maxRequestsPerConnection;
     expect(limit).not.toBeNull();
     expect(limit!).toBeGreaterThan(0);

@@ -56,9 +56,20 @@ describe('snippetBootstrap / istioPatchesBootstrap (the assembling functions)', 
     ]);
     expect(h.http_filters.map((f: Obj) => f.name)).toEqual(['f', 'envoy.filters.http.router']);
     expect(parse(b).static_resources.clusters.map((c: Obj) => c.name)).toEqual(['inbound|8000||', 'c']);
-    expect(() => istioPatchesBootstrap({ spec: { configPatches: [{ applyTo: 'LISTENER', patch: { operation: 'MERGE', value: {} } }] } })).toThrow(/LISTENER MERGE/);
-    const merged = hcmOf(istioPatchesBootstrap({ spec: { configPatches: [{ applyTo: 'VIRTUAL_HOST', patch: { operation: 'MERGE', value: { request_body_buffer_limit: 5 } } }] } }, { port: 9000 }));
-    expect(merged.route_config.virtual_hosts[0]).toMatchObject({ name: 'all', request_body_buffer_limit: 5, routes: [{ route: { cluster: 'inbound|9000||' } }] });
+    expect(() => istioPatchesBootstrap({ spec: { configPatches: [{ applyTo: 'LISTENER', patch: { operation: 'MERGE', value: {} } }] } })).toThrow(
+      /LISTENER MERGE/,
+    );
+    const merged = hcmOf(
+      istioPatchesBootstrap(
+        { spec: { configPatches: [{ applyTo: 'VIRTUAL_HOST', patch: { operation: 'MERGE', value: { request_body_buffer_limit: 5 } } }] } },
+        { port: 9000 },
+      ),
+    );
+    expect(merged.route_config.virtual_hosts[0]).toMatchObject({
+      name: 'all',
+      request_body_buffer_limit: 5,
+      routes: [{ route: { cluster: 'inbound|9000||' } }],
+    });
   });
 });
 
@@ -90,7 +101,7 @@ describe('envoy/snippets', () => {
     expect(clusters[0].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address).toEqual({ address: '127.0.0.1', port_value: 50051 });
   });
 
-  it('composite-filter.yaml: one entry whose two rules run envoy.yaml\'s ext_proc config with its routes\' matching and modes', () => {
+  it("composite-filter.yaml: one entry whose two rules run envoy.yaml's ext_proc config with its routes' matching and modes", () => {
     const composite: Obj[] = snippet('composite-filter.yaml');
     expect(composite).toHaveLength(1);
     const entry = composite[0];
@@ -101,7 +112,10 @@ describe('envoy/snippets', () => {
     const route = (name: string) => envoyRoutes.find((r) => r.name === name);
     const modeOf = (name: string) => route(name).typed_per_filter_config['envoy.filters.http.ext_proc'].overrides.processing_mode;
     const { processing_mode: _m, ...shared } = envoyExtProc.typed_config;
-    for (const [rule, routeName] of [[runsRule, 'runs_api'], [asyncRule, 'async_query']] as const) {
+    for (const [rule, routeName] of [
+      [runsRule, 'runs_api'],
+      [asyncRule, 'async_query'],
+    ] as const) {
       const delegated = rule.on_match.action.typed_config.typed_config;
       expect(delegated.name).toBe('envoy.filters.http.ext_proc');
       const { processing_mode: mode, ...rest } = delegated.typed_config;
@@ -110,7 +124,10 @@ describe('envoy/snippets', () => {
     }
     expect(modeOf('async_prefer')).toEqual(modeOf('async_query'));
     // The same triggers as the routes.
-    expect(runsRule.predicate.single_predicate).toMatchObject({ input: { typed_config: { header_name: ':path' } }, value_match: { prefix: route('runs_api').match.prefix } });
+    expect(runsRule.predicate.single_predicate).toMatchObject({
+      input: { typed_config: { header_name: ':path' } },
+      value_match: { prefix: route('runs_api').match.prefix },
+    });
     const [query, prefer] = asyncRule.predicate.or_matcher.predicate.map((p: Obj) => p.single_predicate);
     expect(query.input.typed_config).toMatchObject({ query_param: 'async' });
     expect(query.value_match.safe_regex.regex).toBe(route('async_query').match.query_parameters[0].string_match.safe_regex.regex);
@@ -118,11 +135,13 @@ describe('envoy/snippets', () => {
     expect(prefer.value_match).toEqual(route('async_prefer').match.headers[0].string_match);
   });
 
-  it('every ext_proc filter names the cluster of cluster.yaml (Envoy\'s validation does not check it)', () => {
+  it("every ext_proc filter names the cluster of cluster.yaml (Envoy's validation does not check it)", () => {
     const composite: Obj[] = snippet('composite-filter.yaml');
     const names = [
       filters[0].typed_config.grpc_service.envoy_grpc.cluster_name,
-      ...composite[0].typed_config.xds_matcher.matcher_list.matchers.map((m: Obj) => m.on_match.action.typed_config.typed_config.typed_config.grpc_service.envoy_grpc.cluster_name),
+      ...composite[0].typed_config.xds_matcher.matcher_list.matchers.map(
+        (m: Obj) => m.on_match.action.typed_config.typed_config.typed_config.grpc_service.envoy_grpc.cluster_name,
+      ),
     ];
     expect(new Set(names)).toEqual(new Set([clusters[0].name]));
   });

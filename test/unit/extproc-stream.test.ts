@@ -6,7 +6,11 @@ import type { ProcessingResponse } from '../../src/generated/envoy/service/ext_p
 function headers(pairs: Array<[string, string]>, endOfStream: boolean): ProcessingRequest__Output {
   return {
     request: 'request_headers',
-    request_headers: { headers: { headers: pairs.map(([key, v]) => ({ key, raw_value: Buffer.from(v), value: '' })) }, end_of_stream: endOfStream, attributes: {} },
+    request_headers: {
+      headers: { headers: pairs.map(([key, v]) => ({ key, raw_value: Buffer.from(v), value: '' })) },
+      end_of_stream: endOfStream,
+      attributes: {},
+    },
     observability_mode: false,
     attributes: {},
   } as unknown as ProcessingRequest__Output;
@@ -14,7 +18,12 @@ function headers(pairs: Array<[string, string]>, endOfStream: boolean): Processi
 function body(data: string, endOfStream: boolean): ProcessingRequest__Output {
   return { request: 'request_body', request_body: { body: Buffer.from(data), end_of_stream: endOfStream } } as unknown as ProcessingRequest__Output;
 }
-const BASE: Array<[string, string]> = [[':method', 'POST'], [':path', '/run?async=true'], [':authority', 'app.local'], [':scheme', 'http']];
+const BASE: Array<[string, string]> = [
+  [':method', 'POST'],
+  [':path', '/run?async=true'],
+  [':authority', 'app.local'],
+  [':scheme', 'http'],
+];
 const REPLY: HttpReply = { status: 202, headers: [['content-type', 'application/json']], body: '{}' };
 
 function harness(decide: (head: Parameters<ExtProcHandler['onRequestHeaders']>[0]) => HeadDecision, budget = Infinity) {
@@ -56,7 +65,13 @@ describe('ext_proc stream state machine', () => {
 
   it('asks for the body BUFFERED (with trailers) and answers once it is complete', async () => {
     const bodies: Buffer[] = [];
-    const h = harness(() => ({ kind: 'body', decision: 'accepted', maxBytes: 100, tooLarge: () => ({ ...REPLY, status: 413 }), onBody: async (b) => (bodies.push(b), REPLY) }));
+    const h = harness(() => ({
+      kind: 'body',
+      decision: 'accepted',
+      maxBytes: 100,
+      tooLarge: () => ({ ...REPLY, status: 413 }),
+      onBody: async (b) => (bodies.push(b), REPLY),
+    }));
     h.processor.onMessage(headers(BASE, false));
     expect(h.sent[0]!.mode_override).toMatchObject({ request_body_mode: 'BUFFERED', request_trailer_mode: 'SEND' });
     h.processor.onMessage(body('hello', true));
@@ -149,7 +164,11 @@ describe('ext_proc stream state machine', () => {
 
   describe('trust boundary', () => {
     const bodyDecision = (onBody: (b: Buffer) => Promise<HttpReply> = async () => REPLY): HeadDecision => ({
-      kind: 'body', decision: 'accepted', maxBytes: 1 << 20, tooLarge: () => ({ ...REPLY, status: 413 }), onBody,
+      kind: 'body',
+      decision: 'accepted',
+      maxBytes: 1 << 20,
+      tooLarge: () => ({ ...REPLY, status: 413 }),
+      onBody,
     });
 
     it.each([
@@ -162,15 +181,38 @@ describe('ext_proc stream state machine', () => {
       ['*', 'GET'],
     ])('ends a stream whose :path %j (%s) is not origin-form, before the handler sees it', (path, method) => {
       const h = harness(() => bodyDecision());
-      h.processor.onMessage(headers([[':method', method], [':path', path], [':authority', 'a'], [':scheme', 'http']], false));
+      h.processor.onMessage(
+        headers(
+          [
+            [':method', method],
+            [':path', path],
+            [':authority', 'a'],
+            [':scheme', 'http'],
+          ],
+          false,
+        ),
+      );
       expect(h.failures).toEqual(['malformed_headers']);
       expect(h.seen).toHaveLength(0);
     });
 
     it('accepts * for OPTIONS and raw non-ASCII octets in the path', () => {
-      for (const [method, path] of [['OPTIONS', '*'], ['GET', '/caf\u00e9?x=1']] as const) {
+      for (const [method, path] of [
+        ['OPTIONS', '*'],
+        ['GET', '/caf\u00e9?x=1'],
+      ] as const) {
         const h = harness(() => ({ kind: 'pass' }));
-        h.processor.onMessage(headers([[':method', method], [':path', path], [':authority', 'a'], [':scheme', 'http']], true));
+        h.processor.onMessage(
+          headers(
+            [
+              [':method', method],
+              [':path', path],
+              [':authority', 'a'],
+              [':scheme', 'http'],
+            ],
+            true,
+          ),
+        );
         expect(h.failures).toEqual([]);
         expect(h.seen[0]!.path).toBe(Buffer.from(path).toString('latin1')); // raw_value bytes, read as latin1
       }

@@ -56,7 +56,7 @@ describe('renderEnvoyConfig', () => {
     expect(renderEnvoyConfig(SHIPPED, OPTS)).toContain('# What the client gets when the sidecar is unreachable');
   });
 
-  it('applies a test\'s own edit after rendering', () => {
+  it("applies a test's own edit after rendering", () => {
     const out = parse(renderEnvoyConfig(SHIPPED, { ...OPTS, edit: (doc) => doc.setIn(['admin', 'address', 'socket_address', 'port_value'], 1) }));
     expect(out.admin.address.socket_address.port_value).toBe(1);
   });

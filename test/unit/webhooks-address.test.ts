@@ -150,10 +150,18 @@ describe('validateWebhookUrl', () => {
 });
 
 describe('metadataReason', () => {
-  it.each(['169.254.169.254', '169.254.170.2', '100.100.100.200', '192.0.0.192', '168.63.129.16', 'fd00:ec2::254', 'FD00:EC2:0::254', '::ffff:169.254.169.254', '::ffff:a9fe:a9fe', '64:ff9b::169.254.169.254'])(
-    '%s is a metadata endpoint',
-    (ip) => expect(metadataReason(ip)).toEqual(expect.any(String)),
-  );
+  it.each([
+    '169.254.169.254',
+    '169.254.170.2',
+    '100.100.100.200',
+    '192.0.0.192',
+    '168.63.129.16',
+    'fd00:ec2::254',
+    'FD00:EC2:0::254',
+    '::ffff:169.254.169.254',
+    '::ffff:a9fe:a9fe',
+    '64:ff9b::169.254.169.254',
+  ])('%s is a metadata endpoint', (ip) => expect(metadataReason(ip)).toEqual(expect.any(String)));
   it.each(['169.254.169.253', '10.0.0.1', '127.0.0.1', 'fd00:ec2::253', '8.8.8.8', 'nonsense'])('%s is not', (ip) => expect(metadataReason(ip)).toBeNull());
 });
 

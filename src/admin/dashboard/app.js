@@ -13,7 +13,12 @@
 
   const STATUSES = ['queued', 'running', 'succeeded', 'failed', 'timed_out', 'cancelled'];
   const LABEL = {
-    queued: 'Queued', running: 'Running', succeeded: 'Succeeded', failed: 'Failed', timed_out: 'Timed out', cancelled: 'Cancelled',
+    queued: 'Queued',
+    running: 'Running',
+    succeeded: 'Succeeded',
+    failed: 'Failed',
+    timed_out: 'Timed out',
+    cancelled: 'Cancelled',
   };
   const WEBHOOK_LABEL = { none: 'None', pending: 'Pending', delivered: 'Delivered', failed: 'Failed' };
   /** Chart series, bottom to top. "active" stacks queued and running runs. */
@@ -27,13 +32,34 @@
 
   const $ = (id) => document.getElementById(id);
   const els = {
-    live: $('live'), liveText: $('live-text'), tokenButton: $('token-button'),
-    counts: $('counts'), countsScope: $('counts-scope'), chart: $('chart'), chartSummary: $('chart-summary'), legend: $('legend'),
-    filter: $('status-filter'), search: $('search'), body: $('runs-body'), empty: $('empty'), runsCount: $('runs-count'),
-    authBanner: $('auth-banner'), authOpen: $('auth-open'),
-    layout: $('layout'), detail: $('detail'), detailTitle: $('detail-title'), detailBody: $('detail-body'), detailClose: $('detail-close'),
-    cancel: $('cancel-button'), redeliver: $('redeliver-button'), actionsHint: $('actions-hint'),
-    dialog: $('token-dialog'), tokenForm: $('token-form'), tokenInput: $('token-input'), tokenError: $('token-error'), tokenLater: $('token-later'),
+    live: $('live'),
+    liveText: $('live-text'),
+    tokenButton: $('token-button'),
+    counts: $('counts'),
+    countsScope: $('counts-scope'),
+    chart: $('chart'),
+    chartSummary: $('chart-summary'),
+    legend: $('legend'),
+    filter: $('status-filter'),
+    search: $('search'),
+    body: $('runs-body'),
+    empty: $('empty'),
+    runsCount: $('runs-count'),
+    authBanner: $('auth-banner'),
+    authOpen: $('auth-open'),
+    layout: $('layout'),
+    detail: $('detail'),
+    detailTitle: $('detail-title'),
+    detailBody: $('detail-body'),
+    detailClose: $('detail-close'),
+    cancel: $('cancel-button'),
+    redeliver: $('redeliver-button'),
+    actionsHint: $('actions-hint'),
+    dialog: $('token-dialog'),
+    tokenForm: $('token-form'),
+    tokenInput: $('token-input'),
+    tokenError: $('token-error'),
+    tokenLater: $('token-later'),
     toast: $('toast'),
   };
 
@@ -121,7 +147,12 @@
   const codeClass = (code) => (code >= 500 ? 'code-5xx' : code >= 400 ? 'code-4xx' : code >= 300 ? 'code-3xx' : 'code-2xx');
 
   function badge(status) {
-    return h('span', { class: `badge badge-${status}`, 'data-status': status }, h('span', { class: 'badge-dot', 'aria-hidden': 'true' }), LABEL[status] || status);
+    return h(
+      'span',
+      { class: `badge badge-${status}`, 'data-status': status },
+      h('span', { class: 'badge-dot', 'aria-hidden': 'true' }),
+      LABEL[status] || status,
+    );
   }
 
   function webhookText(webhook) {
@@ -136,7 +167,9 @@
     els.toast.className = `toast ${kind === 'error' ? 'toast-error' : 'toast-ok'}`;
     els.toast.hidden = false;
     clearTimeout(toastTimer);
-    toastTimer = setTimeout(() => { els.toast.hidden = true; }, 3500);
+    toastTimer = setTimeout(() => {
+      els.toast.hidden = true;
+    }, 3500);
   }
 
   function setLive(kind, text) {
@@ -152,7 +185,11 @@
     const res = await fetch(API + path, { method, headers, cache: 'no-store', credentials: 'omit' });
     if (res.status === 401) throw new AuthError('unauthorized');
     let body = null;
-    try { body = await res.json(); } catch { body = null; }
+    try {
+      body = await res.json();
+    } catch {
+      body = null;
+    }
     return { status: res.status, body };
   }
 
@@ -187,7 +224,10 @@
 
   /** Loads and renders now; calls made while one is in flight coalesce into one more. */
   function refresh() {
-    if (state.inflight) { state.again = true; return state.inflight; }
+    if (state.inflight) {
+      state.again = true;
+      return state.inflight;
+    }
     clearTimeout(state.timer);
     state.inflight = (async () => {
       try {
@@ -203,7 +243,10 @@
         }
       } finally {
         state.inflight = null;
-        if (state.again) { state.again = false; void refresh(); } else schedule();
+        if (state.again) {
+          state.again = false;
+          void refresh();
+        } else schedule();
       }
     })();
     return state.inflight;
@@ -212,7 +255,10 @@
   function schedule() {
     clearTimeout(state.timer);
     if (state.needToken) return;
-    state.timer = setTimeout(() => { if (!document.hidden) void refresh(); else schedule(); }, POLL_MS);
+    state.timer = setTimeout(() => {
+      if (!document.hidden) void refresh();
+      else schedule();
+    }, POLL_MS);
   }
 
   // ---- rendering -------------------------------------------------------------------------------
@@ -231,14 +277,26 @@
     for (const r of state.runs) counts[r.status] = (counts[r.status] || 0) + 1;
     const current = els.filter.value;
     const total = state.runs.length;
-    const item = (key, label, n) => h('button', {
-      type: 'button', class: `count count-${key || 'all'}${current === key ? ' count-active' : ''}`,
-      'data-status': key, 'aria-pressed': current === key ? 'true' : 'false',
-      title: key ? `Show only ${label.toLowerCase()} runs` : 'Show all runs',
-    },
-    h('span', { class: 'count-label' }, key ? badgeDot(key) : null, label),
-    key ? h('span', { class: 'count-bar', 'aria-hidden': 'true' }, h('span', { class: `count-fill dot-${key}`, 'data-pct': String(total ? Math.round((n / total) * 100) : 0) })) : h('span'),
-    h('span', { class: 'count-n' }, String(n)));
+    const item = (key, label, n) =>
+      h(
+        'button',
+        {
+          type: 'button',
+          class: `count count-${key || 'all'}${current === key ? ' count-active' : ''}`,
+          'data-status': key,
+          'aria-pressed': current === key ? 'true' : 'false',
+          title: key ? `Show only ${label.toLowerCase()} runs` : 'Show all runs',
+        },
+        h('span', { class: 'count-label' }, key ? badgeDot(key) : null, label),
+        key
+          ? h(
+              'span',
+              { class: 'count-bar', 'aria-hidden': 'true' },
+              h('span', { class: `count-fill dot-${key}`, 'data-pct': String(total ? Math.round((n / total) * 100) : 0) }),
+            )
+          : h('span'),
+        h('span', { class: 'count-n' }, String(n)),
+      );
     els.counts.replaceChildren(item('', 'All runs', total), ...STATUSES.map((s) => item(s, LABEL[s], counts[s])));
     // Bar widths through the CSSOM: the page's CSP allows no inline style attributes.
     for (const fill of els.counts.querySelectorAll('.count-fill')) fill.style.width = `${fill.dataset.pct}%`;
@@ -250,12 +308,24 @@
   }
 
   function renderChart() {
-    const W = Math.max(320, Math.round(els.chart.clientWidth || 640)), H = 150, left = 30, right = 6, top = 8, bottom = 22;
+    const W = Math.max(320, Math.round(els.chart.clientWidth || 640)),
+      H = 150,
+      left = 30,
+      right = 6,
+      top = 8,
+      bottom = 22;
     els.chart.setAttribute('viewBox', `0 0 ${W} ${H}`);
     const now = Date.now();
     const minute = 60_000;
     const end = Math.floor(now / minute) * minute + minute; // end of the current minute
-    const buckets = Array.from({ length: CHART_MINUTES }, (_, i) => ({ start: end - (CHART_MINUTES - i) * minute, succeeded: 0, failed: 0, timed_out: 0, cancelled: 0, active: 0 }));
+    const buckets = Array.from({ length: CHART_MINUTES }, (_, i) => ({
+      start: end - (CHART_MINUTES - i) * minute,
+      succeeded: 0,
+      failed: 0,
+      timed_out: 0,
+      cancelled: 0,
+      active: 0,
+    }));
     let total = 0;
     for (const r of state.runs) {
       const t = ms(r.created_at);
@@ -267,8 +337,10 @@
     const sums = buckets.map((b) => SERIES.reduce((a, s) => a + b[s.key], 0));
     const max = Math.max(1, ...sums);
     const niceMax = max <= 4 ? max : Math.ceil(max / 5) * 5;
-    const plotW = W - left - right, plotH = H - top - bottom;
-    const slot = plotW / CHART_MINUTES, barW = Math.max(2, slot - 4);
+    const plotW = W - left - right,
+      plotH = H - top - bottom;
+    const slot = plotW / CHART_MINUTES,
+      barW = Math.max(2, slot - 4);
     const y = (v) => top + plotH - (v / niceMax) * plotH;
 
     const nodes = [];
@@ -284,7 +356,8 @@
       for (const s of SERIES) {
         const n = b[s.key];
         if (!n) continue;
-        const y0 = y(acc), y1 = y(acc + n);
+        const y0 = y(acc),
+          y1 = y(acc + n);
         g.append(svg('rect', { x, y: y1, width: barW, height: Math.max(1, y0 - y1), class: `series-${s.key}`, rx: 1.5 }));
         acc += n;
       }
@@ -295,7 +368,11 @@
       g.prepend(svg('rect', { x: left + i * slot, y: top, width: slot, height: plotH, class: 'hit' }));
       nodes.push(g);
     });
-    for (const [i, label] of [[0, '30 min ago'], [15, '15 min ago'], [CHART_MINUTES - 1, 'now']]) {
+    for (const [i, label] of [
+      [0, '30 min ago'],
+      [15, '15 min ago'],
+      [CHART_MINUTES - 1, 'now'],
+    ]) {
       const anchor = i === 0 ? 'start' : i === CHART_MINUTES - 1 ? 'end' : 'middle';
       const x = i === 0 ? left : i === CHART_MINUTES - 1 ? W - right : left + i * slot;
       nodes.push(svg('text', { x, y: H - 6, class: 'tick', 'text-anchor': anchor }, label));
@@ -304,7 +381,9 @@
 
     const totals = SERIES.map((s) => ({ ...s, n: buckets.reduce((a, b) => a + b[s.key], 0) }));
     els.chartSummary.textContent = `${total} runs created in the last ${CHART_MINUTES} minutes: ${totals.map((s) => `${s.n} ${s.label.toLowerCase()}`).join(', ')}.`;
-    els.legend.replaceChildren(...totals.map((s) => h('li', {}, h('span', { class: `swatch series-${s.key}`, 'aria-hidden': 'true' }), `${s.label} `, h('strong', {}, String(s.n)))));
+    els.legend.replaceChildren(
+      ...totals.map((s) => h('li', {}, h('span', { class: `swatch series-${s.key}`, 'aria-hidden': 'true' }), `${s.label} `, h('strong', {}, String(s.n)))),
+    );
   }
 
   function renderTable() {
@@ -355,13 +434,20 @@
     tr.setAttribute('aria-label', `${LABEL[run.status]} run ${run.run_id}, ${run.request.method} ${run.request.path}`);
     setCell(status, run.status, () => badge(run.status));
     setCell(req, `${run.request.method} ${run.request.path} ${run.run_id}`, () => [
-      h('div', { class: 'req-line' }, h('span', { class: 'method' }, run.request.method), h('span', { class: 'path', title: run.request.path }, run.request.path)),
+      h(
+        'div',
+        { class: 'req-line' },
+        h('span', { class: 'method' }, run.request.method),
+        h('span', { class: 'path', title: run.request.path }, run.request.path),
+      ),
       h('code', { class: 'run-id', title: run.run_id }, run.run_id.slice(0, 8)),
     ]);
     const rel = ago(run.created_at);
     setCell(created, `${run.created_at}|${rel}`, () => h('time', { datetime: run.created_at, title: new Date(run.created_at).toLocaleString() }, rel));
     const d = runDuration(run);
-    setCell(dur, `${run.status}|${duration(d)}`, () => h('span', { class: isLive(run.status) ? 'ticking' : '' }, run.status === 'queued' ? 'waiting' : duration(d)));
+    setCell(dur, `${run.status}|${duration(d)}`, () =>
+      h('span', { class: isLive(run.status) ? 'ticking' : '' }, run.status === 'queued' ? 'waiting' : duration(d)),
+    );
     const code = run.response ? run.response.status_code : null;
     setCell(upstream, String(code), () => (code ? h('span', { class: `code ${codeClass(code)}` }, String(code)) : h('span', { class: 'muted' }, '—')));
     const wh = webhookText(run.webhook);
@@ -369,7 +455,11 @@
   }
 
   function kv(pairs) {
-    return h('dl', { class: 'kv' }, pairs.filter(Boolean).map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
+    return h(
+      'dl',
+      { class: 'kv' },
+      pairs.filter(Boolean).map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]),
+    );
   }
 
   function renderDetail() {
@@ -377,9 +467,18 @@
     els.layout.classList.toggle('with-detail', Boolean(state.selectedId));
     els.detail.hidden = !state.selectedId;
     if (!state.selectedId || !run) return;
-    const created = ms(run.created_at), started = ms(run.started_at), finished = ms(run.finished_at);
+    const created = ms(run.created_at),
+      started = ms(run.started_at),
+      finished = ms(run.finished_at);
     const parts = [];
-    parts.push(h('div', { class: 'detail-summary' }, badge(run.status), h('span', { class: 'detail-request' }, h('span', { class: 'method' }, run.request.method), ' ', run.request.path)));
+    parts.push(
+      h(
+        'div',
+        { class: 'detail-summary' },
+        badge(run.status),
+        h('span', { class: 'detail-request' }, h('span', { class: 'method' }, run.request.method), ' ', run.request.path),
+      ),
+    );
     parts.push(h('p', { class: 'detail-id' }, h('span', { class: 'muted' }, 'Run ID '), h('code', { id: 'detail-run-id' }, run.run_id)));
     if (run.gone) parts.push(h('p', { class: 'notice' }, 'This run is no longer in the store (expired).'));
     if (run.error) {
@@ -392,41 +491,88 @@
       ['Started', run.started_at, started !== null ? `after ${duration(started - created)} in queue` : null],
       ['Finished', run.finished_at, finished !== null && started !== null ? `ran ${duration(finished - started)}` : null],
     ];
-    parts.push(h('ol', { class: 'timeline', id: 'detail-timeline' }, steps.map(([label, iso, note]) => h('li', { class: iso ? 'done' : 'pending' },
-      h('span', { class: 'tl-label' }, label),
-      iso ? h('time', { datetime: iso, title: iso }, clock(iso, true)) : h('span', { class: 'muted' }, isLive(run.status) ? 'not yet' : '—'),
-      note ? h('span', { class: 'muted tl-note' }, note) : null))));
+    parts.push(
+      h(
+        'ol',
+        { class: 'timeline', id: 'detail-timeline' },
+        steps.map(([label, iso, note]) =>
+          h(
+            'li',
+            { class: iso ? 'done' : 'pending' },
+            h('span', { class: 'tl-label' }, label),
+            iso ? h('time', { datetime: iso, title: iso }, clock(iso, true)) : h('span', { class: 'muted' }, isLive(run.status) ? 'not yet' : '—'),
+            note ? h('span', { class: 'muted tl-note' }, note) : null,
+          ),
+        ),
+      ),
+    );
 
     parts.push(h('h3', {}, 'Upstream'));
-    parts.push(kv([
-      ['Response', run.response ? h('span', { class: `code ${codeClass(run.response.status_code)}` }, String(run.response.status_code)) : h('span', { class: 'muted' }, isLive(run.status) ? 'waiting' : 'none')],
-      run.response && ['Content type', run.response.content_type || '—'],
-      run.response && ['Size', `${bytes(run.response.size)}${run.response.truncated ? ' (truncated)' : ''}`],
-      ['Dispatch attempts', String(run.dispatch_attempts)],
-      ['Request ID', run.request.request_id ? h('code', {}, run.request.request_id) : '—'],
-    ]));
+    parts.push(
+      kv([
+        [
+          'Response',
+          run.response
+            ? h('span', { class: `code ${codeClass(run.response.status_code)}` }, String(run.response.status_code))
+            : h('span', { class: 'muted' }, isLive(run.status) ? 'waiting' : 'none'),
+        ],
+        run.response && ['Content type', run.response.content_type || '—'],
+        run.response && ['Size', `${bytes(run.response.size)}${run.response.truncated ? ' (truncated)' : ''}`],
+        ['Dispatch attempts', String(run.dispatch_attempts)],
+        ['Request ID', run.request.request_id ? h('code', {}, run.request.request_id) : '—'],
+      ]),
+    );
 
     parts.push(h('h3', {}, 'Webhook'));
     const wh = run.webhook;
     if (!wh || wh.status === 'none') {
       parts.push(h('p', { class: 'muted' }, 'No webhook: the run was created without a webhookEndpoint.'));
     } else {
-      parts.push(kv([
-        ['Status', h('span', { class: `wh wh-${wh.status}`, id: 'detail-webhook-status' }, WEBHOOK_LABEL[wh.status] || wh.status)],
-        ['Attempts', String(wh.attempts)],
-        ['Last HTTP status', wh.last_status_code === null ? '—' : String(wh.last_status_code)],
-        wh.next_attempt_at && ['Next attempt', h('time', { datetime: wh.next_attempt_at }, clock(wh.next_attempt_at))],
-      ]));
+      parts.push(
+        kv([
+          ['Status', h('span', { class: `wh wh-${wh.status}`, id: 'detail-webhook-status' }, WEBHOOK_LABEL[wh.status] || wh.status)],
+          ['Attempts', String(wh.attempts)],
+          ['Last HTTP status', wh.last_status_code === null ? '—' : String(wh.last_status_code)],
+          wh.next_attempt_at && ['Next attempt', h('time', { datetime: wh.next_attempt_at }, clock(wh.next_attempt_at))],
+        ]),
+      );
       if (wh.history && wh.history.length) {
-        parts.push(h('table', { class: 'history', id: 'webhook-history' },
-          h('caption', { class: 'visually-hidden' }, 'Webhook delivery attempts'),
-          h('thead', {}, h('tr', {}, ['#', 'Time', 'Outcome', 'HTTP', 'Took'].map((t) => h('th', { scope: 'col' }, t)))),
-          h('tbody', {}, wh.history.map((a, i) => h('tr', {},
-            h('td', {}, String(i + 1)),
-            h('td', {}, h('time', { datetime: a.at, title: a.at }, clock(a.at, true))),
-            h('td', {}, h('span', { class: `outcome outcome-${a.outcome}` }, a.outcome), a.error ? h('span', { class: 'muted attempt-error' }, ` ${a.error}`) : null),
-            h('td', {}, a.status_code === null ? '—' : String(a.status_code)),
-            h('td', {}, duration(a.duration_ms)))))));
+        parts.push(
+          h(
+            'table',
+            { class: 'history', id: 'webhook-history' },
+            h('caption', { class: 'visually-hidden' }, 'Webhook delivery attempts'),
+            h(
+              'thead',
+              {},
+              h(
+                'tr',
+                {},
+                ['#', 'Time', 'Outcome', 'HTTP', 'Took'].map((t) => h('th', { scope: 'col' }, t)),
+              ),
+            ),
+            h(
+              'tbody',
+              {},
+              wh.history.map((a, i) =>
+                h(
+                  'tr',
+                  {},
+                  h('td', {}, String(i + 1)),
+                  h('td', {}, h('time', { datetime: a.at, title: a.at }, clock(a.at, true))),
+                  h(
+                    'td',
+                    {},
+                    h('span', { class: `outcome outcome-${a.outcome}` }, a.outcome),
+                    a.error ? h('span', { class: 'muted attempt-error' }, ` ${a.error}`) : null,
+                  ),
+                  h('td', {}, a.status_code === null ? '—' : String(a.status_code)),
+                  h('td', {}, duration(a.duration_ms)),
+                ),
+              ),
+            ),
+          ),
+        );
       }
     }
     els.detailBody.replaceChildren(...parts);
@@ -437,7 +583,11 @@
     els.redeliver.disabled = !canRedeliver || state.busy;
     els.actionsHint.textContent = canCancel
       ? 'Cancelling aborts the upstream call.'
-      : !wh || wh.status === 'none' ? 'This run has no webhook to redeliver.' : isLive(run.status) ? 'The webhook is sent when the run ends.' : 'Redelivery sends the webhook again, with a fresh schedule of attempts.';
+      : !wh || wh.status === 'none'
+        ? 'This run has no webhook to redeliver.'
+        : isLive(run.status)
+          ? 'The webhook is sent when the run ends.'
+          : 'Redelivery sends the webhook again, with a fresh schedule of attempts.';
   }
 
   // ---- interaction -----------------------------------------------------------------------------
@@ -581,8 +731,13 @@
   });
 
   let resizeTimer = null;
-  window.addEventListener('resize', () => { clearTimeout(resizeTimer); resizeTimer = setTimeout(renderChart, 100); });
-  document.addEventListener('visibilitychange', () => { if (!document.hidden && !state.needToken) void refresh(); });
+  window.addEventListener('resize', () => {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(renderChart, 100);
+  });
+  document.addEventListener('visibilitychange', () => {
+    if (!document.hidden && !state.needToken) void refresh();
+  });
 
   renderChart();
   void refresh();

@@ -17,7 +17,12 @@ export function headersToProto(list: HeaderList) {
  * and x-envoy-* may not be set (ignored + counted; :method allowed under CONTINUE_AND_REPLACE);
  * host and ':' headers may not be removed. Returns an error message for fatal errors.
  */
-export function applyHeaderMutation(hm: HeaderMutation__Output, headers: HeaderList, replacing: boolean, stats?: { rejectedHeaderMutations: number }): string | undefined {
+export function applyHeaderMutation(
+  hm: HeaderMutation__Output,
+  headers: HeaderList,
+  replacing: boolean,
+  stats?: { rejectedHeaderMutations: number },
+): string | undefined {
   const reject = () => {
     if (stats) stats.rejectedHeaderMutations++;
   };

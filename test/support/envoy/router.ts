@@ -30,7 +30,13 @@ export class Upstream {
   private readonly done: Promise<StandInResponse>;
   private timer?: NodeJS.Timeout;
 
-  constructor(endpoint: string, timeoutMs: number, headers: HeaderList, private readonly record: RequestRecord, startedBeforeBodyProcessed: boolean) {
+  constructor(
+    endpoint: string,
+    timeoutMs: number,
+    headers: HeaderList,
+    private readonly record: RequestRecord,
+    startedBeforeBodyProcessed: boolean,
+  ) {
     const [host, port] = splitHostPort(endpoint);
     const method = headerValue(headers, ':method') ?? 'GET';
     const path = headerValue(headers, ':path') ?? '/';
@@ -43,7 +49,13 @@ export class Upstream {
     this.done = new Promise<StandInResponse>((resolve) => {
       const local = (status: number, text: string, details: string): void => {
         clearTimeout(this.timer);
-        resolve({ status, headers: { 'content-type': 'text/plain', 'content-length': String(text.length), server: 'envoy' }, body: Buffer.from(text), routedToUpstream: true, details });
+        resolve({
+          status,
+          headers: { 'content-type': 'text/plain', 'content-length': String(text.length), server: 'envoy' },
+          body: Buffer.from(text),
+          routedToUpstream: true,
+          details,
+        });
       };
       if (timeoutMs > 0) {
         this.timer = setTimeout(() => {
@@ -51,7 +63,13 @@ export class Upstream {
           local(504, 'upstream request timeout', 'upstream_response_timeout');
         }, timeoutMs);
       }
-      this.req.on('error', () => local(503, 'upstream connect error or disconnect/reset before headers. reset reason: connection failure', 'upstream_reset_before_response_started{connection_failure}'));
+      this.req.on('error', () =>
+        local(
+          503,
+          'upstream connect error or disconnect/reset before headers. reset reason: connection failure',
+          'upstream_reset_before_response_started{connection_failure}',
+        ),
+      );
       this.req.on('response', (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));

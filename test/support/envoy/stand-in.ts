@@ -164,8 +164,8 @@ export class EnvoyStandIn {
       };
       this.client = createExtProcClient(this.endpoint(f.clusterName), f.clusterName);
     }
-    const sc = (loadExtProcProto() as unknown as { envoy: { type: { v3: { StatusCode: { type: { value: { name: string; number: number }[] } } } } } })
-      .envoy.type.v3.StatusCode.type.value;
+    const sc = (loadExtProcProto() as unknown as { envoy: { type: { v3: { StatusCode: { type: { value: { name: string; number: number }[] } } } } } }).envoy
+      .type.v3.StatusCode.type.value;
     this.statusCodes = new Map(sc.map((v) => [v.name, v.number]));
   }
 
@@ -206,9 +206,7 @@ export class EnvoyStandIn {
   private listen(handler: http.RequestListener): Promise<string> {
     const srv = http.createServer(handler);
     this.servers.push(srv);
-    return new Promise((resolve) =>
-      srv.listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${(srv.address() as AddressInfo).port}`)),
-    );
+    return new Promise((resolve) => srv.listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${(srv.address() as AddressInfo).port}`)));
   }
 
   // ───────────────────────────────────────── HTTP fronts ─────────────────────────────────────────
@@ -225,7 +223,15 @@ export class EnvoyStandIn {
     const trailers = Object.keys(req.trailers).length ? (req.trailers as Record<string, string>) : undefined;
     try {
       const remoteAddress = req.socket.remoteAddress?.replace(/^::ffff:/, '');
-      const r = await this.process({ method: req.method ?? 'GET', path: req.url ?? '/', headers, body: Buffer.concat(chunks), trailers, signal: ac.signal, remoteAddress });
+      const r = await this.process({
+        method: req.method ?? 'GET',
+        path: req.url ?? '/',
+        headers,
+        body: Buffer.concat(chunks),
+        trailers,
+        signal: ac.signal,
+        remoteAddress,
+      });
       if (ac.signal.aborted) return;
       res.writeHead(r.status, r.headers);
       res.end(r.body);
@@ -341,13 +347,7 @@ export class EnvoyStandIn {
       : Object.entries(input.headers ?? {}).flatMap(([k, v]) => (Array.isArray(v) ? v : [v]).map((x): [string, string] => [k.toLowerCase(), x]));
     const authority = headerValue(raw, ':authority') ?? headerValue(raw, 'host') ?? 'localhost';
     const rest = raw.filter(([k]) => !k.startsWith(':') && k !== 'host' && !HOP_BY_HOP.has(k));
-    const out: HeaderList = [
-      [':authority', authority],
-      [':path', input.path],
-      [':method', input.method.toUpperCase()],
-      [':scheme', 'http'],
-      ...rest,
-    ];
+    const out: HeaderList = [[':authority', authority], [':path', input.path], [':method', input.method.toUpperCase()], [':scheme', 'http'], ...rest];
     const te = headerValue(raw, 'transfer-encoding');
     if (te) out.push(['transfer-encoding', te]);
     else if (body.length > 0 && headerValue(out, 'content-length') === undefined) out.push(['content-length', String(body.length)]);
@@ -369,7 +369,8 @@ export class EnvoyStandIn {
     const per = route.perFilterConfig[filter.name] as { disabled?: boolean; overrides?: { processing_mode?: unknown } } | undefined;
     if (filter.disabled && !per) return undefined;
     if (per?.disabled) return undefined;
-    let mode: ProcessingModeModel = per?.overrides?.processing_mode !== undefined ? processingModeFrom(per.overrides.processing_mode) : { ...filter.processingMode };
+    let mode: ProcessingModeModel =
+      per?.overrides?.processing_mode !== undefined ? processingModeFrom(per.overrides.processing_mode) : { ...filter.processingMode };
     const forced = route.name ? this.opts.routeModeOverrides?.[route.name] : undefined;
     if (forced) mode = { ...mode, ...forced };
     return mode;
