@@ -5,7 +5,7 @@
  * the 4-thread pool): twelve slow hosts made other tenants' dispatches time out connecting.
  */
 import { promises as dns } from 'node:dns';
-import { createDnsResolver } from '../../src/webhooks';
+import { createDnsResolver } from '../../src/webhooks/guard';
 import { DnsServer } from '../support/dns-server';
 
 let server: DnsServer;

@@ -1,7 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
 import { Webhook } from 'standardwebhooks';
-import { WebhookSender, type AttemptResult, type NetworkPolicy, type ResolvedAddress, type WebhookDelivery } from '../../src/webhooks';
+import { type ResolvedAddress } from '../../src/webhooks/guard';
+import { type NetworkPolicy } from '../../src/webhooks/policy';
+import { WebhookSender, type AttemptResult, type WebhookDelivery } from '../../src/webhooks/sender';
 import { WebhookReceiver } from '../support/webhook-receiver';
 
 // A self-signed certificate for localhost / hooks.test / 127.0.0.1, valid 2000-2100 (test only).

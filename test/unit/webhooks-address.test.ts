@@ -1,4 +1,5 @@
-import { blockedReason, isBlockedAddress, metadataReason, validateWebhookUrl, isHostAllowed, type NetworkPolicy } from '../../src/webhooks';
+import { blockedReason, isBlockedAddress, metadataReason } from '../../src/webhooks/address';
+import { validateWebhookUrl, isHostAllowed, type NetworkPolicy } from '../../src/webhooks/policy';
 
 const blocked: Array<[string, string]> = [
   ['127.0.0.1', 'loopback'],

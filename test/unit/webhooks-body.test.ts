@@ -1,5 +1,7 @@
 import { Webhook } from 'standardwebhooks';
-import { PinnedLookup, WebhookSigner, buildWebhookBody, checkDeliveryTarget, type ResolvedAddress } from '../../src/webhooks';
+import { buildWebhookBody } from '../../src/webhooks/body';
+import { PinnedLookup, checkDeliveryTarget, type ResolvedAddress } from '../../src/webhooks/guard';
+import { WebhookSigner } from '../../src/webhooks/signing';
 
 describe('buildWebhookBody', () => {
   const bytes = Buffer.from([0, 1, 2, 0xff, 0xfe, 0x80, 10]);

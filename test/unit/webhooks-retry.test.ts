@@ -1,4 +1,4 @@
-import { DEFAULT_RETRY_SCHEDULE, RETRY_AFTER_CAP_MS, classifyAttempt, nextAttemptDelayMs, parseRetryAfter, parseRetrySchedule } from '../../src/webhooks';
+import { DEFAULT_RETRY_SCHEDULE, RETRY_AFTER_CAP_MS, classifyAttempt, nextAttemptDelayMs, parseRetryAfter, parseRetrySchedule } from '../../src/webhooks/retry';
 
 describe('parseRetrySchedule', () => {
   it('parses the documented default (docs/CONTRACT.md §4): 8 attempts', () => {
