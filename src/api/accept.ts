@@ -1,7 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { HttpReply, RequestHead } from '../extproc';
 import type { Metrics, Logger } from '../telemetry';
-import type { NewRun, RunStore, Trigger } from '../runs';
+import { mayHaveRun, type NewRun, type RunStore, type Trigger } from '../runs';
 import { apiError, ownerRequired, type ApiErrorCode, type ApiErrorOptions } from './errors';
 import { headerValue, headerValues, paramValue, parseQuery, preferName, preferTokens, splitPath } from './request-parts';
 
@@ -151,14 +151,14 @@ export class AsyncAcceptor {
       await this.store.create(run);
     } catch (err) {
       this.metrics.redisErrors.inc({ operation: 'create_run' });
-      // A timeout means the script was sent and may have run: the run may exist, and a blind
-      // retry could start the app twice. Any other error (not connected, refused) means it did not.
-      const uncertain = /timed out/i.test((err as Error).message);
+      // A lost reply (timeout, connection closed mid-command) means the script may have run: the
+      // run may exist, and a blind retry could start the app twice.
+      const uncertain = mayHaveRun(err);
       this.logger.error({ err, request_id: run.requestId, run_id: id, uncertain }, 'could not store a new run');
       if (uncertain) {
         return this.reject(
           'store_uncertain',
-          `Redis did not confirm the run in time; it may have been stored. Look it up at ${this.options.runsApiPrefix}/${id} before retrying.`,
+          `Redis did not confirm the run (no reply: a timeout or a dropped connection); it may have been stored. Look it up at ${this.options.runsApiPrefix}/${id} before retrying.`,
           { headers: [['location', `${this.options.runsApiPrefix}/${id}`]], fields: { run_id: id } },
         );
       }

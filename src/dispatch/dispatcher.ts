@@ -1,6 +1,6 @@
 import { Agent, request } from 'undici';
 import { RedisErrorReporter, type Logger, type Metrics } from '../telemetry';
-import type { ClaimedDelivery, ClaimedRun, DispatchOutcome, RunEvents, RunStore } from '../runs';
+import { mayHaveRun, type ClaimedDelivery, type ClaimedRun, type DispatchOutcome, type RunEvents, type RunStore } from '../runs';
 import { LeaseKeeper } from './lease-keeper';
 import { dispatchTarget, parseDispatchBase, TargetOutsideOrigin, type DispatchBase } from './target';
 
@@ -163,24 +163,44 @@ export class Dispatcher {
     if (free <= 0) return;
     this.claiming = true;
     this.wantFill = false;
-    const sentAt = Date.now();
-    this.claimsInFlight++;
-    this.store.claim(this.options.workerId, free).then(
+    this.leasing(
+      () => this.store.claim(this.options.workerId, free),
+      (runs) => runs,
+    ).then(
       (runs) => {
-        this.claimsInFlight--;
-        this.releaseUntracked();
         this.claiming = false;
         this.backlog = runs.length === free;
-        for (const run of runs) this.begin(run, sentAt);
         if (runs.length === free || this.wantFill) this.fill();
       },
       (err: Error) => {
-        this.claimsInFlight--;
         this.claiming = false;
         this.redisError('claim_runs', err);
-        this.claimLost(err);
       },
     );
+  }
+
+  /**
+   * Sends a call that may lease runs to this worker (a claim, or a completion taking the next run
+   * along) and begins the runs it returns. A call that timed out may still have run in Redis and
+   * leased runs we never heard of: once no such call awaits its reply (and the runs that did come
+   * back are tracked), every run leased to this worker that it does not hold goes back to the
+   * queue (they never started), instead of waiting for the lease to end them interrupted.
+   */
+  private async leasing<T>(send: () => Promise<T>, runsOf: (reply: T) => readonly ClaimedRun[]): Promise<T> {
+    const sentAt = Date.now();
+    this.claimsInFlight++;
+    try {
+      const reply = await send();
+      this.claimsInFlight--;
+      for (const run of runsOf(reply)) this.begin(run, sentAt);
+      return reply;
+    } catch (err) {
+      this.claimsInFlight--;
+      if (mayHaveRun(err)) this.untrackedClaims = true;
+      throw err;
+    } finally {
+      this.releaseUntracked();
+    }
   }
 
   /** `leasedAt`: when the claim that leased the run was sent (local ms). */
@@ -315,23 +335,9 @@ export class Dispatcher {
         const window = handOff?.hasCapacity() ? handOff.windowMs : 0;
         // With a backlog, the slot this run frees is refilled in the same script (one claim less).
         const claimNext = this.backlog && !this.stopping ? 1 : 0;
-        const sentAt = Date.now();
-        if (claimNext > 0) this.claimsInFlight++;
-        let done;
-        try {
-          done = await this.store.complete(this.options.workerId, run, outcome, { handOffWindowMs: window, claimNext });
-        } catch (err) {
-          if (claimNext > 0) this.claimLost(err as Error);
-          throw err;
-        } finally {
-          if (claimNext > 0) {
-            this.claimsInFlight--;
-            this.releaseUntracked();
-          }
-        }
-        const { recorded, webhook, next } = done;
+        const complete = () => this.store.complete(this.options.workerId, run, outcome, { handOffWindowMs: window, claimNext });
+        const { recorded, webhook, next } = claimNext > 0 ? await this.leasing(complete, (d) => d.next) : await complete();
         if (claimNext > 0) this.backlog = next.length === claimNext;
-        for (const taken of next) this.begin(taken, sentAt);
         if (webhook && handOff) {
           handOff.deliver({
             runId: run.id,
@@ -364,16 +370,7 @@ export class Dispatcher {
     }
   }
 
-  /**
-   * A claim that timed out may still have run in Redis and leased runs to us: once no other claim
-   * is waiting for its reply, every run leased to this worker that it does not hold goes back to
-   * the queue (they never started), instead of waiting for the lease to end them interrupted.
-   */
-  private claimLost(err: Error): void {
-    if (/timed out/i.test(err.message)) this.untrackedClaims = true;
-    this.releaseUntracked();
-  }
-
+  /** See `leasing`: puts back runs leased to this worker by a call whose reply was lost. */
   private releaseUntracked(): void {
     if (!this.untrackedClaims || this.claimsInFlight > 0 || this.stopping) return;
     this.untrackedClaims = false;

@@ -1,4 +1,4 @@
-import { Redis } from 'ioredis';
+import { Redis, ReplyError } from 'ioredis';
 
 export { RunStore, REDELIVER_MIN_INTERVAL_MS, type RunStoreOptions, type CancelResult, type RedeliverResult } from './store';
 export { RunEvents } from './events';
@@ -54,4 +54,16 @@ export async function evictionPolicyProblem(redis: Redis): Promise<string | null
   const info = await redis.info('memory');
   const policy = /^maxmemory_policy:(\S+)/m.exec(info)?.[1];
   return policy !== undefined && policy !== 'noeviction' ? policy : null;
+}
+
+/**
+ * Whether a failed command may still have run in Redis. It did not when it was never sent (no
+ * offline queue: "Stream isn't writeable") or Redis answered with an error (a script refused
+ * whole, e.g. over maxmemory). It may have when the reply was lost: a timeout, or the connection
+ * closing with the command in flight ("Connection is closed."). Callers that wrote something
+ * must then say so (the accept path's `store_uncertain`) or reconcile (a lost claim's runs).
+ */
+export function mayHaveRun(err: unknown): boolean {
+  if (err instanceof ReplyError) return false;
+  return !/^Stream isn't writeable/.test((err as Error)?.message ?? '');
 }

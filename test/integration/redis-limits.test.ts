@@ -4,7 +4,8 @@
  * owner (another tenant's probe moves no body), and an evicting Redis is recognised.
  */
 import { Redis } from 'ioredis';
-import { evictionPolicyProblem, RunStore, type NewRun } from '../../src/runs';
+import { connectRedis, evictionPolicyProblem, mayHaveRun, RunStore, type NewRun } from '../../src/runs';
+import { freePort } from '../support/ports';
 import { RedisServer } from '../support/redis-server';
 
 let redis: RedisServer;
@@ -54,7 +55,10 @@ describe('Redis over maxmemory (noeviction)', () => {
     const [run] = await store.claim('w1', 1);
     await new Promise((r) => setTimeout(r, 150)); // the lease has expired: recovery would act
     await client.config('SET', 'maxmemory', '1');
-    await expect(store.complete('w1', run!, outcome(Buffer.from('ok')))).rejects.toThrow(/OOM/);
+    const refused = await store.complete('w1', run!, outcome(Buffer.from('ok'))).catch((e: Error) => e);
+    expect(refused).toBeInstanceOf(Error);
+    expect((refused as Error).message).toMatch(/OOM/);
+    expect(mayHaveRun(refused)).toBe(false); // Redis answered: the script did not run
     await expect(store.recover(10)).rejects.toThrow(/OOM/);
     expect(await client.hget(store.keys.run(id(1)), 'status')).toBe('running');
     expect(await client.zscore(store.keys.leases, id(1))).not.toBeNull();
@@ -102,5 +106,24 @@ describe('eviction policy check', () => {
     expect(await evictionPolicyProblem(client)).toBeNull();
     await client.config('SET', 'maxmemory-policy', 'allkeys-lru');
     expect(await evictionPolicyProblem(client)).toBe('allkeys-lru');
+  });
+});
+
+describe('whether a failed command may have run', () => {
+  it('knows a command never sent (no connection, no offline queue) did not run', async () => {
+    const nowhere = connectRedis(`redis://127.0.0.1:${await freePort()}`, { commandTimeoutMs: 500, name: 'nowhere' });
+    nowhere.on('error', () => undefined);
+    try {
+      const err = await nowhere.ping().catch((e: Error) => e);
+      expect(err).toBeInstanceOf(Error);
+      expect(mayHaveRun(err)).toBe(false);
+    } finally {
+      nowhere.disconnect();
+    }
+  });
+
+  it('takes a lost reply (timeout, connection closed mid-command) as "may have run"', () => {
+    expect(mayHaveRun(new Error('Command timed out'))).toBe(true);
+    expect(mayHaveRun(new Error('Connection is closed.'))).toBe(true);
   });
 });
