@@ -1,4 +1,3 @@
-import * as http from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -13,6 +12,7 @@ import { RedisServer } from '../support/redis-server';
 import { Upstream } from '../support/upstream';
 import { WebhookReceiver } from '../support/webhook-receiver';
 import { freePort } from '../support/ports';
+import { postHeadersOnly } from '../support/headers-only';
 import { eventually, startTestSidecar } from '../support/sidecar';
 
 const SECRET = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw';
@@ -239,22 +239,10 @@ describeEachEnvoy('the async path end to end', (factory) => {
     // The stand-in reads the whole body before its filter chain runs, so it gets the body.
     const res = !asRealEnvoy(envoy)
       ? await post('/big?async=true', randomBytes(BODY_LIMIT + 1), { 'content-type': 'application/octet-stream' })
-      : await new Promise<{ status: number; headers: http.IncomingHttpHeaders; raw: Buffer }>((resolve, reject) => {
-          const req = http.request(`${envoy.url}/big?async=true`, {
-            method: 'POST',
-            headers: { 'content-type': 'application/octet-stream', 'content-length': String(BODY_LIMIT + 1) },
-          });
-          req.on('response', (r) => {
-            const chunks: Buffer[] = [];
-            r.on('data', (c: Buffer) => chunks.push(c));
-            r.on('end', () => {
-              resolve({ status: r.statusCode ?? 0, headers: r.headers, raw: Buffer.concat(chunks) });
-              req.destroy();
-            });
-          });
-          req.on('error', reject);
-          req.flushHeaders();
-        });
+      : await postHeadersOnly(`${envoy.url}/big?async=true`, {
+          'content-type': 'application/octet-stream',
+          'content-length': String(BODY_LIMIT + 1),
+        }).then((r) => ({ ...r, raw: r.body }));
     expect(res.status).toBe(413);
     expect(res.headers['content-type']).toBe('application/json');
     expect(JSON.parse(res.raw.toString()).error.code).toBe('body_too_large');

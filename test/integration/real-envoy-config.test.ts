@@ -1,4 +1,3 @@
-import * as http from 'node:http';
 /**
  * What the shipped Envoy configuration does on the real Envoy (test/support/real-envoy.ts), for the
  * settings whose effect a validation cannot show: status_on_error when the sidecar is unreachable
@@ -17,6 +16,7 @@ import { loadExtProcProto } from '../../src/extproc/proto';
 import { parse } from 'yaml';
 import { istioPatchesBootstrap, REPO_ROOT, snippetBootstrap } from '../support/envoy-config';
 import { freePort } from '../support/ports';
+import { postHeadersOnly } from '../support/headers-only';
 import { describeWithEnvoy, RealEnvoy } from '../support/real-envoy';
 import { RedisServer } from '../support/redis-server';
 import { eventually, startTestSidecar } from '../support/sidecar';
@@ -153,21 +153,9 @@ describeWithEnvoy('envoy/envoy.yaml on the real Envoy: body limits', () => {
     // content-length known: the sidecar refuses at the headers, before any body is buffered. Only
     // the headers are sent: a body sent at once races the sidecar's answer and may hit Envoy's own
     // buffer limit first (seen once under CI load).
-    const declared = await new Promise<Answer>((resolve, reject) => {
-      const req = http.request(`${envoy.url}/big?async=true`, { method: 'POST', headers: { 'content-length': String(MAX_BODY + 1) } });
-      req.on('response', (res) => {
-        let text = '';
-        res.on('data', (c: Buffer) => (text += c.toString()));
-        res.on('end', () => {
-          resolve({ status: res.statusCode ?? 0, body: text });
-          req.destroy();
-        });
-      });
-      req.on('error', reject);
-      req.flushHeaders();
-    });
+    const declared = await postHeadersOnly(`${envoy.url}/big?async=true`, { 'content-length': String(MAX_BODY + 1) });
     expect(declared.status).toBe(413);
-    expect(JSON.parse(declared.body)).toMatchObject({ error: { code: 'body_too_large' } });
+    expect(JSON.parse(declared.body.toString())).toMatchObject({ error: { code: 'body_too_large' } });
     // Chunked: only Envoy, buffering, finds out; its local reply, counted as downstream_rq_too_large.
     const chunked = await send(`${envoy.url}/big?async=true`, { body: Readable.from([body(MAX_BODY), body(1)]) });
     expect(chunked).toEqual({ status: 413, body: 'Payload Too Large' });
