@@ -85,11 +85,6 @@ export class ExtProcServer {
     this.sweeper.unref();
   }
 
-  /** Body bytes held by streams right now (for the metrics and tests). */
-  get bufferedBytes(): number {
-    return this.buffered;
-  }
-
   get port(): number {
     return this.boundPort;
   }

@@ -131,7 +131,6 @@ function toClaimedRun(r: ClaimedRow): ClaimedRun {
     target: str(r[5] as Buffer),
     headers: JSON.parse(str(r[6] as Buffer)) as Array<[string, string]>,
     body: (r[7] as Buffer | null) ?? (Number(r[9]) > 0 ? null : Buffer.alloc(0)),
-    bodyBytes: Number(r[9]),
     gracePeriodMs: Number(str(r[8] as Buffer)),
   };
 }

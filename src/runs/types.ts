@@ -43,7 +43,6 @@ export interface ClaimedRun {
   headers: Array<[string, string]>;
   /** null: too large to come with the claim; read it with RunStore.readBody before the replay. */
   body: Buffer | null;
-  bodyBytes: number;
   gracePeriodMs: number;
 }
 
