@@ -62,9 +62,9 @@ export const SCRIPTS_DIR = join(__dirname, 'scripts');
 const snake = (name: string) => name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
 
 /** The script file of `name` and its number of keys, read from the file name. */
-export function scriptFile(name: string): { file: string; numberOfKeys: number } {
+export function scriptFile(name: string, files: readonly string[] = readdirSync(SCRIPTS_DIR)): { file: string; numberOfKeys: number } {
   const prefix = `${snake(name)}-`;
-  const found = readdirSync(SCRIPTS_DIR).filter((f) => f.startsWith(prefix) && /^\d+\.lua$/.test(f.slice(prefix.length)));
+  const found = files.filter((f) => f.startsWith(prefix) && /^\d+\.lua$/.test(f.slice(prefix.length)));
   if (found.length !== 1) throw new Error(`expected one ${prefix}<keys>.lua in ${SCRIPTS_DIR}, found ${found.length}`);
   return { file: join(SCRIPTS_DIR, found[0]!), numberOfKeys: Number(found[0]!.slice(prefix.length, -'.lua'.length)) };
 }
@@ -72,9 +72,10 @@ export function scriptFile(name: string): { file: string; numberOfKeys: number }
 /** Reads the Lua scripts once; each becomes an EVALSHA command on the connection. */
 function defineScripts(redis: Redis): void {
   const lib = readFileSync(join(SCRIPTS_DIR, 'lib.lua'), 'utf8');
+  const files = readdirSync(SCRIPTS_DIR);
   for (const name of SCRIPT_NAMES) {
     if (typeof (redis as unknown as Record<string, unknown>)[`eas_${name}`] === 'function') continue;
-    const { file, numberOfKeys } = scriptFile(name);
+    const { file, numberOfKeys } = scriptFile(name, files);
     const body = readFileSync(file, 'utf8');
     // The shebang makes Redis judge a script whole: one that may write is refused before it
     // starts when Redis is over maxmemory (no half-applied state change: complete_run's HSET
