@@ -1,4 +1,5 @@
 import type { RunStore } from '../runs';
+import { PeriodicTask } from '../work';
 
 /** Why a worker stopped holding a run: Redis said so, or it could not renew in time. */
 export type LeaseLoss = 'taken' | 'expired';
@@ -27,8 +28,7 @@ interface Held {
  */
 export class LeaseKeeper {
   private readonly held = new Map<string, Held>();
-  private timer: NodeJS.Timeout | null = null;
-  private running = false;
+  private readonly heartbeat: PeriodicTask;
   private renewing = false;
   /** Heartbeat period: a third of the lease, so two renewals can fail before it runs out. */
   private readonly intervalMs: number;
@@ -38,6 +38,7 @@ export class LeaseKeeper {
     private readonly options: LeaseKeeperOptions,
   ) {
     this.intervalMs = Math.max(100, Math.floor(options.leaseTimeoutMs / 3));
+    this.heartbeat = new PeriodicTask(this.intervalMs, () => this.beat());
   }
 
   /** `validFrom`: when the claim that leased the run was sent (local ms). */
@@ -50,20 +51,11 @@ export class LeaseKeeper {
   }
 
   start(): void {
-    this.running = true;
-    this.arm();
+    this.heartbeat.start();
   }
 
   stop(): void {
-    this.running = false;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
-  }
-
-  private arm(): void {
-    if (!this.running) return;
-    this.timer = setTimeout(() => this.beat(), this.intervalMs);
-    this.timer.unref();
+    this.heartbeat.stop();
   }
 
   /**
@@ -77,7 +69,6 @@ export class LeaseKeeper {
       void this.renew().finally(() => (this.renewing = false));
     }
     this.expireStale();
-    this.arm();
   }
 
   private async renew(): Promise<void> {

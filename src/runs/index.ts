@@ -1,4 +1,5 @@
 import { Redis, ReplyError } from 'ioredis';
+import { REDIS_BACKOFF, backoffDelayMs } from '../work';
 
 export { RunStore, REDELIVER_MIN_INTERVAL_MS, type RunStoreOptions, type CancelResult, type RedeliverResult } from './store';
 export { RunEvents } from './events';
@@ -24,7 +25,7 @@ export function connectRedis(url: string, options: { commandTimeoutMs: number; n
     autoResendUnfulfilledCommands: false,
     maxRetriesPerRequest: 0,
     connectTimeout: 2000,
-    retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 6), 2000),
+    retryStrategy: (times) => backoffDelayMs(REDIS_BACKOFF, times),
     lazyConnect: true,
     // No enableAutoPipelining: ioredis does not apply commandTimeout to auto-pipelined commands,
     // and a blackholed Redis then held async requests past Envoy's message timeout (measured by
@@ -40,7 +41,7 @@ export function connectSubscriber(url: string, name: string): Redis {
     socketTimeout: 5000, // armed only while a (re)subscribe waits for its reply
     autoResubscribe: false, // RunEvents re-subscribes on 'ready', with the rejection handled
     connectTimeout: 2000,
-    retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 6), 2000),
+    retryStrategy: (times) => backoffDelayMs(REDIS_BACKOFF, times),
     lazyConnect: true,
   });
 }
