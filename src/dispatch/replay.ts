@@ -1,0 +1,140 @@
+import { request, type Dispatcher } from 'undici';
+import type { ClaimedRun, DispatchOutcome } from '../runs';
+import { dispatchTarget, TargetOutsideOrigin, type DispatchBase } from './target';
+
+/** Response headers that describe the hop, not the response: not kept with the result. */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade']);
+
+export interface ReplayCall {
+  /** The run to replay: method, target, headers and grace period. */
+  run: Pick<ClaimedRun, 'method' | 'target' | 'headers' | 'gracePeriodMs'>;
+  /** The request body, byte for byte. */
+  body: Buffer;
+  /** Where runs are replayed to (the dispatch URL). */
+  base: DispatchBase;
+  /** The undici dispatcher (an Agent) that carries the call. */
+  dispatcher: Dispatcher;
+  /**
+   * The caller's reasons to stop the call early (cancelled, shutting down, lease lost). When it
+   * aborts, the outcome says the call failed; the caller, who knows why, is expected to drop it.
+   */
+  signal: AbortSignal;
+  /** Response bytes kept with the result; the rest is read, counted and dropped. */
+  maxResultBytes: number;
+}
+
+export interface Replayed {
+  outcome: DispatchOutcome;
+  /** The error behind an outcome without a response, for the log (it may name internal addresses). */
+  cause: Error | null;
+}
+
+/**
+ * Replays a run to the app and says how it ended (docs/CONTRACT.md §3): run in, outcome out. It
+ * owns the one timer the call needs, the run's grace period (the call is aborted when it ends:
+ * `timed_out`); it never throws, and knows nothing of Redis.
+ */
+export async function replay(call: ReplayCall): Promise<Replayed> {
+  const { run } = call;
+  const controller = new AbortController();
+  let graceEnded = false;
+  const grace = setTimeout(() => {
+    if (controller.signal.aborted) return;
+    graceEnded = true;
+    controller.abort();
+  }, run.gracePeriodMs);
+  const onAbort = () => controller.abort();
+  if (call.signal.aborted) onAbort();
+  else call.signal.addEventListener('abort', onAbort, { once: true });
+  try {
+    return { outcome: await send(call, controller.signal), cause: null };
+  } catch (err) {
+    return failure(err as Error, run.gracePeriodMs, graceEnded);
+  } finally {
+    clearTimeout(grace);
+    call.signal.removeEventListener('abort', onAbort);
+  }
+}
+
+async function send(call: ReplayCall, signal: AbortSignal): Promise<DispatchOutcome> {
+  const { run, body } = call;
+  const res = await request(dispatchTarget(call.base, run.target), {
+    dispatcher: call.dispatcher,
+    method: run.method as 'GET',
+    headers: run.headers.flat(),
+    body: body.length > 0 || !['GET', 'HEAD'].includes(run.method) ? body : null,
+    signal,
+    // undici's own timeouts (300 s by default) would cut runs short: the grace period is the limit.
+    headersTimeout: run.gracePeriodMs,
+    bodyTimeout: run.gracePeriodMs,
+  });
+  const limit = call.maxResultBytes;
+  const chunks: Buffer[] = [];
+  let kept = 0;
+  let size = 0;
+  for await (const chunk of res.body as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (kept < limit) {
+      const part = kept + chunk.length > limit ? chunk.subarray(0, limit - kept) : chunk;
+      chunks.push(part);
+      kept += part.length;
+    }
+  }
+  const headers: Array<[string, string]> = [];
+  for (const [k, v] of Object.entries(res.headers)) {
+    if (HOP_BY_HOP.has(k) || v === undefined) continue;
+    for (const one of Array.isArray(v) ? v : [v]) headers.push([k, one]);
+  }
+  const contentType = res.headers['content-type'];
+  const ok = res.statusCode >= 200 && res.statusCode < 300;
+  return {
+    status: ok ? 'succeeded' : 'failed',
+    response: {
+      statusCode: res.statusCode,
+      contentType: (Array.isArray(contentType) ? contentType[0] : contentType) ?? null,
+      headers,
+      body: Buffer.concat(chunks, kept),
+      size,
+      truncated: size > kept,
+    },
+    error: ok ? null : { code: 'upstream_status', message: `The upstream answered ${res.statusCode}.` },
+  };
+}
+
+function failure(err: Error, gracePeriodMs: number, graceEnded: boolean): Replayed {
+  if (graceEnded) {
+    return {
+      outcome: {
+        status: 'timed_out',
+        response: null,
+        error: {
+          code: 'grace_period_exceeded',
+          message: `The upstream did not answer within the grace period of ${gracePeriodMs / 1000} s; the call was aborted.`,
+        },
+      },
+      cause: null,
+    };
+  }
+  if (err instanceof TargetOutsideOrigin) {
+    // Only a run stored by a direct gRPC client before :path was checked can get here.
+    return {
+      outcome: {
+        status: 'failed',
+        response: null,
+        error: { code: 'invalid_target', message: "The run's target is not an origin-form path; it was not dispatched." },
+      },
+      cause: null,
+    };
+  }
+  // The tenant sees only the error code: undici's message names internal addresses
+  // (`connect ECONNREFUSED 10.0.3.7:8000`); the full error goes to the log.
+  const code = (err as Error & { code?: string }).code ?? '';
+  return {
+    outcome: {
+      status: 'failed',
+      response: null,
+      error: { code: 'upstream_unreachable', message: `The upstream call failed${code ? ` (${code})` : ''}.` },
+    },
+    cause: err,
+  };
+}
