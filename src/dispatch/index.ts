@@ -1,1 +1,2 @@
-export { Dispatcher, type DispatcherOptions, type WebhookHandOff } from './dispatcher';
+export { Dispatcher, type DispatcherOptions } from './dispatcher';
+export type { WebhookHandOff } from './outcome';

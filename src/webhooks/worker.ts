@@ -1,4 +1,5 @@
 import { RedisErrorReporter, type Logger, type Metrics } from '../telemetry';
+import { ClaimLoop, retryUntil } from '../work';
 import type { ClaimedDelivery, RunStore } from '../runs';
 import { buildWebhookBody } from './body';
 import { nextAttemptDelayMs } from './retry';
@@ -19,15 +20,11 @@ export interface DeliveryWorkerOptions {
 }
 
 /**
- * Sends due webhook deliveries (docs/CONTRACT.md §4). Deliveries live in a Redis sorted set scored by when
- * they are due, so any replica takes them and a restart loses none; a taken delivery is hidden
- * from other workers for longer than one attempt can last.
+ * Sends due webhook deliveries (docs/CONTRACT.md §4): the claim loop over deliveries. Deliveries
+ * live in a Redis sorted set scored by when they are due, so any replica takes them and a restart
+ * loses none; a taken delivery is hidden from other workers for longer than one attempt can last.
  */
-export class DeliveryWorker {
-  private readonly timers: NodeJS.Timeout[] = [];
-  private readonly active = new Set<Promise<void>>();
-  private claiming = false;
-  private stopping = false;
+export class DeliveryWorker extends ClaimLoop<ClaimedDelivery> {
   private readonly redisErrors: RedisErrorReporter;
 
   constructor(
@@ -37,64 +34,38 @@ export class DeliveryWorker {
     private readonly metrics: Metrics,
     private readonly logger: Logger,
   ) {
-    this.redisErrors = new RedisErrorReporter(logger, metrics);
-  }
-
-  start(): void {
     // The first attempt of most deliveries is handed over by the dispatcher (deliverNow); the
     // poll takes retries, redeliveries, and deliveries of runs ended by cancel or recovery.
-    const poll = setInterval(() => this.fill(), this.options.pollIntervalMs ?? 250);
-    poll.unref();
-    this.timers.push(poll);
-    this.fill();
-  }
-
-  async stop(graceMs: number): Promise<void> {
-    this.stopping = true;
-    for (const t of this.timers) clearInterval(t);
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([Promise.all(this.active), new Promise((r) => (timer = setTimeout(r, graceMs)))]);
-    clearTimeout(timer);
+    super({ concurrency: options.concurrency, pollIntervalMs: options.pollIntervalMs ?? 250, logger });
+    this.redisErrors = new RedisErrorReporter(logger, metrics);
   }
 
   /** True when a delivery handed over now would start at once. */
   hasCapacity(): boolean {
-    return !this.stopping && this.active.size < this.options.concurrency;
+    return this.hasRoom;
   }
 
   /** Sends a delivery this worker already holds (handed over by the dispatcher). */
   deliverNow(d: ClaimedDelivery): void {
-    this.track(this.deliver(d));
+    this.begin(d);
   }
 
-  private track(p: Promise<void>): void {
-    const tracked: Promise<void> = p.finally(() => {
-      this.active.delete(tracked);
-      this.fill();
-    });
-    this.active.add(tracked);
+  /** Takes due deliveries, hidden from other workers for the visibility window. */
+  protected async claim(max: number): Promise<number> {
+    const deliveries = await this.store.claimWebhooks(max, this.options.visibilityMs);
+    for (const d of deliveries) this.begin(d);
+    return deliveries.length;
   }
 
-  /** Takes due deliveries up to the concurrency and sends them. */
-  private fill(): void {
-    if (this.stopping || this.claiming) return;
-    const free = this.options.concurrency - this.active.size;
-    if (free <= 0) return;
-    this.claiming = true;
-    this.store.claimWebhooks(free, this.options.visibilityMs).then(
-      (deliveries) => {
-        this.claiming = false;
-        for (const d of deliveries) this.track(this.deliver(d));
-        if (deliveries.length === free) this.fill();
-      },
-      (err: Error) => {
-        this.claiming = false;
-        this.redisErrors.report('claim_webhooks', err, {}, 'could not read due webhook deliveries');
-      },
-    );
+  protected claimFailed(err: Error): void {
+    this.redisErrors.report('claim_webhooks', err, {}, 'could not read due webhook deliveries');
   }
 
-  private async deliver(d: ClaimedDelivery): Promise<void> {
+  /** Taken by a claim that was in flight when the stop began: it stays claimed and is sent again after its visibility window. */
+  protected decline(): void {}
+
+  /** One attempt of a delivery: its body if it did not come with the claim, the signed POST, the attempt recorded. */
+  protected async handle(d: ClaimedDelivery): Promise<void> {
     // This delivery's logger: every line carries its run_id and webhook_id.
     const log = this.logger.child({ run_id: d.runId, webhook_id: d.webhookId });
     if (d.bodyPending) {
@@ -147,17 +118,11 @@ export class DeliveryWorker {
       outcome,
     };
     log.info({ attempt: d.tries + 1, outcome, status_code: result.statusCode, error: result.error, retry_in_ms: delay }, 'webhook attempt');
-    for (let backoff = 100; ; backoff = Math.min(backoff * 2, 2000)) {
-      try {
-        await this.store.recordWebhookAttempt(d.runId, record, delay);
-        return;
-      } catch (err) {
-        this.redisErrors.report('record_webhook_attempt', err as Error, { run_id: d.runId }, 'could not record a webhook attempt; retrying');
-        // The delivery stays claimed for its visibility window; if we stop, another worker
-        // (or this one after restart) sends it again, so a delivery may be repeated, never lost.
-        if (this.stopping) return;
-        await new Promise((r) => setTimeout(r, backoff));
-      }
-    }
+    await retryUntil(() => this.store.recordWebhookAttempt(d.runId, record, delay), {
+      onError: (err) => this.redisErrors.report('record_webhook_attempt', err, { run_id: d.runId }, 'could not record a webhook attempt; retrying'),
+      // The delivery stays claimed for its visibility window; if we stop, another worker
+      // (or this one after restart) sends it again, so a delivery may be repeated, never lost.
+      giveUp: () => this.stopping,
+    });
   }
 }
