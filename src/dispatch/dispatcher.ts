@@ -111,13 +111,15 @@ export class Dispatcher extends ClaimLoop<LeasedRun> {
 
   /**
    * Stops taking runs; in-flight dispatches get `graceMs` to finish, then are aborted and handed
-   * back (re-queued where allowed, else failed as interrupted).
+   * back (re-queued where allowed, else failed as interrupted). Until then they are still this
+   * worker's: their leases are renewed (else another replica would recover a run and call the app
+   * again alongside) and a cancel still stops the call.
    */
   override async stop(graceMs: number): Promise<void> {
     for (const task of this.housekeeping) task.stop();
+    await super.stop(graceMs);
     this.leases.stop();
     this.unsubscribeCancel?.();
-    await super.stop(graceMs);
     await this.agent.close();
   }
 
