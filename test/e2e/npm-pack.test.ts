@@ -31,8 +31,11 @@ type Lock = { packages: Record<string, { version?: string; dev?: boolean }> };
 
 const pkg = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as PackageJson;
 const repoLock = JSON.parse(readFileSync(join(REPO_ROOT, 'package-lock.json'), 'utf8')) as Lock;
-/** npm without the variables an enclosing `npm test` sets, so that nothing of this repository's run leaks into the installs. */
-const npmEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^npm_/i.test(k)));
+/**
+ * npm's environment without what an enclosing `npm test` says about this repository (its package,
+ * script and folder): the installs happen in other folders. Its configuration (cache, registry) stays.
+ */
+const npmEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^npm_(package_|lifecycle_|config_local_prefix$)/i.test(k)));
 const npm = (args: string[], cwd: string) => execFileSync('npm', [...args, '--no-audit', '--no-fund'], { cwd, env: npmEnv, encoding: 'utf8', stdio: 'pipe' });
 
 let work: string;
@@ -99,6 +102,11 @@ function grpcHealth(addr: string): Promise<string> {
       else resolve(String(res!.status));
     }),
   );
+}
+
+/** SERVING once the sidecar's first Redis ping answers (src/sidecar.ts): until then NOT_SERVING. */
+async function servingSoon(addr: string): Promise<void> {
+  await eventually(async () => ((await grpcHealth(addr)) === 'SERVING' ? true : undefined), 10_000, `grpc.health.v1 SERVING on ${addr}`);
 }
 
 async function get(url: string): Promise<{ status: number; type: string; body: string }> {
@@ -183,7 +191,7 @@ describe('the npm package (npm pack)', () => {
     const env = await sidecarEnv();
     const p = start(env, ['--role', 'all']);
     await p.waitForLog('envoy-async-sidecar started');
-    expect(await grpcHealth(env.EXTPROC_ADDR!)).toBe('SERVING');
+    await servingSoon(env.EXTPROC_ADDR!);
     expect((await get(`http://${env.ADMIN_ADDR}/healthz`)).status).toBe(200);
     await eventually(async () => ((await get(`http://${env.ADMIN_ADDR}/readyz`)).status === 200 ? true : undefined), 10_000, '/readyz 200');
     const dashboard = await get(`http://${env.ADMIN_ADDR}/`);
@@ -261,7 +269,7 @@ describe("the image's layout (Dockerfile runtime stage): the tarball unpacked, n
     const env = await sidecarEnv();
     const p = start(env, [], { command: [process.execPath, join(appDir, pkg.bin['envoy-async-sidecar']!)], cwd: appDir });
     await p.waitForLog('envoy-async-sidecar started');
-    expect(await grpcHealth(env.EXTPROC_ADDR!)).toBe('SERVING');
+    await servingSoon(env.EXTPROC_ADDR!);
     expect((await get(`http://${env.ADMIN_ADDR}/healthz`)).status).toBe(200);
     p.kill('SIGTERM');
     expect(await p.exited).toEqual({ code: 0, signal: null });
