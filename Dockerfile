@@ -25,9 +25,9 @@ COPY docs ./docs
 # npm pack runs prepack (an empty dist/, then npm run build: src/generated/, tsc, the Lua scripts,
 # dashboard assets and ext_proc descriptor copied next to the compiled code) and packs what
 # package.json's "files" lists; /pkg is the unpacked package.
-RUN npm pack --pack-destination /tmp --no-audit --no-fund \
+RUN npm pack --no-audit --no-fund \
  && mkdir /pkg \
- && tar -xzf /tmp/envoy-async-sidecar-*.tgz --strip-components=1 -C /pkg \
+ && tar -xzf envoy-async-sidecar-*.tgz --strip-components=1 -C /pkg \
  && test -f /pkg/dist/src/main.js \
  && test -f /pkg/dist/src/generated/ext_proc.descriptor.json \
  && ls /pkg/dist/src/runs/scripts/*.lua >/dev/null
