@@ -5,7 +5,9 @@
 #   docker build --target examples -t envoy-async-sidecar-examples:dev .
 #                                                                  # + the demo app and webhook receiver
 #
-# Stages: build (all deps, generate proto types, tsc) -> runtime (production deps + dist/ only).
+# Stages: build (all deps, `npm pack`: generate proto types, tsc, the package tarball) -> runtime
+# (that package, installed with production deps only). The image holds the same files as the npm
+# package (package.json "files"); its ENTRYPOINT is the package's bin (package.json "bin").
 # Pinned by tag; pin by digest too (node:20.20.2-bookworm-slim@sha256:...) for reproducible builds.
 ARG NODE_IMAGE=node:20.20.2-bookworm-slim
 
@@ -15,27 +17,34 @@ WORKDIR /src
 COPY package.json package-lock.json ./
 # Dev dependencies are needed here: typescript, and the proto type generator run by `prebuild`.
 RUN npm ci --no-audit --no-fund
-COPY tsconfig.json tsconfig.build.json ./
+COPY tsconfig.json tsconfig.build.json README.md ./
 COPY scripts ./scripts
 COPY src ./src
-# prebuild (npm run generate) writes src/generated/, tsc writes dist/src/**, copy-assets adds
-# dist/src/runs/scripts/*.lua and dist/src/admin/dashboard/*.
-RUN npm run build \
- && test -f dist/src/main.js \
- && ls dist/src/runs/scripts/*.lua >/dev/null
+COPY envoy ./envoy
+COPY docs ./docs
+# npm pack runs prepack (an empty dist/, then npm run build: src/generated/, tsc, the Lua scripts,
+# dashboard assets and ext_proc descriptor copied next to the compiled code) and packs what
+# package.json's "files" lists; /pkg is the unpacked package.
+RUN npm pack --no-audit --no-fund \
+ && mkdir /pkg \
+ && tar -xzf envoy-async-sidecar-*.tgz --strip-components=1 -C /pkg \
+ && test -f /pkg/dist/src/main.js \
+ && test -f /pkg/dist/src/generated/ext_proc.descriptor.json \
+ && ls /pkg/dist/src/runs/scripts/*.lua >/dev/null
 
 # ---------------------------------------------------------------------------------------------
 FROM ${NODE_IMAGE} AS runtime
 ENV NODE_ENV=production
 WORKDIR /app
-COPY package.json package-lock.json ./
-# --omit=dev: no typescript/jest. --ignore-scripts: nothing at run time needs an install
-# script (the root package has none; `generate` runs only via prebuild/pretest, which npm ci
-# never runs; the one production dependency with an install script, protobufjs, only prints a
-# notice about its optional CLI).
+COPY --from=build /pkg/ ./
+# The package, installed as `npm install <tarball>` would, but with the lockfile's exact versions
+# (a tarball carries no lockfile, so that would resolve transitive versions anew).
+# --omit=dev: no typescript/jest/@grpc/grpc-js-xds. --ignore-scripts: nothing at run time needs an
+# install script (the package has none that npm ci runs; the one production dependency with an
+# install script, protobufjs, only prints a notice about its optional CLI).
+COPY package-lock.json ./
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
  && npm cache clean --force
-COPY --from=build /src/dist ./dist
 COPY deploy/docker/healthcheck.js ./healthcheck.js
 # The image's own `node` user, numeric (uid/gid 1000) so that Kubernetes runAsNonRoot can verify
 # it. Nothing in /app is writable by it; the sidecar writes nothing to disk (logs go to stdout),
@@ -50,6 +59,7 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
   CMD ["node", "/app/healthcheck.js"]
 # node is PID 1 and handles SIGTERM itself (drain, then exit within SHUTDOWN_GRACE seconds).
 STOPSIGNAL SIGTERM
+# The package's bin, envoy-async-sidecar (package.json "bin"), run by node directly.
 ENTRYPOINT ["node", "/app/dist/src/main.js"]
 CMD ["--role", "all"]
 

@@ -1,8 +1,12 @@
-import { ConfigError, HelpRequested, helpText, loadConfig, type Config } from './config';
+#!/usr/bin/env node
+import { ConfigError, HelpRequested, VersionRequested, helpText, loadConfig, packageVersion, type Config } from './config';
 import { startSidecar } from './sidecar';
 import { createLogger } from './telemetry';
 
-/** Entry point: parse the configuration, start the role's parts, stop cleanly on signals. */
+/**
+ * Entry point, and the package's `envoy-async-sidecar` bin: parse the configuration, start the
+ * role's parts, stop cleanly on signals.
+ */
 async function main(): Promise<void> {
   let config: Config;
   try {
@@ -10,6 +14,10 @@ async function main(): Promise<void> {
   } catch (err) {
     if (err instanceof HelpRequested) {
       process.stdout.write(helpText());
+      return;
+    }
+    if (err instanceof VersionRequested) {
+      process.stdout.write(`${packageVersion()}\n`);
       return;
     }
     if (err instanceof ConfigError) {

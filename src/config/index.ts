@@ -1,11 +1,15 @@
 import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { packageVersion } from './package';
 import { LOG_LEVELS, MAX_GRACE_SECONDS, REDISPATCH_POLICIES, SETTINGS, type SettingKey, type SettingSpec, type SettingValue } from './settings';
 
 export { SETTINGS } from './settings';
+export { packageVersion } from './package';
 
-export type Role = 'all' | 'extproc' | 'worker';
+const ROLES = ['all', 'extproc', 'worker'] as const;
+export type Role = (typeof ROLES)[number];
 export type RedispatchPolicy = (typeof REDISPATCH_POLICIES)[number];
 
 export interface HostPort {
@@ -80,6 +84,10 @@ export class HelpRequested extends Error {
   override name = 'HelpRequested';
 }
 
+export class VersionRequested extends Error {
+  override name = 'VersionRequested';
+}
+
 const routeFileSchema = z.strictObject({
   routes: z
     .array(
@@ -132,19 +140,36 @@ function splitHostPort(v: string): HostPort {
   return { host: v.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(v.slice(i + 1)) };
 }
 
+/** The command line: everything else is configured by environment variables (SETTINGS). */
+const ARGUMENTS = {
+  role: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean', short: 'v' },
+} as const;
+const ALLOWED_ARGUMENTS = `allowed are --role ${ROLES.join('|')}, --help and --version`;
+
+/**
+ * The role from `--role`, or HelpRequested / VersionRequested. parseArgs runs non-strict so that
+ * every mistake gets one line in the words of this tool rather than node's.
+ */
 function parseRole(argv: readonly string[]): Role {
-  let role = 'all';
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    if (arg === '--help' || arg === '-h') throw new HelpRequested();
-    if (arg === '--role') role = argv[++i] ?? '';
-    else if (arg.startsWith('--role=')) role = arg.slice('--role='.length);
-    else throw new ConfigError(`unknown argument ${JSON.stringify(arg)}: allowed are --role all|extproc|worker and --help`);
+  const { tokens } = parseArgs({ args: [...argv], options: ARGUMENTS, strict: false, allowPositionals: true, tokens: true });
+  let role: string = 'all';
+  let help = false;
+  let version = false;
+  for (const token of tokens) {
+    if (token.kind === 'option-terminator') continue;
+    if (token.kind === 'positional') throw new ConfigError(`unexpected argument ${JSON.stringify(token.value)}: ${ALLOWED_ARGUMENTS}`);
+    if (!Object.hasOwn(ARGUMENTS, token.name)) throw new ConfigError(`unknown argument ${JSON.stringify(token.rawName)}: ${ALLOWED_ARGUMENTS}`);
+    if (token.name === 'role') role = token.value ?? '';
+    else if (token.value !== undefined) throw new ConfigError(`invalid ${token.rawName}=${JSON.stringify(token.value)}: ${token.rawName} takes no value`);
+    else if (token.name === 'help') help = true;
+    else version = true;
   }
-  if (role !== 'all' && role !== 'extproc' && role !== 'worker') {
-    throw new ConfigError(`invalid --role ${JSON.stringify(role)}: must be one of all, extproc, worker`);
-  }
-  return role;
+  if (help) throw new HelpRequested();
+  if (version) throw new VersionRequested();
+  if (!(ROLES as readonly string[]).includes(role)) throw new ConfigError(`invalid --role ${JSON.stringify(role)}: must be one of ${ROLES.join(', ')}`);
+  return role as Role;
 }
 
 function loadRoutes(path: string): RouteSettings[] {
@@ -168,7 +193,7 @@ function loadRoutes(path: string): RouteSettings[] {
     .sort((a, b) => b.prefix.length - a.prefix.length);
 }
 
-/** Parses and validates the environment and arguments; throws ConfigError or HelpRequested. */
+/** Parses and validates the environment and arguments; throws ConfigError, HelpRequested or VersionRequested. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env, argv: readonly string[] = process.argv.slice(2)): Config {
   const role = parseRole(argv);
   const s = <K extends SettingKey>(key: K) => readSetting(key, env);
@@ -247,20 +272,22 @@ export function gracePeriodFor(config: Pick<Config, 'routes' | 'gracePeriodMs'>,
   return config.gracePeriodMs;
 }
 
-/** `--help` text: every setting with its default, generated from the schema table. */
+/** `--help` text: the options, the roles and every setting with its default, generated from the schema table. */
 export function helpText(): string {
   const rows = Object.values(SETTINGS as Record<string, SettingSpec>).map(
     (spec) => `  ${spec.env.padEnd(32)} ${spec.description}\n  ${''.padEnd(32)} default: ${spec.default === '' ? '(unset)' : spec.default}`,
   );
   return [
-    'envoy-async-sidecar: Envoy ext_proc server for fire-and-forget async requests',
+    `envoy-async-sidecar ${packageVersion()}: Envoy ext_proc server for fire-and-forget async requests`,
     '',
-    'Usage: npm start -- [--role all|extproc|worker]',
+    `Usage: envoy-async-sidecar [--role ${ROLES.join('|')}]   (in a checkout: npm start -- [--role ...])`,
     '  --role all       accept runs (ext_proc), dispatch them and deliver webhooks (default)',
     '  --role extproc   accept runs and answer the runs API only',
     '  --role worker    dispatch runs and deliver webhooks only',
+    '  -h, --help       print this help',
+    '  -v, --version    print the version',
     '',
-    'Environment:',
+    'Settings are environment variables (the README\'s "Configuration" section has the same table):',
     ...rows,
     '',
   ].join('\n');

@@ -23,10 +23,18 @@ export interface SidecarProcess {
   kill: (signal?: NodeJS.Signals) => void;
 }
 
-/** Runs the built sidecar the way `npm start` does (node dist/src/main.js), with its own env. */
-export function spawnSidecar(env: Record<string, string>, args: string[] = []): SidecarProcess {
-  const child = spawn(process.execPath, [MAIN, ...args], {
-    cwd: REPO_ROOT,
+export interface SpawnOptions {
+  /** What to run instead, before `args`: e.g. [an installed package's node_modules/.bin/envoy-async-sidecar]. */
+  command?: readonly [string, ...string[]];
+  /** Working directory (default: the repository). */
+  cwd?: string;
+}
+
+/** Runs the built sidecar the way `npm start` does (node dist/src/main.js), or `command`, with its own env. */
+export function spawnSidecar(env: Record<string, string>, args: string[] = [], options: SpawnOptions = {}): SidecarProcess {
+  const [command, ...prefix] = options.command ?? [process.execPath, MAIN];
+  const child = spawn(command, [...prefix, ...args], {
+    cwd: options.cwd ?? REPO_ROOT,
     env: { PATH: process.env.PATH ?? '', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -1,7 +1,7 @@
 import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigError, HelpRequested, gracePeriodFor, helpText, loadConfig, markdownTable, SETTINGS } from '../../src/config';
+import { ConfigError, HelpRequested, VersionRequested, gracePeriodFor, helpText, loadConfig, markdownTable, packageVersion, SETTINGS } from '../../src/config';
 
 describe('configuration (docs/CONTRACT.md §6)', () => {
   it('has the documented defaults', () => {
@@ -104,7 +104,22 @@ describe('configuration (docs/CONTRACT.md §6)', () => {
     expect(loadConfig({}, ['--role=extproc']).role).toBe('extproc');
     expect(() => loadConfig({}, ['--role', 'boss'])).toThrow(/--role "boss": must be one of all, extproc, worker/);
     expect(() => loadConfig({}, ['--verbose'])).toThrow(/unknown argument "--verbose"/);
+    expect(() => loadConfig({}, ['--role'])).toThrow(/--role "": must be one of/);
     expect(() => loadConfig({}, ['--help'])).toThrow(HelpRequested);
+    expect(() => loadConfig({}, ['-h'])).toThrow(HelpRequested);
+    expect(() => loadConfig({}, ['--role', 'boss', '--help'])).toThrow(HelpRequested);
+    expect(() => loadConfig({}, ['--version'])).toThrow(VersionRequested);
+    expect(() => loadConfig({}, ['-v'])).toThrow(VersionRequested);
+    expect(() => loadConfig({}, ['--help=yes'])).toThrow(/invalid --help="yes": --help takes no value/);
+    expect(() => loadConfig({}, ['-x'])).toThrow(/unknown argument "-x": allowed are --role all\|extproc\|worker, --help and --version/);
+    expect(() => loadConfig({}, ['serve'])).toThrow(/unexpected argument "serve"/);
+    expect(() => loadConfig({}, ['--', '--role=worker'])).toThrow(/unexpected argument "--role=worker"/);
+  });
+
+  it("reports the package's version", () => {
+    const pkg = JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string };
+    expect(packageVersion()).toBe(pkg.version);
+    expect(helpText()).toContain(`envoy-async-sidecar ${pkg.version}:`);
   });
 
   it('reads per-route grace periods from CONFIG_FILE, longest prefix first', () => {

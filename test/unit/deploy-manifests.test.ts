@@ -191,6 +191,61 @@ describe('docker-compose.yml', () => {
 describe('Dockerfile', () => {
   const df = read('Dockerfile');
   const stages = [...df.matchAll(/^FROM\s+(\S+)(?:\s+AS\s+(\S+))?/gim)].map((m) => ({ from: m[1], name: m[2] }));
+  /** The text of one stage, from its FROM to the next. */
+  const stage = (name: string) => {
+    const parts = df.split(/^(?=FROM )/m);
+    return parts.find((p) => new RegExp(`^FROM \\S+ AS ${name}$`, 'm').test(p)) ?? '';
+  };
+  const pkg = JSON.parse(read('package.json')) as {
+    bin: Record<string, string>;
+    files: string[];
+    dependencies: Record<string, string>;
+    devDependencies: Record<string, string>;
+  };
+
+  /**
+   * Whether .dockerignore keeps a path out of the build context: the last pattern that matches it
+   * wins, `!` re-includes, a pattern that names a folder takes everything under it. Enough of
+   * Docker's rules (https://docs.docker.com/build/concepts/context/#dockerignore-files) for the
+   * patterns this file uses (no `**`).
+   */
+  const dockerIgnored = (path: string): boolean => {
+    let ignored = false;
+    for (const line of read('.dockerignore').split('\n')) {
+      const pattern = line.trim();
+      if (!pattern || pattern.startsWith('#')) continue;
+      const negate = pattern.startsWith('!');
+      const glob = negate ? pattern.slice(1) : pattern;
+      const re = new RegExp(
+        `^${glob
+          .split('*')
+          .map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&'))
+          .join('[^/]*')}(/.*)?$`,
+      );
+      if (re.test(path)) ignored = !negate;
+    }
+    return ignored;
+  };
+
+  /** The files package.json's "files" takes from the sources (dist/ is built in the image), and README.md. */
+  const packageSourceFiles = (): string[] => {
+    const walk = (rel: string): string[] =>
+      statSync(join(ROOT, rel)).isDirectory() ? readdirSync(join(ROOT, rel)).flatMap((e) => walk(`${rel}/${e}`)) : [rel];
+    const out = ['README.md'];
+    for (const entry of pkg.files) {
+      if (entry.startsWith('!') || entry.startsWith('dist/')) continue;
+      const m = /^([^*]+)\/\*(\.\w+)$/.exec(entry); // folder/*.ext
+      if (m)
+        out.push(
+          ...readdirSync(join(ROOT, m[1]!))
+            .filter((f) => f.endsWith(m[2]!))
+            .map((f) => `${m[1]}/${f}`),
+        );
+      else out.push(...walk(entry.replace(/\/$/, '')));
+    }
+    expect(out.length).toBeGreaterThan(5);
+    return out;
+  };
 
   it('is multi-stage with a pinned Node 20 slim image, the sidecar as default (last) target', () => {
     expect(df).toMatch(/^ARG NODE_IMAGE=node:20\.\d+\.\d+-bookworm-slim$/m);
@@ -200,33 +255,41 @@ describe('Dockerfile', () => {
 
   it('builds with dev deps, runs with production deps only and without install scripts', () => {
     expect(df).toMatch(/^RUN npm ci --no-audit --no-fund$/m);
-    expect(df).toMatch(/npm run build/);
     expect(df).toMatch(/^RUN npm ci --omit=dev --ignore-scripts/m);
-    expect(df).toMatch(/^COPY --from=build \/src\/dist \.\/dist$/m);
     // What the build needs is in the context (.dockerignore keeps it).
     for (const p of ['package.json', 'package-lock.json', 'tsconfig.json', 'tsconfig.build.json', 'scripts', 'src', 'deploy/docker/healthcheck.js', 'examples'])
       expect(existsSync(join(ROOT, p))).toBe(true);
-    const ignored = read('.dockerignore')
-      .split('\n')
-      .map((l) => l.trim())
-      .filter((l) => l && !l.startsWith('#'));
-    for (const needed of ['src', 'scripts', 'examples', 'deploy/docker', 'package.json', 'package-lock.json']) expect(ignored).not.toContain(needed);
-    expect(ignored).toEqual(expect.arrayContaining(['node_modules', 'dist', '.git']));
+    for (const needed of ['src', 'scripts', 'examples', 'deploy/docker/healthcheck.js', 'package.json', 'package-lock.json'])
+      expect([needed, dockerIgnored(needed)]).toEqual([needed, false]);
+    for (const p of ['node_modules', 'dist', '.git', '.venv', 'test/unit/config.test.ts', 'bench', 'CHANGES.md', 'envoy-async-sidecar-0.1.0.tgz'])
+      expect([p, dockerIgnored(p)]).toEqual([p, true]);
+  });
+
+  it('builds the npm package (npm pack) and runs that package as installed, with the lockfile, in the layout test/e2e/npm-pack.test.ts runs', () => {
+    const build = stage('build');
+    const runtime = stage('runtime');
+    expect(build).toMatch(/^RUN npm pack .*\n && mkdir \/pkg \\\n && tar -xzf envoy-async-sidecar-\*\.tgz --strip-components=1 -C \/pkg/m);
+    expect(runtime).toMatch(/^COPY --from=build \/pkg\/ \.\/$/m);
+    expect(runtime).toMatch(/^COPY package-lock\.json \.\/\nRUN npm ci --omit=dev --ignore-scripts/m);
+    expect(runtime).not.toMatch(/COPY --from=build \/src/);
+    // Every file the package ships from the sources is copied into the build stage and kept by .dockerignore.
+    const copied = [...build.matchAll(/^COPY (?!--)(.+) \S+$/gm)].flatMap((m) => m[1]!.split(' '));
+    for (const file of packageSourceFiles()) {
+      expect([file, dockerIgnored(file)]).toEqual([file, false]);
+      expect([file, copied.some((c) => file === c || file.startsWith(`${c}/`))]).toEqual([file, true]);
+    }
   });
 
   it('runs as a non-root numeric user, exposes 50051 and 9090, has a HEALTHCHECK', () => {
     expect(df).toMatch(/^USER 1000:1000$/m);
     expect(df).toMatch(new RegExp(`^EXPOSE ${EXTPROC_PORT} ${ADMIN_PORT}$`, 'm'));
     expect(df).toMatch(/^HEALTHCHECK .*\n\s+CMD \["node", "\/app\/healthcheck\.js"\]$/m);
-    expect(df).toMatch(/^ENTRYPOINT \["node", "\/app\/dist\/src\/main\.js"\]$/m);
+    // The package's bin, in the package root /app.
+    expect(df.split('\n')).toContain(`ENTRYPOINT ["node", "/app/${pkg.bin['envoy-async-sidecar']}"]`);
     expect(df).not.toMatch(/ENV ADMIN_ADDR/);
   });
 
   it('runs without @grpc/grpc-js-xds: the built sidecar loads the ext_proc service from its generated descriptor', () => {
-    const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as {
-      dependencies: Record<string, string>;
-      devDependencies: Record<string, string>;
-    };
     expect(pkg.dependencies['@grpc/grpc-js-xds']).toBeUndefined();
     expect(pkg.devDependencies['@grpc/grpc-js-xds']).toBeDefined(); // its .proto files, at build time only
     ensureBuilt();
