@@ -18,10 +18,12 @@ RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY scripts ./scripts
 COPY src ./src
+COPY openapi ./openapi
 # prebuild (npm run generate) writes src/generated/, tsc writes dist/src/**, copy-assets adds
-# dist/src/runs/scripts/*.lua and dist/src/admin/dashboard/*.
+# dist/src/runs/scripts/*.lua, dist/src/admin/dashboard/* and dist/openapi/openapi.yaml.
 RUN npm run build \
  && test -f dist/src/main.js \
+ && test -f dist/openapi/openapi.yaml \
  && ls dist/src/runs/scripts/*.lua >/dev/null
 
 # ---------------------------------------------------------------------------------------------
