@@ -21,6 +21,7 @@ COPY tsconfig.json tsconfig.build.json README.md ./
 COPY scripts ./scripts
 COPY src ./src
 COPY envoy ./envoy
+COPY openapi ./openapi
 COPY docs ./docs
 # npm pack runs prepack (an empty dist/, then npm run build: src/generated/, tsc, the Lua scripts,
 # dashboard assets and ext_proc descriptor copied next to the compiled code) and packs what
@@ -30,6 +31,7 @@ RUN npm pack --no-audit --no-fund \
  && tar -xzf envoy-async-sidecar-*.tgz --strip-components=1 -C /pkg \
  && test -f /pkg/dist/src/main.js \
  && test -f /pkg/dist/src/generated/ext_proc.descriptor.json \
+ && test -f /pkg/dist/openapi/openapi.yaml \
  && ls /pkg/dist/src/runs/scripts/*.lua >/dev/null
 
 # ---------------------------------------------------------------------------------------------

@@ -1,3 +1,4 @@
+import { apiFuzzDrill } from './api-fuzz';
 import { badInputDrill } from './bad-input';
 import { fuzzDrill } from './fuzz';
 import type { Drill } from './lib';
@@ -8,4 +9,13 @@ import { threeReplicasDrill } from './three-replicas';
 import { webhookOutageDrill } from './webhook-outage';
 
 /** Every drill, in the order `npm run drills` runs them. */
-export const ALL_DRILLS: Drill[] = [killSidecarDrill, redisRestartDrill, redisBlackholeDrill, webhookOutageDrill, threeReplicasDrill, badInputDrill, fuzzDrill];
+export const ALL_DRILLS: Drill[] = [
+  killSidecarDrill,
+  redisRestartDrill,
+  redisBlackholeDrill,
+  webhookOutageDrill,
+  threeReplicasDrill,
+  badInputDrill,
+  fuzzDrill,
+  apiFuzzDrill,
+];

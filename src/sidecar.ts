@@ -2,7 +2,7 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { gracePeriodFor, type Config } from './config';
-import { AsyncAcceptor, RunsApi, createEnvoyHandler } from './api';
+import { AsyncAcceptor, OpenApiDocument, RunsApi, createEnvoyHandler } from './api';
 import { AdminServer } from './admin';
 import { Dispatcher } from './dispatch';
 import { ExtProcServer } from './extproc';
@@ -79,6 +79,8 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
     logger,
   );
 
+  const contract = new OpenApiDocument(config.runsApiPrefix);
+
   let extproc: ExtProcServer | null = null;
   if (config.role !== 'worker') {
     const acceptor = new AsyncAcceptor(
@@ -96,7 +98,7 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
       logger,
     );
     extproc = new ExtProcServer(
-      createEnvoyHandler(acceptor, runsApi, config.maxBodyBytes),
+      createEnvoyHandler(acceptor, runsApi, config.maxBodyBytes, contract),
       {
         host: config.extprocAddr.host,
         port: config.extprocAddr.port,
@@ -173,6 +175,7 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
     metrics,
     runsApi,
     logger,
+    contract,
   );
   await admin.start();
 

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { HttpReply } from '../extproc';
+import { apiError } from '../api';
 
 /**
  * The runs dashboard: a static page at `/` and its assets at `/dashboard/<asset>` on the admin
@@ -64,19 +65,10 @@ export function dashboardReply(method: string, pathname: string, runsApiPrefix: 
   const isPage = pathname === '/' || pathname === '/dashboard' || pathname === '/dashboard/';
   const assetName = !isPage && pathname.startsWith('/dashboard/') ? pathname.slice('/dashboard/'.length) : null;
   if (!isPage && assetName === null) return null;
-  if (method !== 'GET' && method !== 'HEAD') {
-    return {
-      status: 405,
-      headers: [
-        ['allow', 'GET, HEAD'],
-        ['content-type', 'text/plain; charset=utf-8'],
-      ],
-      body: 'Allowed methods: GET, HEAD.\n',
-    };
-  }
+  if (method !== 'GET' && method !== 'HEAD') return apiError('method_not_allowed', 'Allowed methods: GET, HEAD.', { headers: [['allow', 'GET, HEAD']] });
   if (isPage) {
     const page = asset('index.html');
-    if (!page) return { status: 500, headers: [['content-type', 'text/plain; charset=utf-8']], body: 'The dashboard assets are missing from this build.\n' };
+    if (!page) return apiError('internal_error', 'The dashboard assets are missing from this build.');
     const body = page.toString('utf8').replace(/\{\{RUNS_API_PREFIX\}\}/g, escapeAttr(runsApiPrefix));
     return {
       status: 200,
@@ -85,6 +77,6 @@ export function dashboardReply(method: string, pathname: string, runsApiPrefix: 
     };
   }
   const body = assetName && ASSET_NAME.test(assetName) ? asset(assetName) : null;
-  if (!body) return { status: 404, headers: [['content-type', 'text/plain; charset=utf-8']], body: 'No such dashboard asset.\n' };
+  if (!body) return apiError('not_found', 'No such dashboard asset.');
   return { status: 200, headers: headers(TYPES[assetName!.split('.').pop()!]!), body };
 }

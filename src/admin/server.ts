@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { timingSafeEqual, createHash } from 'node:crypto';
 import { isIP } from 'node:net';
 import type { HttpReply } from '../extproc';
-import { apiError, jsonReply, type RunsApi } from '../api';
+import { apiError, jsonReply, type OpenApiDocument, type RunsApi } from '../api';
 import type { Logger, Metrics } from '../telemetry';
 import { dashboardReply } from './dashboard';
 
@@ -36,7 +36,7 @@ export interface AdminChecks {
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
-/** The admin HTTP server: health, readiness, Prometheus metrics and the unscoped runs API. */
+/** The admin HTTP server: health, readiness, Prometheus metrics, the unscoped runs API and its OpenAPI document. */
 export class AdminServer {
   private readonly server: Server;
   private readonly tokenDigest: Buffer | null;
@@ -47,6 +47,7 @@ export class AdminServer {
     private readonly metrics: Metrics,
     private readonly runsApi: RunsApi | null,
     private readonly logger: Logger,
+    private readonly contract: OpenApiDocument | null = null,
   ) {
     this.tokenDigest = options.adminToken ? digest(options.adminToken) : null;
     this.server = createServer((req, res) => {
@@ -134,6 +135,7 @@ export class AdminServer {
       const body = await this.metrics.registry.metrics();
       return send(res, { status: 200, headers: [['content-type', this.metrics.registry.contentType]], body });
     }
+    if (pathname === '/openapi.json' && this.contract) return send(res, this.contract.reply(method));
     if (this.runsApi && this.runsApi.owns(pathname)) {
       if (!this.authorized(req)) {
         return send(

@@ -1,18 +1,23 @@
 import type { ExtProcHandler, HeadDecision, RequestHead } from '../extproc';
 import type { AsyncAcceptor } from './accept';
+import type { OpenApiDocument } from './openapi';
 import { parseAsyncRequest } from './accept';
 import { splitPath } from './request-parts';
 import type { RunsApi } from './runs-api';
 
 /**
- * What the sidecar does with each request Envoy's ext_proc filter sends it: the runs API is
- * answered from the headers; an async request is accepted once its body is in; anything else
- * (a route that enables the filter for a request that turns out not to be async) passes through.
+ * What the sidecar does with each request Envoy's ext_proc filter sends it: the runs API (and
+ * the OpenAPI document under its prefix) is answered from the headers; an async request is
+ * accepted once its body is in; anything else (a route that enables the filter for a request
+ * that turns out not to be async) passes through.
  */
-export function createEnvoyHandler(acceptor: AsyncAcceptor, runsApi: RunsApi, maxBodyBytes: number): ExtProcHandler {
+export function createEnvoyHandler(acceptor: AsyncAcceptor, runsApi: RunsApi, maxBodyBytes: number, contract: OpenApiDocument): ExtProcHandler {
   return {
     onRequestHeaders(head: RequestHead): HeadDecision {
-      if (runsApi.owns(splitPath(head.path).pathname)) {
+      const { pathname } = splitPath(head.path);
+      // The API's own description is public: no owner header needed.
+      if (pathname === contract.pathViaEnvoy) return { kind: 'reply', decision: 'runs_api', reply: async () => contract.reply(head.method) };
+      if (runsApi.owns(pathname)) {
         const req = { method: head.method, path: head.path, headers: head.headers };
         return { kind: 'reply', decision: 'runs_api', holdMs: runsApi.holdMs(req), reply: (signal) => runsApi.handle(req, 'owner', signal) };
       }

@@ -2,3 +2,4 @@ export { AsyncAcceptor, parseAsyncRequest, replayHeaders, ownerFingerprint, type
 export { RunsApi, type ApiRequest, type ApiScope, type RunsApiOptions } from './runs-api';
 export { createEnvoyHandler } from './envoy-handler';
 export { API_ERRORS, apiError, jsonReply, type ApiErrorCode } from './errors';
+export { OpenApiDocument, readOpenApiDocument, OPENAPI_PATH } from './openapi';

@@ -105,7 +105,8 @@ export class RunsApi {
     const param = parseQuery(splitPath(req.path).query).find((p) => p.name === 'wait');
     if (!param) return undefined;
     const raw = paramValue(param) ?? '';
-    if (!/^\d+(\.\d+)?$/.test(raw)) return 'invalid';
+    // A decimal number, exponent allowed (as clients print small floats: 2.5e-7).
+    if (!/^\d+(\.\d+)?([eE][+-]?\d+)?$/.test(raw)) return 'invalid';
     const n = Number(raw);
     return n > this.options.maxWaitSeconds ? 'invalid' : n;
   }

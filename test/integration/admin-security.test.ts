@@ -5,6 +5,7 @@
  */
 import * as http from 'node:http';
 import { ConfigError, loadConfig } from '../../src/config';
+import { assertDocumentedResponse } from '../support/openapi';
 import { RedisServer } from '../support/redis-server';
 import { startTestSidecar } from '../support/sidecar';
 
@@ -14,9 +15,18 @@ let sidecar: Awaited<ReturnType<typeof startTestSidecar>>;
 function call(path: string, headers: Record<string, string>, method = 'GET'): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const req = http.request({ host: '127.0.0.1', port: sidecar.adminPort, path, method, headers, agent: false }, (res) => {
-      let body = '';
-      res.on('data', (c: Buffer) => (body += c.toString()));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const body = Buffer.concat(chunks);
+        const url = `http://127.0.0.1:${sidecar.adminPort}${path}`;
+        try {
+          assertDocumentedResponse({ method, url, requestHeaders: headers, status: res.statusCode ?? 0, headers: res.headers, body });
+        } catch (err) {
+          return reject(err as Error);
+        }
+        resolve({ status: res.statusCode ?? 0, body: body.toString() });
+      });
     });
     req.on('error', reject);
     req.end();

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { networkInterfaces } from 'node:os';
 import { Redis } from 'ioredis';
-import { request } from 'undici';
+import { request } from '../support/http';
 import { Webhook } from 'standardwebhooks';
 import { asRealEnvoy, describeEachEnvoy, type TestEnvoy } from '../support/envoys';
 import { RedisServer } from '../support/redis-server';

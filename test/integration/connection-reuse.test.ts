@@ -1,4 +1,4 @@
-import { request } from 'undici';
+import { request } from '../support/http';
 import type { Document } from 'yaml';
 import { RealEnvoy, describeWithEnvoy } from '../support/real-envoy';
 import { RedisServer } from '../support/redis-server';

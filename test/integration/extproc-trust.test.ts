@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import type { AddressInfo } from 'node:net';
 import { Redis } from 'ioredis';
-import { request } from 'undici';
+import { request } from '../support/http';
 import type { ProcessingRequest } from '../../src/generated/envoy/service/ext_proc/v3/ProcessingRequest';
 import { createExtProcClient, ExtProcStream, type StreamEvent } from '../support/envoy/ext-proc-stream';
 import { freePort } from '../support/ports';

@@ -1,6 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import { service as healthService } from 'grpc-health-check';
-import { request } from 'undici';
+import { request } from '../support/http';
 import { RealEnvoy, describeWithEnvoy } from '../support/real-envoy';
 import { RedisServer } from '../support/redis-server';
 import { Upstream } from '../support/upstream';

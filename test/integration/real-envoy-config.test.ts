@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
-import { request } from 'undici';
+import { request } from '../support/http';
 import { loadExtProcProto } from '../../src/extproc/proto';
 import { parse } from 'yaml';
 import { istioPatchesBootstrap, REPO_ROOT, snippetBootstrap } from '../support/envoy-config';

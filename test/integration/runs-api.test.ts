@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { request } from 'undici';
+import { request } from '../support/http';
 import { asRealEnvoy, asStandIn, describeEachEnvoy, type TestEnvoy } from '../support/envoys';
 import { RedisServer } from '../support/redis-server';
 import { Upstream } from '../support/upstream';

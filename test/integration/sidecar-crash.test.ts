@@ -1,5 +1,5 @@
 import { Redis } from 'ioredis';
-import { request } from 'undici';
+import { request } from '../support/http';
 import { RunKeys } from '../../src/runs/keys';
 import { RealEnvoy, describeWithEnvoy } from '../support/real-envoy';
 import { RedisServer } from '../support/redis-server';

@@ -2,7 +2,7 @@
  * What one tenant can learn or do through Envoy: with OWNER_REQUIRED, nothing without the owner
  * header; and a failed run's error names no internal address (it named `127.0.0.1:<port>`).
  */
-import { request } from 'undici';
+import { request } from '../support/http';
 import { freePort } from '../support/ports';
 import { describeWithEnvoy, RealEnvoy } from '../support/real-envoy';
 import { RedisServer } from '../support/redis-server';

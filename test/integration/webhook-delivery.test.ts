@@ -1,4 +1,4 @@
-import { request } from 'undici';
+import { request } from '../support/http';
 import { Webhook } from 'standardwebhooks';
 import { describeEachEnvoy, type TestEnvoy } from '../support/envoys';
 import { RedisServer } from '../support/redis-server';

@@ -33,8 +33,10 @@ const STRICT: NetworkPolicy = { allowPrivateNetworks: false, allowedHosts: [] };
 const receivers: WebhookReceiver[] = [];
 const senders: WebhookSender[] = [];
 
+// The sender is driven with hand-made deliveries (short ids, any status), not runs: the
+// contract's webhooks (openapi/openapi.yaml) are checked where runs send them.
 async function receiver(opts: Parameters<typeof WebhookReceiver.start>[0] = {}): Promise<WebhookReceiver> {
-  const rx = await WebhookReceiver.start(opts);
+  const rx = await WebhookReceiver.start({ checkContract: false, ...opts });
   receivers.push(rx);
   return rx;
 }

@@ -1,4 +1,5 @@
 import * as http from 'node:http';
+import { assertDocumentedResponse } from './openapi';
 
 export interface HeadersOnlyAnswer {
   status: number;
@@ -8,7 +9,7 @@ export interface HeadersOnlyAnswer {
 
 /**
  * A POST that sends its headers (with a declared content-length) and never its body, and reads
- * the answer. Through a real Envoy this is how to see the answer to the headers alone: with the
+ * the answer (checked against openapi/openapi.yaml). Through a real Envoy this is how to see the answer to the headers alone: with the
  * body sent at once, Envoy's own buffer-limit 413 can race the ext_proc server's answer.
  */
 export function postHeadersOnly(url: string, headers: Record<string, string>): Promise<HeadersOnlyAnswer> {
@@ -18,8 +19,14 @@ export function postHeadersOnly(url: string, headers: Record<string, string>): P
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) });
+        const answer = { status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) };
         req.destroy();
+        try {
+          assertDocumentedResponse({ method: 'POST', url, requestHeaders: headers, ...answer });
+        } catch (err) {
+          return reject(err as Error);
+        }
+        resolve(answer);
       });
     });
     req.on('error', reject);

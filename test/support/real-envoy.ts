@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import type { Document } from 'yaml';
 import { listenerNames, renderEnvoyConfig } from '../../scripts/render-envoy-config';
+import { registerListener } from './listeners';
 import { freePort } from './ports';
 
 // The renderer lives in scripts/ so that `npm run demo` (compiled by the build) uses the same one.
@@ -78,6 +79,8 @@ export class RealEnvoy {
   readonly kind = 'real Envoy';
   url = '';
   dispatchUrl = '';
+  /** Its ingress answers are checked against openapi/openapi.yaml while it runs (test/support/openapi.ts). */
+  private unregister: () => void = () => undefined;
   adminUrl = '';
   private exited?: Promise<void>;
 
@@ -138,7 +141,10 @@ export class RealEnvoy {
     envoy.exited = new Promise((r) => child.once('exit', () => r()));
     envoy.adminUrl = `http://127.0.0.1:${adminPort}`;
     const port = (n: string) => listeners[n];
-    if (port('ingress') !== undefined) envoy.url = `http://127.0.0.1:${port('ingress')}`;
+    if (port('ingress') !== undefined) {
+      envoy.url = `http://127.0.0.1:${port('ingress')}`;
+      envoy.unregister = registerListener(port('ingress')!, 'ingress');
+    }
     if (port('dispatch') !== undefined) envoy.dispatchUrl = `http://127.0.0.1:${port('dispatch')}`;
     const deadline = Date.now() + 15_000;
     for (;;) {
@@ -194,6 +200,7 @@ export class RealEnvoy {
   }
 
   async close(): Promise<void> {
+    this.unregister();
     if (this.child.exitCode === null && this.child.signalCode === null) {
       this.child.kill('SIGTERM');
       const t = setTimeout(() => this.child.kill('SIGKILL'), 5_000);

@@ -2,6 +2,7 @@ import pino from 'pino';
 import { loadConfig, type Config } from '../../src/config';
 import { startSidecar, type Sidecar } from '../../src/sidecar';
 import { Metrics } from '../../src/telemetry';
+import { registerListener } from './listeners';
 
 /** Starts the sidecar in this process on free ports, with settings given as environment variables. */
 export async function startTestSidecar(env: Record<string, string>, args: string[] = []): Promise<Sidecar & { config: Config }> {
@@ -16,7 +17,16 @@ export async function startTestSidecar(env: Record<string, string>, args: string
     args,
   );
   const sidecar = await startSidecar(config, pino({ level: config.logLevel }), new Metrics({ defaultMetrics: false }));
-  return Object.assign(sidecar, { config });
+  // Its admin answers are checked against openapi/openapi.yaml while it runs (test/support/openapi.ts).
+  const unregister = registerListener(sidecar.adminPort, 'admin');
+  const stop = sidecar.stop;
+  return Object.assign(sidecar, {
+    config,
+    stop: async () => {
+      unregister();
+      await stop();
+    },
+  });
 }
 
 /** Polls `check` until it returns a value other than undefined. */

@@ -2,6 +2,7 @@ import { createServer as createHttpServer, type IncomingMessage, type Server, ty
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
+import { webhookProblems } from './openapi';
 
 /** One scripted answer: a status, or a status with headers/body, an optional delay, or never answering. */
 export type ScriptedResponse = number | { status: number; headers?: Record<string, string>; body?: string | Buffer; delayMs?: number; hang?: boolean };
@@ -37,11 +38,18 @@ export interface WebhookReceiverOptions {
   path?: string;
   /** Serve https with this key and certificate. */
   tls?: { key: string | Buffer; cert: string | Buffer };
+  /**
+   * Check every request against openapi/openapi.yaml's `webhooks` (default true); `close()` then
+   * throws if one did not match. Off for receivers that get other traffic on purpose.
+   */
+  checkContract?: boolean;
 }
 
 /** A real HTTP(S) webhook receiver on loopback for tests; records every request. */
 export class WebhookReceiver {
   readonly requests: ReceivedRequest[] = [];
+  /** Requests that openapi/openapi.yaml's `webhooks` do not describe, with why. */
+  readonly contractViolations: string[] = [];
   readonly url: string;
   readonly port: number;
   private readonly script: ScriptedResponse[];
@@ -49,12 +57,14 @@ export class WebhookReceiver {
   private readonly hung = new Set<ServerResponse>();
   private readonly timers = new Set<NodeJS.Timeout>();
   private waiters: Array<() => void> = [];
+  private readonly checkContract: boolean;
 
   private constructor(
     private readonly server: Server,
     opts: WebhookReceiverOptions,
   ) {
     this.script = [...(opts.responses ?? [])];
+    this.checkContract = opts.checkContract ?? true;
     this.port = (server.address() as AddressInfo).port;
     const host = opts.urlHost ?? opts.listenHost ?? '127.0.0.1';
     const hostPart = host.includes(':') ? `[${host}]` : host;
@@ -99,13 +109,16 @@ export class WebhookReceiver {
     });
   }
 
-  /** Stops listening and destroys every connection, hung ones included. */
+  /** Stops listening and destroys every connection, hung ones included; throws if a webhook did not match the document. */
   async close(): Promise<void> {
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
     for (const s of this.sockets) s.destroy();
     this.server.closeAllConnections();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    if (this.contractViolations.length > 0) {
+      throw new Error(`webhooks that do not match openapi/openapi.yaml:\n  ${this.contractViolations.join('\n  ')}`);
+    }
   }
 
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
@@ -117,7 +130,7 @@ export class WebhookReceiver {
       const headers: Record<string, string> = {};
       for (const [k, v] of rawHeaders) headers[k] = k in headers ? `${headers[k]}, ${v}` : v;
       const socket = req.socket as Socket & Partial<Pick<TLSSocket, 'servername'>>;
-      this.requests.push({
+      const received: ReceivedRequest = {
         method: req.method ?? '',
         url: req.url ?? '',
         headers,
@@ -127,7 +140,12 @@ export class WebhookReceiver {
         localAddress: socket.localAddress ?? '',
         remotePort: socket.remotePort ?? 0,
         servername: typeof socket.servername === 'string' ? socket.servername : null,
-      });
+      };
+      this.requests.push(received);
+      if (this.checkContract) {
+        const problems = webhookProblems(received);
+        if (problems.length > 0) this.contractViolations.push(`${received.method} ${received.url}: ${problems.join('; ')}`);
+      }
       for (const w of [...this.waiters]) w();
       this.answer(res, this.script.shift() ?? 200);
     });

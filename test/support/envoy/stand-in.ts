@@ -29,6 +29,7 @@ import {
   type ProcessingModeModel,
   type RouteModel,
 } from '../envoy-config';
+import { registerListener } from '../listeners';
 import { createExtProcClient, ExtProcStream } from './ext-proc-stream';
 import { FilterRun } from './filter';
 import { LocalReply } from './local-reply';
@@ -144,6 +145,8 @@ export class EnvoyStandIn {
   private readonly clientOf = new WeakMap<ExtProcStream, ReturnType<typeof createExtProcClient>>();
   private readonly openPerClient = new Map<ReturnType<typeof createExtProcClient>, number>();
   private readonly servers: http.Server[] = [];
+  /** Its ingress answers are checked against openapi/openapi.yaml while it runs (test/support/openapi.ts). */
+  private unregister: () => void = () => undefined;
   private readonly openStreams = new Set<ExtProcStream>();
   private readonly statusCodes: Map<string, number>;
 
@@ -173,6 +176,7 @@ export class EnvoyStandIn {
     const config = await loadEnvoyConfig(opts.configPath ?? 'envoy/envoy.yaml');
     const s = new EnvoyStandIn(config, opts);
     s.url = await s.listen((req, res) => void s.serveIngress(req, res));
+    s.unregister = registerListener(Number(new URL(s.url).port), 'ingress');
     if (s.dispatch) s.dispatchUrl = await s.listen((req, res) => s.serveDispatch(req, res));
     return s;
   }
@@ -183,6 +187,7 @@ export class EnvoyStandIn {
   }
 
   async close(): Promise<void> {
+    this.unregister();
     for (const s of this.openStreams) s.close();
     this.client?.close();
     for (const c of this.retiredClients) c.close();
