@@ -1,16 +1,18 @@
 /**
  * The report generator: fills the Mustache template bench/report.md with the figures of
- * bench/results.json and writes docs/BENCHMARKS.md.
+ * bench/results.json and writes docs/BENCHMARKS.md. It also compares the accept and completion
+ * ratios with bench/baseline.json and says in the report (and on stdout) whether any fell more
+ * than 5 % (a line of the report, never a test: wall-clock figures on a shared machine).
  *
  * The view built here holds numbers, formatted, and flags; every sentence is in the template.
- * Settings (env): BENCH_RESULTS, BENCH_OUT (instead of the files above).
+ * Settings (env): BENCH_RESULTS, BENCH_BASELINE, BENCH_OUT (instead of the files above).
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import Mustache from 'mustache';
 import { ROOT, fmt } from './lib';
 import { BODY_BYTES, type Shape } from './messages';
-import { RESULTS_FILE, readResults, type Measured, type Results } from './results';
+import { BASELINE_FILE, RESULTS_FILE, readResults, type Measured, type Results } from './results';
 import type {
   AcceptResults,
   CompletionResults,
@@ -25,10 +27,78 @@ import type { EnvoyRow, Request, Variant } from './scenarios/envoy';
 
 export const TEMPLATE_FILE = join(ROOT, 'bench', 'report.md');
 export const REPORT_FILE = join(ROOT, 'docs', 'BENCHMARKS.md');
+/** A ratio more than this far below its baseline is a regression. */
+export const TOLERANCE = 0.05;
 
 const ms = (v: number) => (Number.isFinite(v) ? v.toFixed(2) : 'n/a');
 const sign = (v: number, digits = 2) => `${v >= 0 ? '+' : '−'}${fmt(Math.abs(v), digits)}`;
 const orDash = (v: number | null | undefined) => (v === null || v === undefined ? '–' : fmt(v));
+
+// ---------------------------------------------------------------- no-regression check
+
+/** The ratios the check compares: sidecar / floor accept throughput per shape, sidecar / BullMQ completions. */
+export interface KeyRatios {
+  acceptNobody?: number;
+  acceptBody?: number;
+  completion?: number;
+}
+
+export function keyRatios(r: Results): KeyRatios {
+  const out: KeyRatios = {};
+  const accept = r.scenarios.accept?.result;
+  const acc = (server: string, shape: Shape) => accept?.rows.find((a) => a.server === server && a.shape === shape)?.reqPerSec;
+  const ratio = (a?: number, b?: number) => (a !== undefined && b !== undefined && b > 0 ? a / b : undefined);
+  out.acceptNobody = ratio(acc('sidecar', 'nobody'), acc('floor', 'nobody'));
+  out.acceptBody = ratio(acc('sidecar', 'body'), acc('floor', 'body'));
+  const completion = r.scenarios.completion?.result;
+  out.completion = ratio(completion?.rows.find((c) => c.worker === 'sidecar')?.perSec, completion?.rows.find((c) => c.worker === 'bullmq')?.perSec);
+  return out;
+}
+
+export type Verdict = 'within' | 'above' | 'regressed' | 'missing';
+
+export interface RatioComparison {
+  ratio: keyof KeyRatios;
+  baseline?: number;
+  now?: number;
+  /** now / baseline − 1. */
+  change?: number;
+  verdict: Verdict;
+}
+
+export function compareWithBaseline(results: Results, baseline: Results | null): RatioComparison[] {
+  const now = keyRatios(results);
+  const before = baseline ? keyRatios(baseline) : {};
+  return (['acceptNobody', 'acceptBody', 'completion'] as const).map((ratio) => {
+    const b = before[ratio];
+    const n = now[ratio];
+    if (b === undefined || n === undefined) return { ratio, baseline: b, now: n, verdict: 'missing' };
+    const change = n / b - 1;
+    const verdict: Verdict = change < -TOLERANCE ? 'regressed' : change > TOLERANCE ? 'above' : 'within';
+    return { ratio, baseline: b, now: n, change, verdict };
+  });
+}
+
+function regressionView(results: Results, baseline: Results | null) {
+  const rows = compareWithBaseline(results, baseline);
+  return {
+    rows: rows.map((c) => ({
+      acceptNobody: c.ratio === 'acceptNobody',
+      acceptBody: c.ratio === 'acceptBody',
+      completion: c.ratio === 'completion',
+      baseline: c.baseline === undefined ? '–' : c.baseline.toFixed(2),
+      now: c.now === undefined ? '–' : c.now.toFixed(2),
+      change: c.change === undefined ? '–' : `${sign(c.change * 100, 1)} %`,
+      within: c.verdict === 'within',
+      above: c.verdict === 'above',
+      regressed: c.verdict === 'regressed',
+      missing: c.verdict === 'missing',
+    })),
+    regressed: rows.some((c) => c.verdict === 'regressed'),
+    compared: rows.some((c) => c.verdict !== 'missing'),
+    quick: results.scenarios.accept?.quick === true || results.scenarios.completion?.quick === true,
+  };
+}
 
 // ---------------------------------------------------------------- sections
 
@@ -370,7 +440,7 @@ function section<R, V>(m: Measured<R> | undefined, view: (r: R) => V): { result:
 
 // ---------------------------------------------------------------- the report
 
-export function buildView(results: Results, now: Date) {
+export function buildView(results: Results, baseline: Results | null, now: Date) {
   const s = results.scenarios;
   const names = Object.keys(s) as ScenarioName[];
   const lastRun = new Set(results.run.scenarios);
@@ -382,6 +452,8 @@ export function buildView(results: Results, now: Date) {
       .map((n) => `${n} (${s[n]?.at})`)
       .join(', '),
     quick: names.filter((n) => s[n]?.quick).join(', '),
+    baseline: baseline ? { at: baseline.run.at, source: baseline.source ?? null } : null,
+    regression: regressionView(results, baseline),
     machine: Object.entries(results.machine).map(([key, value]) => ({ key, value })),
     bodyBytes: fmt(BODY_BYTES),
     accept: section(s.accept, acceptView),
@@ -395,19 +467,30 @@ export function buildView(results: Results, now: Date) {
   };
 }
 
-export function renderReport(template: string, results: Results, now = new Date()): string {
-  const text = Mustache.render(template, buildView(results, now), {}, { escape: String });
+export function renderReport(template: string, results: Results, baseline: Results | null, now = new Date()): string {
+  const text = Mustache.render(template, buildView(results, baseline, now), {}, { escape: String });
   // Sections left out leave runs of blank lines behind.
   return `${text.replace(/\n{3,}/g, '\n\n').trim()}\n`;
+}
+
+/** One line per compared ratio, for the terminal. */
+export function describeComparison(rows: RatioComparison[]): string[] {
+  return rows.map((c) =>
+    c.verdict === 'missing'
+      ? `${c.ratio}: not compared (not in both the results and the baseline)`
+      : `${c.ratio}: ${c.baseline!.toFixed(2)} -> ${c.now!.toFixed(2)} (${sign(c.change! * 100, 1)} %): ${c.verdict === 'regressed' ? 'REGRESSED' : c.verdict === 'above' ? 'above' : 'within 5%'}`,
+  );
 }
 
 function main(): void {
   const resultsFile = process.env.BENCH_RESULTS ?? RESULTS_FILE;
   const results = readResults(resultsFile);
   if (!results) throw new Error(`no results in ${resultsFile}: run \`npm run bench\` first`);
+  const baseline = readResults(process.env.BENCH_BASELINE ?? BASELINE_FILE);
   const out = process.env.BENCH_OUT ?? REPORT_FILE;
   mkdirSync(dirname(out), { recursive: true });
-  writeFileSync(out, renderReport(readFileSync(TEMPLATE_FILE, 'utf8'), results));
+  writeFileSync(out, renderReport(readFileSync(TEMPLATE_FILE, 'utf8'), results, baseline));
+  for (const line of describeComparison(compareWithBaseline(results, baseline))) process.stdout.write(`bench report: ${line}\n`);
   process.stdout.write(`bench report: wrote ${out}\n`);
 }
 

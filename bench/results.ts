@@ -2,6 +2,7 @@
  * bench/results.json: what the runner measured, one entry per scenario (a scenario run alone
  * replaces its own entry and keeps the others), read by the report generator. Committed with
  * docs/BENCHMARKS.md, so the report can be re-generated from it after editing bench/report.md.
+ * bench/baseline.json has the same shape: the run the no-regression check compares against.
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -28,9 +29,12 @@ export interface Results {
   scenarios: Partial<MeasuredScenarios>;
   /** Top self-time functions of the sidecars of the last BENCH_PROFILE=1 run. */
   profiles: Array<{ label: string; top: string }>;
+  /** Where the figures come from when they were not written by the runner (the first baseline). */
+  source?: string;
 }
 
 export const RESULTS_FILE = join(ROOT, 'bench', 'results.json');
+export const BASELINE_FILE = join(ROOT, 'bench', 'baseline.json');
 
 export function readResults(file: string): Results | null {
   return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as Results) : null;

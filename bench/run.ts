@@ -87,6 +87,7 @@ async function main(): Promise<number> {
   mkdirSync(tmp, { recursive: true });
   const started = Date.now();
   const results: Results = readResults(file) ?? { run: { at: '', seconds: 0, scenarios: [] }, machine: {}, scenarios: {}, profiles: [] };
+  delete results.source; // what the runner writes is measured, not transcribed
   results.machine = machine();
   const env = new BenchEnv({ quick: process.env.BENCH_QUICK === '1', profile: process.env.BENCH_PROFILE === '1', tmp, budgetMs: BUDGET_MS });
   let failed = 0;
