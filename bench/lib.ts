@@ -1,20 +1,21 @@
-/** Helpers shared by the benchmark processes: ports, child processes, /proc readings, Redis. */
+/** Helpers shared by the benchmark processes: ports, child processes, /proc readings, formatting. */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { request } from 'undici';
-import { pingRedis } from '../test/support/redis-server';
 import { parse as parseYaml } from 'yaml';
-
-export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-/** Repository root (dist-bench/bench/lib.js -> ../..). */
-export const ROOT = join(__dirname, '..', '..');
-
 import { freePort } from '../test/support/ports';
 
 export { freePort };
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Repository root: the nearest folder with a package.json, whether this runs compiled (dist-bench/bench/) or from source (jest). */
+export const ROOT = (() => {
+  let dir = __dirname;
+  while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
+  return dir;
+})();
 
 export const CLK_TCK = (() => {
   try {
@@ -136,41 +137,6 @@ export async function waitHttpOk(url: string, timeoutMs: number): Promise<void> 
     await sleep(50);
   }
   throw new Error(`${url} did not answer 200 within ${timeoutMs} ms`);
-}
-
-/** A private redis-server on a free loopback port (never the machine's 6379). */
-export class RedisProc {
-  private constructor(
-    readonly port: number,
-    readonly dir: string,
-    private readonly child: Child,
-  ) {}
-
-  static async start(args: string[] = ['--save', '', '--appendonly', 'no']): Promise<RedisProc> {
-    const port = await freePort();
-    const dir = mkdtempSync(join(tmpdir(), 'eas-bench-redis-'));
-    const child = spawnChild('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--protected-mode', 'no', ...args], {}, 'redis');
-    const deadline = Date.now() + 10_000;
-    while (Date.now() < deadline) {
-      if (child.proc.exitCode !== null) throw new Error(`redis-server exited with code ${child.proc.exitCode}`);
-      if (await pingRedis(port)) return new RedisProc(port, dir, child);
-      await sleep(25);
-    }
-    throw new Error('redis-server did not start within 10 s');
-  }
-
-  get url(): string {
-    return `redis://127.0.0.1:${this.port}`;
-  }
-
-  get pid(): number {
-    return this.child.pid;
-  }
-
-  async destroy(): Promise<void> {
-    await this.child.stop('SIGKILL');
-    rmSync(this.dir, { recursive: true, force: true });
-  }
 }
 
 export function pct(sorted: ArrayLike<number>, p: number): number {

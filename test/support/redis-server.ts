@@ -12,8 +12,9 @@ export interface RedisServerOptions {
 }
 
 /**
- * A private redis-server on a free loopback port, for tests that must kill and restart Redis.
- * Data lives in its own temporary folder so that AOF/RDB survive a restart of the same instance.
+ * A private redis-server on a free loopback port (never the machine's 6379), for tests that must
+ * kill and restart Redis, and for the benchmarks. Data lives in its own temporary folder so that
+ * AOF/RDB survive a restart of the same instance.
  */
 export class RedisServer {
   readonly port: number;
@@ -35,6 +36,12 @@ export class RedisServer {
 
   get url(): string {
     return `redis://127.0.0.1:${this.port}`;
+  }
+
+  /** The running process's id (the benchmarks read its CPU time from /proc). */
+  get pid(): number {
+    if (!this.running || this.child?.pid === undefined) throw new Error(`redis-server on port ${this.port} is not running`);
+    return this.child.pid;
   }
 
   get running(): boolean {

@@ -16,17 +16,19 @@ import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Redis } from 'ioredis';
 import type { Document } from 'yaml';
-import { RealEnvoy, findEnvoy } from '../test/support/real-envoy';
-import { ROOT, cpuMicros, fmt, pct, sleep } from './lib';
-import { BODY_BYTES, bodyMessage } from './messages';
+import { RealEnvoy, findEnvoy } from '../../test/support/real-envoy';
+import type { BenchEnv, Scenario } from '../env';
+import { ROOT, cpuMicros, fmt, pct, sleep } from '../lib';
+import { h2loadVersion } from '../load';
+import { BODY_BYTES, bodyMessage } from '../messages';
 
 /** A running process whose CPU time is read from /proc. */
-export interface Proc {
+interface Proc {
   pid: number;
   port: number;
 }
 
-export interface E2EDeps {
+interface E2EDeps {
   /** The sidecar, `--role extproc`, on its gRPC port, started with EXTPROC_TOKEN = `token` when that is set. */
   sidecar: Proc;
   /** What replaces envoy.yaml's `@EXTPROC_TOKEN@` (see `extprocToken`). */
@@ -44,7 +46,7 @@ export interface E2EDeps {
 export type Request = 'async-get' | 'async-post' | 'pass';
 export type Variant = 'direct_response' | 'bare ext_proc' | 'sidecar' | 'filter disabled' | 'filter on, bare ext_proc' | 'filter on, sidecar';
 
-export interface E2ERow {
+export interface EnvoyRow {
   variant: Variant;
   request: Request;
   mode: 'throughput' | 'rate';
@@ -71,7 +73,7 @@ export interface E2ERow {
   stored: number | null;
 }
 
-export interface E2EReport {
+export interface EnvoyResults {
   envoyVersion: string;
   h2load: string;
   connections: number;
@@ -81,7 +83,7 @@ export interface E2EReport {
   rounds: number;
   /** Whether the sidecar checked an EXTPROC_TOKEN that Envoy sent (the shipped config's placeholder filled in). */
   token?: boolean;
-  rows: E2ERow[];
+  rows: EnvoyRow[];
   /** What the probe request of each variant got (status, content-type, body length). */
   probes: Array<{ variant: Variant; request: Request; status: number; contentType: string; bodyBytes: number }>;
   /** Envoy's log lines (its level is warning, so: warnings and errors) per config, at most 20 each. */
@@ -194,14 +196,6 @@ interface H2Out {
   cpuUs: number;
 }
 
-function h2loadVersion(): string {
-  try {
-    return execFileSync('h2load', ['--version']).toString().trim();
-  } catch {
-    return '?';
-  }
-}
-
 const requestArgs = (request: Request, bodyFile: string): string[] =>
   request === 'async-post' ? ['-d', bodyFile, '-H', 'content-type: application/json'] : [];
 
@@ -273,7 +267,7 @@ function h2load(url: string, request: Request, opts: { seconds: number; connecti
 
 // ---------------------------------------------------------------- measuring
 
-async function counters(envoy: RealEnvoy): Promise<E2ERow['envoy']> {
+async function counters(envoy: RealEnvoy): Promise<EnvoyRow['envoy']> {
   const s = await envoy.stats();
   return {
     extprocStreams: s.get('http.ingress_http.ext_proc.streams_started') ?? 0,
@@ -290,7 +284,7 @@ async function measure(
   request: Request,
   procs: Record<string, number>,
   mode: 'throughput' | 'rate',
-): Promise<E2ERow> {
+): Promise<EnvoyRow> {
   const bodyFile = join(deps.tmp, 'e2e-body.json');
   writeFileSync(bodyFile, bodyMessage().request_body!.body as Buffer);
   const logFile = join(deps.tmp, 'e2e-h2load.log');
@@ -321,7 +315,7 @@ async function measure(
   const cpu: Record<string, number> = {};
   for (const k of Object.keys(procs)) cpu[k] = (cpu1[k]! - cpu0[k]!) / n;
   cpu.h2load = r.cpuUs / n;
-  const row: E2ERow = {
+  const row: EnvoyRow = {
     variant,
     request,
     mode,
@@ -358,7 +352,7 @@ async function measure(
 }
 
 /** One request through the variant's Envoy: what a client gets (asserted against the sidecar's answer in the report). */
-async function probe(envoy: RealEnvoy, variant: Variant, request: Request): Promise<E2EReport['probes'][number]> {
+async function probe(envoy: RealEnvoy, variant: Variant, request: Request): Promise<EnvoyResults['probes'][number]> {
   const res = await fetch(`${envoy.url}${request === 'pass' ? PASS_PATH : ASYNC_PATH}`, {
     method: request === 'async-post' ? 'POST' : 'GET',
     body: request === 'async-post' ? Buffer.alloc(BODY_BYTES, 'x') : undefined,
@@ -372,30 +366,19 @@ async function probe(envoy: RealEnvoy, variant: Variant, request: Request): Prom
  * replaces before Envoy starts: a fresh token for the bench to do the same (the sidecar then
  * checks it on every stream, as deployed), or '' when the config has no placeholder.
  */
-export function extprocToken(): string {
+function extprocToken(): string {
   return readFileSync(join(ROOT, 'envoy', 'envoy.yaml'), 'utf8').includes(TOKEN_PLACEHOLDER) ? `bench-${randomUUID()}` : '';
 }
 const TOKEN_PLACEHOLDER = '@EXTPROC_TOKEN@';
 
-/** Installs Envoy when missing (scripts/envoy.sh) and makes the test support's lookup find that one. */
-export function ensureEnvoy(log: (m: string) => void): string {
-  if (!process.env.ENVOY_BIN) {
-    const bin = execFileSync('bash', [join(ROOT, 'scripts', 'envoy.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 600_000 })
-      .trim()
-      .split('\n')
-      .pop()!;
-    process.env.ENVOY_BIN = bin;
-  }
+async function envoyE2E(deps: E2EDeps): Promise<EnvoyResults> {
+  // `npm run bench` puts an Envoy where scripts/envoy.sh finds it (scripts/bench.sh installs one when missing).
   const found = findEnvoy();
   if (found.bin === undefined) throw new Error(`no Envoy: ${found.reason}`);
-  log(`envoy ${found.version}`);
-  return found.version;
-}
-
-export async function envoyE2E(deps: E2EDeps): Promise<E2EReport> {
-  const version = ensureEnvoy(deps.log);
+  const version = found.version;
+  deps.log(`envoy ${version}`);
   const rounds = deps.quick ? 1 : ROUNDS;
-  const report: E2EReport = {
+  const report: EnvoyResults = {
     envoyVersion: version,
     h2load: h2loadVersion(),
     connections: CONNECTIONS,
@@ -493,190 +476,30 @@ export async function envoyE2E(deps: E2EDeps): Promise<E2EReport> {
   return report;
 }
 
-// ---------------------------------------------------------------- report
-
-const REQUEST_LABEL: Record<Request, string> = {
-  'async-get': 'GET ?async=true (no body)',
-  'async-post': `POST ?async=true, ${fmt(BODY_BYTES)} B body`,
-  pass: 'GET (not async)',
+/**
+ * Section 6 with its own sidecar: it checks EXTPROC_TOKEN as deployed, where the accept, latency
+ * and pass-through scenarios drive the shared sidecar without gRPC metadata.
+ */
+export const envoy: Scenario<EnvoyResults> = {
+  uses: ['redis', 'noop', 'floor'],
+  async run(env: BenchEnv): Promise<EnvoyResults> {
+    const [redis, noop, floor] = [await env.redis(), await env.noop(), await env.floor()];
+    const token = extprocToken();
+    const sidecar = await env.startSidecar('extproc', redis.server.url, token ? { EXTPROC_TOKEN: token } : {});
+    try {
+      return await envoyE2E({
+        sidecar: { pid: sidecar.child.pid, port: sidecar.grpcPort },
+        token,
+        floor: { pid: floor.child.pid, port: floor.port },
+        app: { pid: noop.child.pid, port: noop.port },
+        redis: { client: redis.client, pid: redis.server.pid },
+        quick: env.quick,
+        tmp: env.tmp,
+        log: env.log,
+      });
+    } finally {
+      await sidecar.child.stop('SIGTERM', 10_000);
+      await redis.client.flushall();
+    }
+  },
 };
-const ms = (v: number) => (Number.isFinite(v) ? v.toFixed(2) : 'n/a');
-const cpuCell = (row: E2ERow, key: string) => (row.cpu[key] === undefined ? '–' : fmt(row.cpu[key]!));
-const totalCpu = (row: E2ERow) => Object.values(row.cpu).reduce((a, b) => a + b, 0);
-
-/** Markdown lines of the section; `skipped` = why there are no figures. */
-export function renderEnvoyE2E(r: E2EReport | null | undefined, skipped?: string): string[] {
-  const L: string[] = ['## 6. End to end through the real Envoy', ''];
-  if (!r) {
-    L.push(`Skipped${skipped ? `: ${skipped}` : ''}.`, '');
-    return L;
-  }
-  const all = (variant: Variant, request: Request, mode: E2ERow['mode']) =>
-    r.rows.filter((x) => x.variant === variant && x.request === request && x.mode === mode);
-  /** The best round: highest throughput, or lowest p99 at the fixed rate (a disturbance only ever makes a round worse). */
-  const find = (variant: Variant, request: Request, mode: E2ERow['mode']): E2ERow | undefined =>
-    all(variant, request, mode).sort((a, b) => (mode === 'throughput' ? b.rps - a.rps : a.p99 - b.p99))[0];
-  const spread = (variant: Variant, request: Request, mode: E2ERow['mode']) =>
-    all(variant, request, mode)
-      .map((x) => (mode === 'throughput' ? fmt(x.rps) : ms(x.p99)))
-      .join(' / ');
-  const variantsOf = (request: Request) => [...new Set(r.rows.filter((x) => x.request === request).map((x) => x.variant))];
-  const other = (rows: Array<E2ERow | undefined>) => {
-    const bad = rows.reduce((a, x) => a + (x?.bad ?? 0), 0);
-    return bad
-      ? `${bad}: ${rows
-          .map((x) => x?.firstBad)
-          .filter(Boolean)
-          .join(', ')}`
-      : '0';
-  };
-
-  L.push(`Envoy ${r.envoyVersion} (found, or installed into \`.venv/envoy\`, by \`scripts/envoy.sh\`; \`--concurrency 2\`) on \`envoy/envoy.yaml\``);
-  L.push('rendered for loopback by `renderEnvoyConfig` (test/support/real-envoy.ts: every address moved to 127.0.0.1, nothing else');
-  L.push('changed). The load generator is h2load over HTTP/1.1 (`--h1`, one request in flight per connection, keep-alive) to the');
-  L.push('`ingress` listener: it is C and costs a few µs of CPU per request (the h2load column), where the Node driver of section 1');
-  L.push('costs ≈0.5 ms per stream and would take one of the two cores from the processes measured. Variants of the async route');
-  L.push('(`async_query`), each its own Envoy:');
-  L.push('- **direct_response**: the route answers 202 itself with a 50-byte JSON body, the size of the sidecar\'s `{"run_id":…}`, and');
-  L.push('  its `content-type` and `location` (no ext_proc, no upstream; a buffer filter reads the body first, as BUFFERED ext_proc');
-  L.push('  does: without it Envoy answers `connection: close` while the body is unread and every POST pays for a new connection).');
-  L.push("  Envoy's floor;");
-  L.push('- **bare ext_proc**: the shipped config with `bench/floor-server.ts` as the `async_sidecar` cluster (grpc-js, same answers,');
-  L.push("  stores nothing): the protocol's floor;");
-  L.push('- **sidecar**: the shipped config unchanged, with `node dist/src/main.js --role extproc` and a private Redis (no persistence):');
-  L.push('  every 202 is a run in Redis. The extproc role does not dispatch (sections 3–4 measure that), so runs stay queued.');
-  L.push(
-    r.token
-      ? "  The config's `@EXTPROC_TOKEN@` is filled in with a fresh token before Envoy starts, as the deployments do, and the sidecar has it as EXTPROC_TOKEN: it checks the token Envoy sends on every stream."
-      : '  No EXTPROC_TOKEN: the sidecar checks no token.',
-  );
-  L.push('');
-  L.push(`All Envoys run at once and every measurement is repeated ${r.rounds} × (${r.seconds} s each, after an unmeasured 1 s warm-up),`);
-  L.push('the variants of one request back to back within a round; tables show the best round (highest req/s, or lowest p99 at');
-  L.push('the fixed rate: a disturbance from other work on the machine only makes a round worse) and, under *rounds*, every round.');
-  L.push(`*Throughput*: closed loop, ${r.connections} connections; its p50/p99 are latencies at saturation (mostly queueing).`);
-  L.push(
-    `*Latency*: ${fmt(r.rate)} requests/s in total, ${r.rateConnections} connections sending ${fmt(r.rate / r.rateConnections)}/s each (\`--rps\`), opened`,
-  );
-  L.push(
-    `${Math.max(1, Math.round(1000 / r.rate))} ms apart so their send timers are evenly staggered (started together they send in bursts of ${r.rateConnections}); percentiles`,
-  );
-  L.push("from h2load's per-request log (`--log-file`). h2load sends a connection's next request only after its previous response,");
-  L.push("so a stall delays that connection's later requests instead of being counted from when they were due (coordinated");
-  L.push('omission): where *achieved* falls short of the rate, the p99 is a lower bound. CPU µs/request = Δ(utime+stime) of each');
-  L.push('process from /proc ÷ requests (h2load: bash `times`); *all* is their sum, so 2 cores ÷ *all* bounds the throughput.');
-  L.push("The last columns are Envoy's own counters (admin `/stats`) over the measurement.", '');
-
-  L.push('### Async accepts: throughput', '');
-  L.push(
-    '| path | request | req/s | × direct_response | × bare ext_proc | rounds (req/s) | p50 (ms) | p99 (ms) | CPU µs/req: Envoy | ext_proc server | Redis | h2load | all | 202s / ext_proc streams / runs stored | connections to the ext_proc server | other answers |',
-  );
-  L.push('|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|');
-  for (const request of ['async-get', 'async-post'] as Request[]) {
-    const d = find('direct_response', request, 'throughput');
-    const b = find('bare ext_proc', request, 'throughput');
-    for (const variant of variantsOf(request)) {
-      const row = find(variant, request, 'throughput')!;
-      const server = row.cpu.sidecar ?? row.cpu['ext_proc server'];
-      L.push(
-        `| ${variant} | ${REQUEST_LABEL[request]} | ${fmt(row.rps)} | ${d ? (row.rps / d.rps).toFixed(2) : ''} | ${b && variant !== 'direct_response' ? (row.rps / b.rps).toFixed(2) : ''} | ${spread(variant, request, 'throughput')} | ${ms(row.p50)} | ${ms(row.p99)} | ${cpuCell(row, 'envoy')} | ${server === undefined ? '–' : fmt(server)} | ${cpuCell(row, 'redis')} | ${cpuCell(row, 'h2load')} | ${fmt(totalCpu(row))} | ${fmt(row.ok)} / ${fmt(row.envoy.extprocStreams)} / ${row.stored === null ? '–' : fmt(row.stored)} | ${variant === 'direct_response' ? '–' : fmt(row.envoy.sidecarConnections)} | ${other(all(variant, request, 'throughput'))} |`,
-      );
-    }
-  }
-  L.push('');
-  L.push(`### Async accepts: latency at ${fmt(r.rate)} requests/s`, '');
-  L.push(
-    '| path | request | achieved req/s | p50 (ms) | p99 (ms) | p99.9 (ms) | max (ms) | rounds (p99) | p50 − direct | p99 − direct | CPU µs/req: Envoy | ext_proc server | all | 202s | other answers |',
-  );
-  L.push('|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|');
-  for (const request of ['async-get', 'async-post'] as Request[]) {
-    const d = find('direct_response', request, 'rate');
-    for (const variant of variantsOf(request)) {
-      const row = find(variant, request, 'rate')!;
-      const diff = (a: number, b?: number) => (b === undefined || variant === 'direct_response' ? '' : `${a - b >= 0 ? '+' : ''}${(a - b).toFixed(2)}`);
-      const server = row.cpu.sidecar ?? row.cpu['ext_proc server'];
-      L.push(
-        `| ${variant} | ${REQUEST_LABEL[request]} | ${fmt(row.rps)} | ${ms(row.p50)} | ${ms(row.p99)} | ${ms(row.p999)} | ${ms(row.max)} | ${spread(variant, request, 'rate')} | ${diff(row.p50, d?.p50)} | ${diff(row.p99, d?.p99)} | ${cpuCell(row, 'envoy')} | ${server === undefined ? '–' : fmt(server)} | ${fmt(totalCpu(row))} | ${fmt(row.ok)} | ${other(all(variant, request, 'rate'))} |`,
-      );
-    }
-  }
-  L.push('');
-
-  L.push('### Pass-through: the filter enabled vs disabled', '');
-  L.push('`GET /v1/reports/42` (not async) to the no-op app (`bench/noop-http.ts`, Node) on the `passthrough` route: as shipped');
-  L.push('(ext_proc disabled there: no stream), and with the route enabling the filter for request headers only (an');
-  L.push('`ExtProcPerRoute` processing mode with `request_header_mode: SEND`, everything else SKIP/NONE), answered CONTINUE by the');
-  L.push('bare server or by the sidecar (both also switch every later phase off with `mode_override`).', '');
-  L.push(
-    `| route | req/s | × disabled | rounds (req/s) | p50 / p99 at saturation (ms) | p50 at ${fmt(r.rate)}/s | p99 at ${fmt(r.rate)}/s | p99.9 at ${fmt(r.rate)}/s | rounds (p99) | CPU µs/req: Envoy | ext_proc server | app | h2load | all | ext_proc streams | other answers |`,
-  );
-  L.push('|---|---:|---:|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|');
-  const off = find('filter disabled', 'pass', 'throughput');
-  const offRate = find('filter disabled', 'pass', 'rate');
-  for (const variant of variantsOf('pass')) {
-    const t = find(variant, 'pass', 'throughput')!;
-    const q = find(variant, 'pass', 'rate');
-    const server = t.cpu.sidecar ?? t.cpu['ext_proc server'];
-    L.push(
-      `| ${variant} | ${fmt(t.rps)} | ${off ? (t.rps / off.rps).toFixed(2) : ''} | ${spread(variant, 'pass', 'throughput')} | ${ms(t.p50)} / ${ms(t.p99)} | ${ms(q?.p50 ?? NaN)} | ${ms(q?.p99 ?? NaN)} | ${ms(q?.p999 ?? NaN)} | ${spread(variant, 'pass', 'rate')} | ${cpuCell(t, 'envoy')} | ${server === undefined ? '–' : fmt(server)} | ${cpuCell(t, 'app')} | ${cpuCell(t, 'h2load')} | ${fmt(totalCpu(t))} | ${fmt(t.envoy.extprocStreams)} | ${other([...all(variant, 'pass', 'throughput'), ...all(variant, 'pass', 'rate')])} |`,
-    );
-  }
-  for (const variant of ['filter on, bare ext_proc', 'filter on, sidecar'] as Variant[]) {
-    const on = find(variant, 'pass', 'throughput');
-    const onRate = find(variant, 'pass', 'rate');
-    if (!off || !on || !offRate || !onRate) continue;
-    L.push(
-      '',
-      `**${variant}** vs disabled: throughput ${(on.rps / off.rps).toFixed(2)} ×; at ${fmt(r.rate)}/s ${sign(onRate.p50 - offRate.p50)} ms at p50 and ${sign(onRate.p99 - offRate.p99)} ms at p99; CPU per request ${sign(totalCpu(on) - totalCpu(off), 0)} µs over all processes at saturation (Envoy ${sign((on.cpu.envoy ?? 0) - (off.cpu.envoy ?? 0), 0)} µs).`,
-    );
-  }
-  L.push('');
-  // Lines without their timestamp and thread id, so the same message from several configs is listed once.
-  const messages = new Map<string, string[]>();
-  for (const e of r.envoyLog ?? []) {
-    for (const line of e.lines) {
-      const m = line.replace(/^\[[^\]]*\]\[\d+\]/, '');
-      messages.set(m, [...(messages.get(m) ?? []), e.config]);
-    }
-  }
-  L.push(`Envoy's log (level warning) over the whole section, per message: ${messages.size === 0 ? 'empty for every config.' : ''}`, '');
-  for (const [m, configs] of messages) L.push(`- \`\` ${m} \`\` (${configs.length === (r.envoyLog ?? []).length ? 'every config' : configs.join(', ')})`);
-  L.push('');
-  L.push("What one probe request per variant got before the measurements (a client's view: status, content-type, body size):", '');
-  L.push('| path | request | status | content-type | body bytes |', '|---|---|---:|---|---:|');
-  for (const p of r.probes) L.push(`| ${p.variant} | ${REQUEST_LABEL[p.request]} | ${p.status} | ${p.contentType} | ${p.bodyBytes} |`);
-  L.push('');
-  return L;
-}
-
-/** Lines for the summary at the top of docs/BENCHMARKS.md. */
-export function summarizeEnvoyE2E(r: E2EReport | null | undefined): string[] {
-  if (!r) return [];
-  const best = (variant: Variant, request: Request, mode: E2ERow['mode']) =>
-    r.rows
-      .filter((x) => x.variant === variant && x.request === request && x.mode === mode)
-      .sort((a, b) => (mode === 'throughput' ? b.rps - a.rps : a.p99 - b.p99))[0];
-  const L: string[] = [];
-  for (const request of ['async-get', 'async-post'] as Request[]) {
-    const s = best('sidecar', request, 'throughput');
-    const b = best('bare ext_proc', request, 'throughput');
-    const d = best('direct_response', request, 'throughput');
-    const q = best('sidecar', request, 'rate');
-    const qb = best('bare ext_proc', request, 'rate');
-    if (s && b && d)
-      L.push(
-        `| through Envoy: accept, ${REQUEST_LABEL[request]} | ${(s.rps / b.rps).toFixed(2)} × bare ext_proc, ${(s.rps / d.rps).toFixed(3)} × direct_response (${fmt(s.rps)} vs ${fmt(b.rps)} vs ${fmt(d.rps)} req/s); p50 / p99 at ${fmt(r.rate)}/s ${q ? `${ms(q.p50)} / ${ms(q.p99)}` : '?'} ms (bare ${qb ? `${ms(qb.p50)} / ${ms(qb.p99)}` : '?'} ms) | no target |`,
-      );
-  }
-  const off = best('filter disabled', 'pass', 'throughput');
-  const on = best('filter on, sidecar', 'pass', 'throughput');
-  const offQ = best('filter disabled', 'pass', 'rate');
-  const onQ = best('filter on, sidecar', 'pass', 'rate');
-  if (off && on && offQ && onQ)
-    L.push(
-      `| through Envoy: pass-through with the filter on (headers only) | ${(on.rps / off.rps).toFixed(2)} × the filter off (${fmt(on.rps)} vs ${fmt(off.rps)} req/s); at ${fmt(r.rate)}/s ${sign(onQ.p50 - offQ.p50)} ms p50, ${sign(onQ.p99 - offQ.p99)} ms p99 | no target |`,
-    );
-  return L;
-}
-
-const sign = (v: number, digits = 2) => `${v >= 0 ? '+' : '−'}${fmt(Math.abs(v), digits)}`;

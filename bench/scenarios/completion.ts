@@ -1,0 +1,157 @@
+/**
+ * Completion path: the sidecar's worker against a minimal BullMQ + undici worker
+ * (bench/bullmq-baseline.ts), each taking the same pre-written backlog, replaying it to the no-op
+ * upstream and POSTing a webhook per run to the no-op receiver. The clock and the CPU readings run
+ * from releasing the backlog to the last webhook.
+ */
+import { performance } from 'node:perf_hooks';
+import { randomUUID } from 'node:crypto';
+import { Queue } from 'bullmq';
+import type { BenchEnv, BenchRedis, Noop, Scenario } from '../env';
+import { cpuMicros, fmt, sleep } from '../lib';
+import { QUEUE_KEY } from '../load';
+import { RUN_BODY, RUN_HEADERS, RUN_TARGET, createRuns, newStore } from '../runs';
+import type { BenchJob } from '../bullmq-baseline';
+
+const CONCURRENCY = 64;
+
+export interface CompletionRow {
+  worker: 'sidecar' | 'bullmq';
+  n: number;
+  seconds: number;
+  perSec: number;
+  cpuUsPerRun: number;
+  redisCpuUsPerRun: number;
+  /** Final states of the runs (sidecar: status/webhook status) or jobs (BullMQ: job counts) and their counts. */
+  verified: Array<[string, number]>;
+}
+
+export interface CompletionResults {
+  n: number;
+  concurrency: number;
+  rows: CompletionRow[];
+}
+
+/** BENCH_RUNS, else 20,000 (BENCH_QUICK: 5,000). */
+const runCount = (env: BenchEnv) => Number(process.env.BENCH_RUNS ?? (env.quick ? 5000 : 20_000));
+
+export const completion: Scenario<CompletionResults> = {
+  uses: ['redis', 'noop'],
+  async run(env: BenchEnv): Promise<CompletionResults> {
+    const [redis, noop] = [await env.redis(), await env.noop()];
+    const n = runCount(env);
+    const rows = [await sidecarWorker(env, redis, noop, n), await bullmqWorker(env, redis, noop, n)];
+    return { n, concurrency: CONCURRENCY, rows };
+  },
+};
+
+async function waitHooks(noop: Noop, n: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const s = await noop.stats();
+    if (s.hooks >= n) return;
+    await sleep(50);
+  }
+  const s = await noop.stats();
+  throw new Error(`completion: only ${s.hooks}/${n} webhooks (${s.upstream} upstream calls) within ${timeoutMs} ms`);
+}
+
+async function sidecarWorker(env: BenchEnv, redis: BenchRedis, noop: Noop, n: number): Promise<CompletionRow> {
+  await redis.client.flushall();
+  const store = newStore(redis.client);
+  const ids = await createRuns(store, n, `http://127.0.0.1:${noop.port}/hook`);
+  // Hold the queue back while the worker starts, so that start-up is not measured.
+  await redis.client.rename(QUEUE_KEY, 'bench:staging');
+  const worker = await env.startSidecar(
+    'worker',
+    redis.server.url,
+    { DISPATCH_URL: `http://127.0.0.1:${noop.port}`, DISPATCH_CONCURRENCY: String(CONCURRENCY), WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true' },
+    env.settings.profile ? 'worker (completion path)' : undefined,
+  );
+  await sleep(500);
+  noop.send({ cmd: 'reset' });
+  const cpu0 = cpuMicros(worker.child.pid);
+  const rcpu0 = cpuMicros(redis.server.pid);
+  const t0 = performance.now();
+  await redis.client.rename('bench:staging', QUEUE_KEY);
+  await redis.client.publish('eas:{runs}:events', 'queued');
+  await waitHooks(noop, n, 180_000);
+  const seconds = (performance.now() - t0) / 1000;
+  const cpu1 = cpuMicros(worker.child.pid);
+  const rcpu1 = cpuMicros(redis.server.pid);
+  await worker.child.stop('SIGTERM', 10_000);
+  // Verify: every run succeeded and its webhook was delivered.
+  const counts = new Map<string, number>();
+  for (let i = 0; i < ids.length; i += 1000) {
+    const p = redis.client.pipeline();
+    for (const id of ids.slice(i, i + 1000)) p.hmget(store.keys.run(id), 'status', 'wh_status');
+    for (const [, v] of (await p.exec()) ?? []) {
+      const [status, wh] = v as [string, string];
+      counts.set(`${status}/${wh}`, (counts.get(`${status}/${wh}`) ?? 0) + 1);
+    }
+  }
+  const row: CompletionRow = {
+    worker: 'sidecar',
+    n,
+    seconds,
+    perSec: n / seconds,
+    cpuUsPerRun: (cpu1 - cpu0) / n,
+    redisCpuUsPerRun: (rcpu1 - rcpu0) / n,
+    verified: [...counts],
+  };
+  env.log(`completion sidecar: ${fmt(row.perSec)}/s, ${fmt(row.cpuUsPerRun)} µs CPU/run; ${JSON.stringify(row.verified)}`);
+  return row;
+}
+
+async function bullmqWorker(env: BenchEnv, redis: BenchRedis, noop: Noop, n: number): Promise<CompletionRow> {
+  await redis.client.flushall();
+  const queueName = 'bench';
+  const queue = new Queue<BenchJob>(queueName, { connection: { host: '127.0.0.1', port: redis.server.port } });
+  for (let i = 0; i < n; i += 1000) {
+    const jobs = [];
+    for (let j = i; j < Math.min(n, i + 1000); j++) {
+      const id = randomUUID();
+      jobs.push({ name: 'run', data: { method: 'POST', target: RUN_TARGET, headers: RUN_HEADERS(id), body: RUN_BODY.toString() }, opts: { jobId: id } });
+    }
+    await queue.addBulk(jobs);
+  }
+  const args = [String(redis.server.port), queueName, String(CONCURRENCY), `http://127.0.0.1:${noop.port}`, `http://127.0.0.1:${noop.port}/hook`];
+  const child = env.nodeChild('bullmq-baseline.js', args, 'bullmq', {}, true);
+  await new Promise<void>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error('bullmq baseline not ready in 15 s')), 15_000);
+    child.proc.once('message', () => {
+      clearTimeout(t);
+      resolve();
+    });
+  });
+  await sleep(500);
+  noop.send({ cmd: 'reset' });
+  const cpu0 = cpuMicros(child.pid);
+  const rcpu0 = cpuMicros(redis.server.pid);
+  const t0 = performance.now();
+  child.proc.send({ cmd: 'go' });
+  await waitHooks(noop, n, 180_000);
+  const seconds = (performance.now() - t0) / 1000;
+  const cpu1 = cpuMicros(child.pid);
+  const rcpu1 = cpuMicros(redis.server.pid);
+  // BullMQ marks a job completed just after its processor returns: give it a moment.
+  let jc: Record<string, number> = {};
+  for (let i = 0; i < 50; i++) {
+    jc = await queue.getJobCounts('completed', 'failed', 'active', 'wait');
+    if ((jc.completed ?? 0) + (jc.failed ?? 0) >= n) break;
+    await sleep(100);
+  }
+  await child.stop('SIGTERM', 5000);
+  await queue.close();
+  const row: CompletionRow = {
+    worker: 'bullmq',
+    n,
+    seconds,
+    perSec: n / seconds,
+    cpuUsPerRun: (cpu1 - cpu0) / n,
+    redisCpuUsPerRun: (rcpu1 - rcpu0) / n,
+    verified: Object.entries(jc),
+  };
+  env.log(`completion bullmq: ${fmt(row.perSec)}/s, ${fmt(row.cpuUsPerRun)} µs CPU/run; ${JSON.stringify(row.verified)}`);
+  return row;
+}

@@ -1,0 +1,163 @@
+import { readFileSync } from 'node:fs';
+import { BASELINE_FILE, readResults, type Results } from '../../bench/results';
+import { TEMPLATE_FILE, compareWithBaseline, describeComparison, keyRatios, renderReport } from '../../bench/report';
+import type { AcceptRow } from '../../bench/load';
+
+const template = readFileSync(TEMPLATE_FILE, 'utf8');
+
+function acceptRow(server: AcceptRow['server'], shape: AcceptRow['shape'], reqPerSec: number): AcceptRow {
+  const sidecar = server === 'sidecar';
+  return {
+    server,
+    shape,
+    reqPerSec,
+    seconds: 8,
+    succeeded: reqPerSec * 8,
+    failed: 0,
+    errored: 0,
+    meanMs: 10,
+    maxMs: 50,
+    cpuUsPerRun: sidecar ? 150 : 70,
+    redisCpuUsPerRun: sidecar ? 30 : null,
+    stored: sidecar ? reqPerSec * 8 : null,
+  };
+}
+
+/** Results with the accept scenario (sidecar / floor = `nobody` and `body`) and the completion scenario (sidecar / BullMQ = `completion`). */
+function results(ratios: { nobody: number; body: number; completion: number }, quick = false): Results {
+  const at = '2026-12-01T00:00:00.000Z';
+  return {
+    run: { at, seconds: 60, scenarios: ['accept', 'completion'] },
+    machine: { nproc: '2' },
+    scenarios: {
+      accept: {
+        at,
+        seconds: 30,
+        quick,
+        result: {
+          seconds: 8,
+          connections: 4,
+          streams: 32,
+          rows: [
+            acceptRow('floor', 'nobody', 10_000),
+            acceptRow('sidecar', 'nobody', 10_000 * ratios.nobody),
+            acceptRow('floor', 'body', 8000),
+            acceptRow('sidecar', 'body', 8000 * ratios.body),
+          ],
+        },
+      },
+      completion: {
+        at,
+        seconds: 30,
+        quick,
+        result: {
+          n: 20_000,
+          concurrency: 64,
+          rows: [
+            {
+              worker: 'sidecar',
+              n: 20_000,
+              seconds: 5,
+              perSec: 4000 * ratios.completion,
+              cpuUsPerRun: 290,
+              redisCpuUsPerRun: 90,
+              verified: [['succeeded/delivered', 20_000]],
+            },
+            { worker: 'bullmq', n: 20_000, seconds: 5, perSec: 4000, cpuUsPerRun: 230, redisCpuUsPerRun: 70, verified: [['completed', 20_000]] },
+          ],
+        },
+      },
+    },
+    profiles: [],
+  };
+}
+
+describe('bench report: the no-regression check', () => {
+  it('reads the accept and completion ratios of the committed baseline', () => {
+    const baseline = readResults(BASELINE_FILE);
+    expect(baseline).not.toBeNull();
+    const r = keyRatios(baseline!);
+    expect(r.acceptNobody).toBeCloseTo(7373 / 16_052, 6);
+    expect(r.acceptBody).toBeCloseTo(5060 / 13_516, 6);
+    expect(r.completion).toBeCloseTo(3679 / 4635, 6);
+  });
+
+  it('calls a ratio within 5% of its baseline within, more than 5% below regressed, more than 5% above above', () => {
+    const baseline = results({ nobody: 0.5, body: 0.4, completion: 0.8 });
+    const now = results({ nobody: 0.5 * 0.96, body: 0.4 * 0.94, completion: 0.8 * 1.06 });
+    const rows = compareWithBaseline(now, baseline);
+    expect(rows.map((c) => [c.ratio, c.verdict])).toEqual([
+      ['acceptNobody', 'within'],
+      ['acceptBody', 'regressed'],
+      ['completion', 'above'],
+    ]);
+    expect(rows[1]!.change).toBeCloseTo(-0.06, 6);
+    expect(describeComparison(rows)).toEqual([
+      'acceptNobody: 0.50 -> 0.48 (−4.0 %): within 5%',
+      'acceptBody: 0.40 -> 0.38 (−6.0 %): REGRESSED',
+      'completion: 0.80 -> 0.85 (+6.0 %): above',
+    ]);
+  });
+
+  it('compares nothing it does not have on both sides', () => {
+    const now = results({ nobody: 0.5, body: 0.4, completion: 0.8 });
+    delete now.scenarios.completion;
+    expect(compareWithBaseline(now, results({ nobody: 0.5, body: 0.4, completion: 0.8 })).map((c) => c.verdict)).toEqual(['within', 'within', 'missing']);
+    expect(compareWithBaseline(now, null).every((c) => c.verdict === 'missing')).toBe(true);
+  });
+
+  it('writes the verdict into the report: regressed', () => {
+    const text = renderReport(template, results({ nobody: 0.3, body: 0.4, completion: 0.8 }), results({ nobody: 0.5, body: 0.4, completion: 0.8 }));
+    expect(text).toMatch(/\| accept, no body: sidecar \/ floor \(runs\/s\) \| 0\.50 \| 0\.30 \| −40\.0 % \| \*\*regressed\*\* \|/);
+    expect(text).toMatch(/\| accept, 1 KiB body: sidecar \/ floor \(runs\/s\) \| 0\.40 \| 0\.40 \| \+0\.0 % \| within 5% \|/);
+    expect(text).toContain('**Regressed**: at least one ratio is more than 5 % below the baseline.');
+    expect(text).not.toContain('**No regression**');
+  });
+
+  it('writes the verdict into the report: no regression, quick figures flagged', () => {
+    const text = renderReport(template, results({ nobody: 0.49, body: 0.4, completion: 0.9 }, true), results({ nobody: 0.5, body: 0.4, completion: 0.8 }));
+    expect(text).toContain('**No regression**: every ratio compared is within 5% of the baseline or above it.');
+    expect(text).toMatch(/\| completion: sidecar \/ BullMQ \(runs\/s\) \| 0\.80 \| 0\.90 \| \+12\.5 % \| above/);
+    expect(text).toContain('This report has quick-run figures (`BENCH_QUICK=1`)');
+  });
+});
+
+describe('bench report: the template', () => {
+  const text = renderReport(template, results({ nobody: 0.46, body: 0.37, completion: 0.79 }), null);
+
+  it('fills every tag, leaves no run of blank lines, and keeps every section', () => {
+    expect(text).not.toMatch(/\{\{|\}\}/);
+    expect(text).not.toMatch(/\n\n\n/);
+    for (const heading of [
+      '## Summary against the targets',
+      '## Against the baseline',
+      '## Machine',
+      '## 1. Accept path',
+      '## 2. Pass-through',
+      '## 3. Completion path',
+      '## 4. Long runs',
+      '## 5. Durability cost',
+      '## 6. End to end through the real Envoy',
+      '## What bounds each path',
+      '## How to reproduce',
+    ])
+      expect(text).toContain(heading);
+  });
+
+  it('shows the measured scenarios with their ratios and says how to measure the others', () => {
+    expect(text).toContain('| accept ≥ 0.6 × floor (stretch 0.75), no body | 0.46 × (4,600 vs 10,000 runs/s) | **missed** |');
+    expect(text).toContain('| sidecar | 1 KiB body | 2,960 | 0.37 | 150 | 30 | 10.00 | 23,680 / 23,680 | 0 |');
+    expect(text).toContain('| completion ≥ 1.0 × BullMQ | 0.79 × (3,160 vs 4,000 runs/s) | **missed** |');
+    expect(text).toContain('| BullMQ + undici | 20,000 | 5.0 | 4,000 | 230 | 70 | 20000 completed |');
+    expect(text).toContain('Ratio sidecar / BullMQ: 0.79 (throughput), 1.26 (worker CPU per run).');
+    expect(text).toContain('Not measured yet (`npm run bench -- envoy`).');
+    expect(text).toContain('Not measured yet (`npm run bench -- long-runs`).');
+    expect(text).toContain('`bench/baseline.json` (missing)');
+  });
+
+  it('says why a scenario has no figures', () => {
+    const r = results({ nobody: 0.46, body: 0.37, completion: 0.79 });
+    r.scenarios.envoy = { at: r.run.at, seconds: 1, quick: false, skipped: 'no Envoy: none found' };
+    expect(renderReport(template, r, null)).toContain('## 6. End to end through the real Envoy\n\nSkipped: no Envoy: none found.\n');
+  });
+});
