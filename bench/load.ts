@@ -7,6 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Redis } from 'ioredis';
+import { RunKeys } from '../src/runs';
 import type { BenchEnv } from './env';
 import { cpuMicros, envoyMaxRequestsPerConnection, fmt } from './lib';
 import { PROCESS_PATH, streamBody, type Shape } from './messages';
@@ -19,8 +20,10 @@ export const h2Seconds = (env: BenchEnv) => (env.quick ? 4 : 8);
 /** The driver's fixed rate (streams/s) and seconds per measurement. */
 export const DRIVER_RATE = 2000;
 export const driverSeconds = (env: BenchEnv) => (env.quick ? 4 : 10);
-/** The sidecar's run queue: LLEN after a measurement = runs stored (the extproc role does not dispatch). */
-export const QUEUE_KEY = 'eas:{runs}:queue';
+/** The default queue's set of queued runs: ZCARD after a measurement = runs stored (the extproc role does not dispatch). */
+export const QUEUED_KEY = new RunKeys('eas').queue('default').queued;
+/** The default queue's line of normal-priority owners: renamed away, no worker finds a run to take. */
+export const NORMAL_RING_KEY = `${new RunKeys('eas').queue('default').prefix}:ring:1`;
 
 export interface H2Result {
   seconds: number;
@@ -95,7 +98,7 @@ export async function acceptRun(
   const r = h2load(env, port, shape, h2Seconds(env));
   const cpu1 = cpuMicros(pid);
   const rcpu1 = redis ? cpuMicros(redis.pid) : 0;
-  const stored = redis ? await redis.client.llen(QUEUE_KEY) : null;
+  const stored = redis ? await redis.client.zcard(QUEUED_KEY) : null;
   const runs = stored ?? r.succeeded;
   const row: AcceptRow = {
     ...r,

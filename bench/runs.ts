@@ -1,7 +1,6 @@
 /** Runs written straight into Redis with the sidecar's own RunStore, for the worker scenarios (completion path, long runs). */
-import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { RunStore, type NewRun } from '../src/runs';
+import { RunStore, newRunId, queueTag, type NewRun } from '../src/runs';
 
 /** The headers of every run (and of every BullMQ job of the baseline): 8, as a curl client through Envoy sends. */
 export const RUN_HEADERS = (id: string): Array<[string, string]> => [
@@ -28,7 +27,7 @@ export async function createRuns(store: RunStore, n: number, webhookUrl: string 
   for (let i = 0; i < n; i += 500) {
     const batch: Array<Promise<void>> = [];
     for (let j = i; j < Math.min(n, i + 500); j++) {
-      const id = randomUUID();
+      const id = newRunId(queueTag('default'));
       ids.push(id);
       const run: NewRun = {
         id,

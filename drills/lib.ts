@@ -101,7 +101,7 @@ export class Inspector {
 
   /** Every run id in the creation index. */
   async allIds(): Promise<string[]> {
-    return this.redis.zrange(this.keys.index, '0', '-1');
+    return this.redis.zrange(this.keys.queue('default').index, '0', '-1');
   }
 
   /** Polls until every id is in a final state (or missing), or the deadline; returns the last read. */

@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { gracePeriodFor, type Config } from './config';
+import { placementFor, type Config } from './config';
 import { AsyncAcceptor, OpenApiDocument, RunsApi, createEnvoyHandler } from './api';
 import { AdminServer } from './admin';
 import { Dispatcher } from './dispatch';
@@ -53,6 +53,7 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
     leaseTimeoutMs: config.leaseTimeoutMs,
     maxDispatchAttempts: config.maxDispatchAttempts,
     redispatchInterrupted: config.redispatchInterrupted,
+    queues: config.queues,
   };
   const store = new RunStore(redis, storeOptions);
   // The dispatcher and the delivery worker get their own connection with a longer command
@@ -90,7 +91,7 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
         ownerHeader: config.ownerHeader,
         ownerRequired: config.ownerRequired,
         maxBodyBytes: config.maxBodyBytes,
-        gracePeriodFor: (path) => gracePeriodFor(config, path),
+        placementFor: (path) => placementFor(config, path),
         validateWebhookUrl: (raw) => validateWebhookUrl(raw, networkPolicy),
         isAccepting: () => !draining,
       },
@@ -143,6 +144,7 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
         concurrency: config.dispatchConcurrency,
         maxResultBytes: config.maxResultBytes,
         leaseTimeoutMs: config.leaseTimeoutMs,
+        backpressureFor: (queue) => config.queues.get(queue) ?? config.queues.get('default')!,
         handOff: {
           windowMs: config.webhook.visibilityMs,
           hasCapacity: () => worker.hasCapacity(),
@@ -170,7 +172,15 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
         checks.draining = draining ? 'yes' : 'no';
         return { ready: checks.redis === 'ok' && !draining, checks };
       },
-      beforeScrape: async () => metrics.queueDepth.set(await store.queueDepth()),
+      beforeScrape: async () => {
+        for (const q of await store.queueStats()) {
+          metrics.queueDepth.set({ queue: q.queue }, q.queued);
+          metrics.queueDelayed.set({ queue: q.queue }, q.delayed);
+          metrics.queueInFlight.set({ queue: q.queue }, q.inFlight);
+          if (q.limit !== null) metrics.queueLimit.set({ queue: q.queue }, q.limit);
+          metrics.queueOldestAge.set({ queue: q.queue }, (q.oldestQueuedAgeMs ?? 0) / 1000);
+        }
+      },
     },
     metrics,
     runsApi,

@@ -9,7 +9,7 @@ import { randomUUID } from 'node:crypto';
 import { Queue } from 'bullmq';
 import type { BenchEnv, BenchRedis, Noop, Scenario } from '../env';
 import { cpuMicros, fmt, sleep } from '../lib';
-import { QUEUE_KEY } from '../load';
+import { NORMAL_RING_KEY } from '../load';
 import { RUN_BODY, RUN_HEADERS, RUN_TARGET, createRuns, newStore } from '../runs';
 import type { BenchJob } from '../bullmq-baseline';
 
@@ -61,7 +61,7 @@ async function sidecarWorker(env: BenchEnv, redis: BenchRedis, noop: Noop, n: nu
   const store = newStore(redis.client);
   const ids = await createRuns(store, n, `http://127.0.0.1:${noop.port}/hook`);
   // Hold the queue back while the worker starts, so that start-up is not measured.
-  await redis.client.rename(QUEUE_KEY, 'bench:staging');
+  await redis.client.rename(NORMAL_RING_KEY, 'bench:staging');
   const worker = await env.startSidecar(
     'worker',
     redis.server.url,
@@ -73,8 +73,8 @@ async function sidecarWorker(env: BenchEnv, redis: BenchRedis, noop: Noop, n: nu
   const cpu0 = cpuMicros(worker.child.pid);
   const rcpu0 = cpuMicros(redis.server.pid);
   const t0 = performance.now();
-  await redis.client.rename('bench:staging', QUEUE_KEY);
-  await redis.client.publish('eas:{runs}:events', 'queued');
+  await redis.client.rename('bench:staging', NORMAL_RING_KEY);
+  await redis.client.publish('eas:events', 'queued:default');
   await waitHooks(noop, n, 180_000);
   const seconds = (performance.now() - t0) / 1000;
   const cpu1 = cpuMicros(worker.child.pid);

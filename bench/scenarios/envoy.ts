@@ -19,7 +19,7 @@ import type { Document } from 'yaml';
 import { RealEnvoy, findEnvoy } from '../../test/support/real-envoy';
 import type { BenchEnv, Scenario } from '../env';
 import { ROOT, cpuMicros, fmt, pct, sleep } from '../lib';
-import { h2loadVersion } from '../load';
+import { QUEUED_KEY, h2loadVersion } from '../load';
 import { BODY_BYTES, bodyMessage } from '../messages';
 
 /** A running process whose CPU time is read from /proc. */
@@ -302,7 +302,7 @@ async function measure(
   const r = h2load(envoy.url, request, { seconds: seconds(deps), connections, rate, bodyFile, logFile });
   const cpu1 = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, cpuMicros(pid)]));
   const c1 = await counters(envoy);
-  const stored = withRedis ? await deps.redis.client.llen('eas:{runs}:queue') : null;
+  const stored = withRedis ? await deps.redis.client.zcard(QUEUED_KEY) : null;
   const expected = request === 'pass' ? 200 : 202;
   const lat: number[] = [];
   const other = new Map<number, number>();

@@ -1,7 +1,7 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import type { HttpReply, RequestHead } from '../extproc';
 import type { Metrics, Logger } from '../telemetry';
-import { mayHaveRun, type NewRun, type RunStore, type Trigger } from '../runs';
+import { mayHaveRun, newRunId, queueTag, type NewRun, type RunStore, type Trigger } from '../runs';
 import { apiError, ownerRequired, type ApiErrorCode, type ApiErrorOptions } from './errors';
 import { headerValue, headerValues, paramValue, parseQuery, preferName, preferTokens, splitPath } from './request-parts';
 
@@ -29,13 +29,38 @@ export interface AcceptOptions {
   /** Refuse async requests without the owner header (401 owner_required). */
   ownerRequired: boolean;
   maxBodyBytes: number;
-  gracePeriodFor: (path: string) => number;
+  /** The queue, grace period and default priority of a request path (CONFIG_FILE routes). */
+  placementFor: (path: string) => { queue: { name: string }; gracePeriodMs: number; priority: Priority };
   /** Accept-time check of webhookEndpoint (docs/CONTRACT.md §2); an error carries the JSON error code. */
   validateWebhookUrl: (
     raw: string,
   ) => { ok: true; url: URL } | { ok: false; code: 'invalid_webhook_endpoint' | 'webhook_endpoint_not_allowed'; message: string };
   /** False while the process is shutting down: new runs go to another replica. */
   isAccepting: () => boolean;
+}
+
+/** Run priorities, highest first (index = the stored priority). */
+const PRIORITY_ORDER = ['high', 'normal', 'low'] as const;
+type Priority = (typeof PRIORITY_ORDER)[number];
+
+/**
+ * The priority a request asks for with `Prefer: priority=<high|normal|low>`: a client may lower
+ * its run's priority below its route's, never raise it (a higher value is served at the route's).
+ * Returns the stored priority (0-2), or null when the value is not one of the three.
+ */
+export function requestedPriority(head: RequestHead, routeDefault: Priority): number | null {
+  const floor = PRIORITY_ORDER.indexOf(routeDefault);
+  for (const token of preferTokens(headerValues(head.headers, 'prefer'))) {
+    if (preferName(token) !== 'priority') continue;
+    const value = token
+      .slice(token.indexOf('=') + 1)
+      .trim()
+      .replace(/^"|"$/g, '')
+      .toLowerCase();
+    const asked = PRIORITY_ORDER.indexOf(value as Priority);
+    return asked < 0 ? null : Math.max(asked, floor);
+  }
+  return floor;
 }
 
 /** What makes a request async, read from its head alone. */
@@ -77,7 +102,7 @@ export function parseAsyncRequest(head: RequestHead): AsyncRequest | null {
   };
 }
 
-/** The headers the upstream gets: the client's, minus hop-by-hop ones and respond-async. */
+/** The headers the upstream gets: the client's, minus hop-by-hop ones and the Prefer tokens meant for the sidecar. */
 export function replayHeaders(head: RequestHead, runId: string): Array<[string, string]> {
   const hopByHop = new Set(DROPPED_HEADERS);
   for (const v of headerValues(head.headers, 'connection')) for (const t of v.split(',')) hopByHop.add(t.trim().toLowerCase());
@@ -87,7 +112,7 @@ export function replayHeaders(head: RequestHead, runId: string): Array<[string, 
     // override the dispatch listener's 12-hour route timeout.
     if (hopByHop.has(k) || k.startsWith('x-envoy-')) continue;
     if (k === 'prefer') {
-      const kept = preferTokens([v]).filter((t) => preferName(t) !== 'respond-async');
+      const kept = preferTokens([v]).filter((t) => preferName(t) !== 'respond-async' && preferName(t) !== 'priority');
       if (kept.length > 0) out.push([k, kept.join(', ')]);
       continue;
     }
@@ -124,6 +149,9 @@ export class AsyncAcceptor {
       const check = this.options.validateWebhookUrl(req.webhookEndpoint);
       if (!check.ok) return this.reject(check.code, check.message);
     }
+    if (requestedPriority(head, 'high') === null) {
+      return this.reject('invalid_priority', 'Prefer: priority must be high, normal or low.');
+    }
     return null;
   }
 
@@ -133,7 +161,9 @@ export class AsyncAcceptor {
 
   async accept(head: RequestHead, req: AsyncRequest, body: Buffer): Promise<HttpReply> {
     if (body.length > this.options.maxBodyBytes) return this.tooLarge();
-    const id = randomUUID();
+    const placement = this.options.placementFor(req.pathname);
+    const queue = placement.queue.name;
+    const id = newRunId(queueTag(queue));
     const run: NewRun = {
       id,
       trigger: req.trigger,
@@ -145,7 +175,10 @@ export class AsyncAcceptor {
       requestId: headerValue(head.headers, 'x-request-id') ?? null,
       owner: ownerFingerprint(headerValue(head.headers, this.options.ownerHeader)),
       webhookUrl: req.webhookEndpoint,
-      gracePeriodMs: this.options.gracePeriodFor(req.pathname),
+      gracePeriodMs: placement.gracePeriodMs,
+      queue,
+      // Checked by precheck: a valid value, or none.
+      priority: requestedPriority(head, placement.priority) ?? 1,
     };
     try {
       await this.store.create(run);
@@ -172,6 +205,7 @@ export class AsyncAcceptor {
         method: run.method,
         path: run.path,
         trigger: req.trigger,
+        queue,
         body_bytes: body.length,
         webhook: run.webhookUrl !== null,
       },

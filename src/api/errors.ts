@@ -10,6 +10,7 @@ export const API_ERRORS = {
   // accepting a run
   invalid_webhook_endpoint: { status: 400 },
   webhook_endpoint_not_allowed: { status: 400 },
+  invalid_priority: { status: 400 },
   owner_required: { status: 401 },
   body_too_large: { status: 413 },
   shutting_down: { status: 503, retryAfterS: 1 },

@@ -1,4 +1,4 @@
-export { AsyncAcceptor, parseAsyncRequest, replayHeaders, ownerFingerprint, type AcceptOptions } from './accept';
+export { AsyncAcceptor, parseAsyncRequest, replayHeaders, ownerFingerprint, requestedPriority, type AcceptOptions } from './accept';
 export { RunsApi, type ApiRequest, type ApiScope, type RunsApiOptions } from './runs-api';
 export { createEnvoyHandler } from './envoy-handler';
 export { API_ERRORS, apiError, jsonReply, type ApiErrorCode } from './errors';

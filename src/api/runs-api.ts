@@ -96,6 +96,11 @@ export class RunsApi {
     return { kind: 'not_found' };
   }
 
+  /** The owner a script checks: the caller's fingerprint, or null for the unscoped admin API. */
+  private ownerOf(req: ApiRequest, scope: ApiScope): string | null {
+    return scope === 'admin' ? null : ownerFingerprint(headerValue(req.headers, this.options.ownerHeader));
+  }
+
   /** The owner check: a mismatch is indistinguishable from an unknown id. */
   private visible(owner: string, req: ApiRequest, scope: ApiScope): boolean {
     return scope === 'admin' || owner === ownerFingerprint(headerValue(req.headers, this.options.ownerHeader));
@@ -137,7 +142,7 @@ export class RunsApi {
   }
 
   private async result(id: string, req: ApiRequest, scope: ApiScope): Promise<HttpReply> {
-    const owner = scope === 'admin' ? null : ownerFingerprint(headerValue(req.headers, this.options.ownerHeader));
+    const owner = this.ownerOf(req, scope);
     const result = await this.store.getResult(id, owner);
     if (!result) return notFound();
     if (!isFinal(result.status)) {
@@ -160,9 +165,8 @@ export class RunsApi {
   }
 
   private async cancel(id: string, req: ApiRequest, scope: ApiScope): Promise<HttpReply> {
-    const run = await this.store.get(id);
-    if (!run || !this.visible(run.owner, req, scope)) return notFound();
-    const had = await this.store.cancel(id);
+    // The owner check is in the script: one round trip for the cancel itself.
+    const had = await this.store.cancel(id, this.ownerOf(req, scope));
     if (had === 'missing') return notFound();
     if (had !== 'queued' && had !== 'running') {
       return apiError('run_already_finished', `The run already ended ${had}; it cannot be cancelled.`);
@@ -173,8 +177,7 @@ export class RunsApi {
   }
 
   private async redeliver(id: string, req: ApiRequest, scope: ApiScope): Promise<HttpReply> {
-    const owner = scope === 'admin' ? null : ownerFingerprint(headerValue(req.headers, this.options.ownerHeader));
-    const outcome = await this.store.redeliver(id, owner);
+    const outcome = await this.store.redeliver(id, this.ownerOf(req, scope));
     if (outcome === 'missing') return notFound();
     if (outcome === 'not_finished') return apiError('run_not_finished', 'The run has not ended; its webhook is sent when it does.');
     if (outcome === 'no_webhook') return apiError('no_webhook', 'The run was created without a webhookEndpoint.');

@@ -1,12 +1,12 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { parse as parseYaml } from 'yaml';
-import { z } from 'zod';
+import { parseConfigFile, type QueueSettings, type RouteSettings } from './config-file';
 import { packageVersion } from './package';
-import { LOG_LEVELS, MAX_GRACE_SECONDS, REDISPATCH_POLICIES, SETTINGS, type SettingKey, type SettingSpec, type SettingValue } from './settings';
+import { LOG_LEVELS, REDISPATCH_POLICIES, SETTINGS, type SettingKey, type SettingSpec, type SettingValue } from './settings';
 
 export { SETTINGS } from './settings';
 export { packageVersion } from './package';
+export { DEFAULT_QUEUE, PRIORITIES, placementFor, type Priority, type QueueSettings, type RouteSettings, type RunPlacement } from './config-file';
 
 const ROLES = ['all', 'extproc', 'worker'] as const;
 export type Role = (typeof ROLES)[number];
@@ -15,12 +15,6 @@ export type RedispatchPolicy = (typeof REDISPATCH_POLICIES)[number];
 export interface HostPort {
   host: string;
   port: number;
-}
-
-export interface RouteSettings {
-  /** Path prefix the settings apply to; the longest matching prefix wins. */
-  prefix: string;
-  gracePeriodMs: number;
 }
 
 /** The whole configuration, parsed once at start-up and passed down. Durations are in ms. */
@@ -47,7 +41,10 @@ export interface Config {
   dispatchUrl: string;
   dispatchConcurrency: number;
   gracePeriodMs: number;
+  /** CONFIG_FILE routes, longest prefix first. */
   routes: RouteSettings[];
+  /** CONFIG_FILE queues by name, `default` always among them. */
+  queues: Map<string, QueueSettings>;
   leaseTimeoutMs: number;
   redispatchInterrupted: RedispatchPolicy;
   maxDispatchAttempts: number;
@@ -87,17 +84,6 @@ export class HelpRequested extends Error {
 export class VersionRequested extends Error {
   override name = 'VersionRequested';
 }
-
-const routeFileSchema = z.strictObject({
-  routes: z
-    .array(
-      z.strictObject({
-        prefix: z.string().startsWith('/'),
-        response_grace_period: z.number().positive().max(MAX_GRACE_SECONDS),
-      }),
-    )
-    .default([]),
-});
 
 /** One setting, parsed by its schema into its own type (SettingValue<K>). */
 function readSetting<K extends SettingKey>(key: K, env: NodeJS.ProcessEnv): SettingValue<K> {
@@ -172,25 +158,12 @@ function parseRole(argv: readonly string[]): Role {
   return role as Role;
 }
 
-function loadRoutes(path: string): RouteSettings[] {
-  if (!path) return [];
-  let doc: unknown;
+function loadConfigFile(path: string): ReturnType<typeof parseConfigFile> {
   try {
-    doc = parseYaml(readFileSync(path, 'utf8')) ?? {};
+    return parseConfigFile(path);
   } catch (err) {
-    throw new ConfigError(`invalid CONFIG_FILE=${JSON.stringify(path)}: ${(err as Error).message.split('\n')[0]}`);
+    throw new ConfigError(`invalid CONFIG_FILE=${JSON.stringify(path)}: ${(err as Error).message}`);
   }
-  const result = routeFileSchema.safeParse(doc);
-  if (!result.success) {
-    const issue = result.error.issues[0]!;
-    throw new ConfigError(
-      `invalid CONFIG_FILE=${JSON.stringify(path)}: ${issue.path.join('.') || '(root)'}: ${issue.message}` +
-        ` (expected routes: [{prefix: "/path", response_grace_period: seconds <= ${MAX_GRACE_SECONDS}}])`,
-    );
-  }
-  return result.data.routes
-    .map((r) => ({ prefix: r.prefix, gracePeriodMs: Math.round(r.response_grace_period * 1000) }))
-    .sort((a, b) => b.prefix.length - a.prefix.length);
 }
 
 /** Parses and validates the environment and arguments; throws ConfigError, HelpRequested or VersionRequested. */
@@ -235,7 +208,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, argv: readonly 
     dispatchUrl: s('dispatchUrl').replace(/\/+$/, ''),
     dispatchConcurrency,
     gracePeriodMs: Math.round(s('responseGracePeriod') * 1000),
-    routes: loadRoutes(s('configFile')),
+    ...loadConfigFile(s('configFile')),
     leaseTimeoutMs: Math.round(s('leaseTimeout') * 1000),
     redispatchInterrupted: s('redispatchInterrupted'),
     maxDispatchAttempts: s('maxDispatchAttempts'),
@@ -264,12 +237,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, argv: readonly 
     shutdownGraceMs: Math.round(s('shutdownGrace') * 1000),
     logLevel: s('logLevel'),
   };
-}
-
-/** The grace period for a request path: the longest matching CONFIG_FILE prefix, else the default. */
-export function gracePeriodFor(config: Pick<Config, 'routes' | 'gracePeriodMs'>, path: string): number {
-  for (const route of config.routes) if (path.startsWith(route.prefix)) return route.gracePeriodMs;
-  return config.gracePeriodMs;
 }
 
 /** `--help` text: the options, the roles and every setting with its default, generated from the schema table. */

@@ -313,7 +313,7 @@ export const SETTINGS = {
     env: 'CONFIG_FILE',
     default: '',
     schema: z.string(),
-    description: 'Optional YAML file with per-route settings (grace period by path prefix).',
+    description: 'Optional YAML file with named queues and per-route settings (queue, grace period, priority by path prefix): README "Queues".',
   },
 } satisfies Record<string, SettingSpec>;
 

@@ -2,6 +2,7 @@ import { Agent } from 'undici';
 import { RedisErrorReporter, type Logger, type Metrics } from '../telemetry';
 import type { ClaimedRun, DispatchOutcome, RunEvents, RunStore } from '../runs';
 import { ClaimLoop, PeriodicTask } from '../work';
+import { backoffDelay, DEFAULT_BACKPRESSURE, type BackpressurePolicy } from './backpressure';
 import { LostClaims } from './claims';
 import { handBackRuns, housekeepingIntervalMs, pruneIndex, recoverOrphans } from './housekeeping';
 import { LeaseKeeper, type LeaseLoss } from './lease-keeper';
@@ -16,9 +17,11 @@ export interface DispatcherOptions {
   concurrency: number;
   maxResultBytes: number;
   leaseTimeoutMs: number;
-  /** How often to look at the queue when no 'queued' event arrived (a safety net). */
+  /** How often to look at the queues when no 'queued' event arrived (a safety net). */
   pollIntervalMs?: number;
   handOff?: WebhookHandOff;
+  /** What a queue allows when the app says "not now" (README "Queues"); default: 10 tries, up to 60 s apart. */
+  backpressureFor?: (queue: string) => BackpressurePolicy;
 }
 
 /** Why this worker stopped a call before it ended: its outcome is then not this worker's to record. */
@@ -53,9 +56,17 @@ export class Dispatcher extends ClaimLoop<LeasedRun> {
   private readonly leases: LeaseKeeper;
   private readonly outcomes: OutcomeRecorder;
   private readonly housekeeping: PeriodicTask[];
-  private unsubscribeCancel: (() => void) | null = null;
-  /** The last claim found as many runs as it asked for: completions take the next run along. */
-  private backlog = false;
+  private readonly subscriptions: Array<() => void> = [];
+  /** Queues whose last claim found as many runs as it asked for: their completions take the next run along. */
+  private readonly backlog = new Set<string>();
+  /**
+   * Queues whose last claim found nothing to take (empty, or at their limit), since when: skipped
+   * until a wake-up names them, a run of theirs ends here, or a poll interval has passed.
+   */
+  private readonly idle = new Map<string, number>();
+  /** Where the next claim starts in the queue list, so that queues take turns. */
+  private nextQueue = 0;
+  private readonly pollIntervalMs: number;
 
   constructor(
     private readonly store: RunStore,
@@ -64,7 +75,8 @@ export class Dispatcher extends ClaimLoop<LeasedRun> {
     private readonly metrics: Metrics,
     private readonly logger: Logger,
   ) {
-    super({ concurrency: options.concurrency, pollIntervalMs: options.pollIntervalMs ?? 1000, wakeUps: [(wake) => events.onQueued(wake)], logger });
+    super({ concurrency: options.concurrency, pollIntervalMs: options.pollIntervalMs ?? 1000, logger });
+    this.pollIntervalMs = options.pollIntervalMs ?? 1000;
     // undici's default 300 s header/body timeouts would cut runs short: each request sets its
     // own, equal to the run's grace period.
     this.agent = new Agent({ connections: null, keepAliveTimeout: 10_000, headersTimeout: 0, bodyTimeout: 0 });
@@ -103,7 +115,14 @@ export class Dispatcher extends ClaimLoop<LeasedRun> {
   }
 
   override start(): void {
-    this.unsubscribeCancel = this.events.onCancel((id) => this.abortRun(id, 'cancelled'));
+    this.subscriptions.push(this.events.onCancel((id) => this.abortRun(id, 'cancelled')));
+    this.subscriptions.push(
+      this.events.onQueued((queue) => {
+        if (queue === null) this.idle.clear();
+        else this.idle.delete(queue);
+        this.fill();
+      }),
+    );
     this.leases.start();
     for (const task of this.housekeeping) task.start();
     super.start();
@@ -119,18 +138,39 @@ export class Dispatcher extends ClaimLoop<LeasedRun> {
     for (const task of this.housekeeping) task.stop();
     await super.stop(graceMs);
     this.leases.stop();
-    this.unsubscribeCancel?.();
+    for (const u of this.subscriptions.splice(0)) u();
     await this.agent.close();
   }
 
+  /**
+   * Claims from the queues in turn, skipping idle ones, until `max` runs are taken or every queue
+   * was asked once. One script per queue: each queue's keys live in their own slot.
+   */
   protected async claim(max: number): Promise<number> {
-    const runs = await this.claims.lease(
-      () => this.store.claim(this.options.workerId, max),
-      (runs) => runs,
-      (run, leasedAt) => this.begin({ run, leasedAt }),
-    );
-    this.backlog = runs.length === max;
-    return runs.length;
+    const names = this.store.queueNames();
+    const now = Date.now();
+    let taken = 0;
+    for (let i = 0; i < names.length && taken < max; i++) {
+      const queue = names[(this.nextQueue + i) % names.length]!;
+      const idleSince = this.idle.get(queue);
+      if (idleSince !== undefined && now - idleSince < this.pollIntervalMs) continue;
+      const want = max - taken;
+      const runs = await this.claims.lease(
+        () => this.store.claim(this.options.workerId, want, queue),
+        (runs) => runs,
+        (run, leasedAt) => this.begin({ run, leasedAt }),
+      );
+      taken += runs.length;
+      if (runs.length === want) {
+        this.backlog.add(queue);
+        this.idle.delete(queue);
+      } else {
+        this.backlog.delete(queue);
+        this.idle.set(queue, now);
+      }
+    }
+    this.nextQueue = (this.nextQueue + 1) % Math.max(1, names.length);
+    return taken;
   }
 
   protected claimFailed(err: Error): void {
@@ -149,7 +189,7 @@ export class Dispatcher extends ClaimLoop<LeasedRun> {
     await handBackRuns(
       this.store,
       this.options.workerId,
-      remaining.map((f) => f.run.id),
+      remaining.map((f) => ({ id: f.run.id, queue: f.run.queue })),
       this.metrics,
       this.logger,
     );
@@ -159,7 +199,7 @@ export class Dispatcher extends ClaimLoop<LeasedRun> {
   protected async handle({ run, leasedAt }: LeasedRun): Promise<void> {
     const entry: InFlight = { run, log: this.logger.child({ run_id: run.id }), controller: new AbortController(), reason: null };
     this.inFlight.set(run.id, entry);
-    this.leases.track(run.id, run.attempt, leasedAt);
+    this.leases.track(run.id, run.attempt, run.queue, leasedAt);
     this.metrics.dispatchesInFlight.inc();
     this.metrics.queueWait.observe(Math.max(0, run.startedAt - run.queuedAt) / 1000);
     // The path only: a query string may carry credentials.
@@ -170,6 +210,8 @@ export class Dispatcher extends ClaimLoop<LeasedRun> {
       this.inFlight.delete(run.id);
       this.leases.untrack(run.id);
       this.metrics.dispatchesInFlight.dec();
+      // A slot of this run's queue is free here (the queue may have been at its limit).
+      this.idle.delete(run.queue);
     }
   }
 
@@ -198,12 +240,46 @@ export class Dispatcher extends ClaimLoop<LeasedRun> {
     // Cancelled, handed back, or no longer ours: whoever holds the run now records it.
     if (entry.reason) return;
     if (cause) log.warn({ err: cause }, 'upstream call failed');
+    if (outcome.notNow && (await this.backOff(entry, outcome))) return;
     await this.outcomes.record(run, outcome, log);
+  }
+
+  /**
+   * The app said "not now" (429, 503, connection refused): unless the run has used up its queue's
+   * tries, it goes back to the queue and waits (Retry-After when the app sent one, else exponential
+   * backoff with jitter). True when it went back (or is no longer ours); false: record the outcome.
+   */
+  private async backOff({ run, log }: InFlight, outcome: DispatchOutcome): Promise<boolean> {
+    const policy = this.options.backpressureFor?.(run.queue) ?? DEFAULT_BACKPRESSURE;
+    if (run.backpressureTries >= policy.maxBackpressureRetries) return false;
+    const notNow = outcome.notNow!;
+    const delayMs = backoffDelay(run.backpressureTries, notNow.retryAfterMs, policy.backpressureMaxDelayMs);
+    const record = {
+      at: new Date().toISOString(),
+      attempt: run.attempt,
+      status_code: outcome.response?.statusCode ?? null,
+      error: outcome.response ? null : 'connection_refused',
+      retry_in_ms: delayMs,
+    };
+    try {
+      if (!(await this.store.defer(this.options.workerId, run, delayMs, notNow.reason, record))) return true; // whoever holds it now decides
+    } catch (err) {
+      this.redisErrors.report('defer_run', err as Error);
+      return false; // recorded as it is, with the usual retries until Redis answers
+    }
+    this.metrics.backpressureRetries.inc({ queue: run.queue, reason: notNow.reason });
+    log.info({ reason: notNow.reason, status_code: record.status_code, retry_in_ms: delayMs }, 'app said not now; run back in its queue');
+    // Claim again when it is due, rather than at the next poll.
+    setTimeout(() => {
+      this.idle.delete(run.queue);
+      this.fill();
+    }, delayMs + 5).unref();
+    return true;
   }
 
   /** Writes the outcome; with a backlog, the slot this run frees is refilled in the same script (one claim less). */
   private async complete(run: ClaimedRun, outcome: DispatchOutcome, handOffWindowMs: number): Promise<Completion> {
-    const claimNext = this.backlog && !this.stopping ? 1 : 0;
+    const claimNext = this.backlog.has(run.queue) && !this.stopping ? 1 : 0;
     const complete = () => this.store.complete(this.options.workerId, run, outcome, { handOffWindowMs, claimNext });
     if (claimNext === 0) return complete();
     const done = await this.claims.lease(
@@ -211,12 +287,12 @@ export class Dispatcher extends ClaimLoop<LeasedRun> {
       (d) => d.next,
       (next, leasedAt) => this.begin({ run: next, leasedAt }),
     );
-    this.backlog = done.next.length === claimNext;
+    if (done.next.length < claimNext) this.backlog.delete(run.queue);
     return done;
   }
 
   private release(run: ClaimedRun, why: string): void {
-    this.store.release(this.options.workerId, [run.id]).then(
+    this.store.release(this.options.workerId, [run.id], run.queue).then(
       () => this.logger.info({ run_id: run.id }, why),
       (err: Error) => this.redisErrors.report('release_runs', err),
     );

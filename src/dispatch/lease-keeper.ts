@@ -14,6 +14,7 @@ export interface LeaseKeeperOptions {
 
 interface Held {
   attempt: number;
+  queue: string;
   /** Local time (ms) at which the last successful renewal (or the claim) was sent. */
   validFrom: number;
 }
@@ -42,8 +43,8 @@ export class LeaseKeeper {
   }
 
   /** `validFrom`: when the claim that leased the run was sent (local ms). */
-  track(id: string, attempt: number, validFrom: number): void {
-    this.held.set(id, { attempt, validFrom });
+  track(id: string, attempt: number, queue: string, validFrom: number): void {
+    this.held.set(id, { attempt, queue, validFrom });
   }
 
   untrack(id: string): void {
@@ -73,7 +74,7 @@ export class LeaseKeeper {
 
   private async renew(): Promise<void> {
     const sentAt = Date.now();
-    const batch = [...this.held].map(([id, h]) => ({ id, attempt: h.attempt }));
+    const batch = [...this.held].map(([id, h]) => ({ id, attempt: h.attempt, queue: h.queue }));
     try {
       const lost = new Set(await this.store.renewLeases(this.options.workerId, batch));
       for (const { id, attempt } of batch) {

@@ -1,4 +1,5 @@
 import { request, type Dispatcher } from 'undici';
+import { parseRetryAfter } from '../http';
 import type { ClaimedRun, DispatchOutcome } from '../runs';
 import { dispatchTarget, TargetOutsideOrigin, type DispatchBase } from './target';
 
@@ -87,7 +88,12 @@ async function send(call: ReplayCall, signal: AbortSignal): Promise<DispatchOutc
   }
   const contentType = res.headers['content-type'];
   const ok = res.statusCode >= 200 && res.statusCode < 300;
+  const busy = res.statusCode === 429 || res.statusCode === 503;
   return {
+    // 429 and 503 are the app's "not now" (README "Queues"): the worker may queue the run again.
+    ...(busy
+      ? { notNow: { reason: res.statusCode === 429 ? 'upstream_busy' : 'upstream_unavailable', retryAfterMs: parseRetryAfter(res.headers['retry-after']) } }
+      : {}),
     status: ok ? 'succeeded' : 'failed',
     response: {
       statusCode: res.statusCode,
@@ -131,6 +137,8 @@ function failure(err: Error, gracePeriodMs: number, graceEnded: boolean): Replay
   const code = (err as Error & { code?: string }).code ?? '';
   return {
     outcome: {
+      // A refused connection: the app is not up yet (cold, scaled to zero, restarting).
+      ...(code === 'ECONNREFUSED' ? { notNow: { reason: 'upstream_unavailable' as const, retryAfterMs: null } } : {}),
       status: 'failed',
       response: null,
       error: { code: 'upstream_unreachable', message: `The upstream call failed${code ? ` (${code})` : ''}.` },

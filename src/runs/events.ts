@@ -1,9 +1,11 @@
 import type { Redis } from 'ioredis';
 
 type Listener = () => void;
+/** `queue`: the queue that got a run, or null when any may have (a message without a name). */
+type QueuedListener = (queue: string | null) => void;
 
 /**
- * Run events on one Redis pub/sub channel: 'queued' wakes idle workers, 'done:<id>' wakes
+ * Run events on one Redis pub/sub channel: 'queued:<queue>' wakes idle workers, 'done:<id>' wakes
  * waiting readers (?wait=N), 'cancel:<id>' tells the worker holding a run to abort it.
  * One subscriber connection per process, re-subscribed here after each reconnect: ioredis' own
  * autoResubscribe leaves its SUBSCRIBE promise unhandled, and a connection that drops again right
@@ -11,7 +13,7 @@ type Listener = () => void;
  */
 export class RunEvents {
   private readonly waiters = new Map<string, Set<Listener>>();
-  private readonly queuedListeners = new Set<Listener>();
+  private readonly queuedListeners = new Set<QueuedListener>();
   private readonly cancelListeners = new Set<(id: string) => void>();
   private started = false;
 
@@ -37,14 +39,12 @@ export class RunEvents {
   }
 
   private dispatch(message: string): void {
-    if (message === 'queued') {
-      for (const l of this.queuedListeners) l();
-      return;
-    }
     const colon = message.indexOf(':');
-    const kind = message.slice(0, colon);
-    const id = message.slice(colon + 1);
-    if (kind === 'done') {
+    const kind = colon < 0 ? message : message.slice(0, colon);
+    const id = colon < 0 ? '' : message.slice(colon + 1);
+    if (kind === 'queued') {
+      for (const l of this.queuedListeners) l(colon < 0 ? null : id);
+    } else if (kind === 'done') {
       const set = this.waiters.get(id);
       if (set) for (const l of [...set]) l();
     } else if (kind === 'cancel') {
@@ -52,7 +52,7 @@ export class RunEvents {
     }
   }
 
-  onQueued(listener: Listener): () => void {
+  onQueued(listener: QueuedListener): () => void {
     this.queuedListeners.add(listener);
     return () => this.queuedListeners.delete(listener);
   }

@@ -1,9 +1,9 @@
 import { Redis, ReplyError } from 'ioredis';
 import { REDIS_BACKOFF, backoffDelayMs } from '../work';
 
-export { RunStore, REDELIVER_MIN_INTERVAL_MS, type RunStoreOptions, type CancelResult, type RedeliverResult } from './store';
+export { RunStore, REDELIVER_MIN_INTERVAL_MS, type RunStoreOptions, type CancelResult, type RedeliverResult, type QueueStats } from './store';
 export { RunEvents } from './events';
-export { RunKeys } from './keys';
+export { RunKeys, QueueKeys, newRunId, queueTag, tagOfRunId } from './keys';
 export * from './types';
 
 /**

@@ -1,12 +1,14 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Redis } from 'ioredis';
-import { RunKeys } from './keys';
+import { QueueKeys, RunKeys, tagOfRunId } from './keys';
 import type {
   ClaimedDelivery,
   ClaimedRun,
+  DispatchAttemptRecord,
   DispatchOutcome,
   NewRun,
+  QueuePolicy,
   RunStatus,
   RunView,
   StoredResult,
@@ -21,6 +23,8 @@ export interface RunStoreOptions {
   leaseTimeoutMs: number;
   maxDispatchAttempts: number;
   redispatchInterrupted: 'never' | 'idempotent' | 'always';
+  /** The configured queues; queues found only in the registry get no limits. Default: `default` alone, unlimited. */
+  queues?: ReadonlyMap<string, QueuePolicy>;
 }
 
 export type CancelResult = 'cancelled' | 'missing' | RunStatus;
@@ -34,27 +38,30 @@ export const REDELIVER_MIN_INTERVAL_MS = 10_000;
 
 /**
  * The scripts, one file each in ./scripts named `<name>-<number of keys>.lua` (as BullMQ's
- * commands/*.lua): adding a state change means one file and the method that passes its arguments.
+ * commands/*.lua): adding a state change means one file and its argument builder below.
  * test/unit/lua-scripts.test.ts checks every file is listed here and uses exactly its KEYS.
  */
 export const SCRIPT_NAMES = [
   'enqueueRun',
   'claimRuns',
   'completeRun',
+  'deferRun',
   'cancelRun',
   'renewLeases',
   'recoverRuns',
+  'expireRuns',
   'claimWebhooks',
   'recordWebhookAttempt',
   'redeliverWebhook',
   'pruneIndex',
   'releaseRuns',
+  'readRun',
   'readResult',
   'releaseUntracked',
 ] as const;
 type ScriptName = (typeof SCRIPT_NAMES)[number];
 /** Scripts that only read: flagged `no-writes`, so Redis runs them on replicas and under OOM too. */
-const READ_ONLY: ReadonlySet<ScriptName> = new Set(['readResult']);
+const READ_ONLY: ReadonlySet<ScriptName> = new Set(['readResult', 'readRun']);
 type ScriptArg = string | number | Buffer;
 type ScriptFn = (...args: ScriptArg[]) => Promise<unknown>;
 
@@ -85,6 +92,34 @@ function defineScripts(redis: Redis): void {
   }
 }
 
+/**
+ * A script's arguments: options by name (lib.lua `options` reads them into a table, ending at an
+ * empty name), then an optional list (ids, hash fields). Names instead of positions: a script's
+ * header and its builder name each argument, and neither depends on the other's order.
+ */
+function named(options: Record<string, ScriptArg>, list: readonly ScriptArg[] = []): ScriptArg[] {
+  const out: ScriptArg[] = [];
+  for (const [k, v] of Object.entries(options)) out.push(k, v);
+  out.push('', ...list);
+  return out;
+}
+
+/** Decodes a row a script returns as a fixed head then the values of `fields`, by name. */
+function byName<const F extends readonly string[]>(fields: F, row: ReadonlyArray<Buffer | null>, from: number): Record<F[number], Buffer | null> {
+  const out = {} as Record<F[number], Buffer | null>;
+  fields.forEach((f: F[number], i) => (out[f] = row[from + i] ?? null));
+  return out;
+}
+
+/** Run fields a claim returns after its head (id, attempt, started_at, body, body size). */
+const CLAIM_FIELDS = ['queued_at', 'method', 'target', 'headers', 'grace_ms', 'queue', 'bp_tries'] as const;
+const CLAIM_FIELD_LIST = CLAIM_FIELDS.join(',');
+
+/** Run fields a webhook claim returns after its head (id, body, body size). */
+const DELIVERY_FIELDS = ['webhook_url', 'wh_id', 'status', 'error', 'res_status', 'res_content_type', 'wh_try'] as const;
+const DELIVERY_FIELD_LIST = DELIVERY_FIELDS.join(',');
+
+/** Run fields the runs API shows, read after the queue position (read_run). */
 const RUN_VIEW_FIELDS = [
   'status',
   'created_at',
@@ -101,19 +136,29 @@ const RUN_VIEW_FIELDS = [
   'error',
   'error_message',
   'attempt',
+  'queue',
+  'prio',
+  'queue_reason',
+  'next_attempt_at',
+  'dispatch_log',
   'wh_status',
   'wh_attempts',
   'wh_last_status',
   'wh_next_at',
   'wh_log',
 ] as const;
+const RUN_VIEW_FIELD_LIST = RUN_VIEW_FIELDS.join(',');
+
+const PRIORITY_NAMES = ['high', 'normal', 'low'] as const;
 
 const iso = (ms: string | null | undefined): string | null => (ms ? new Date(Number(ms)).toISOString() : null);
 const num = (v: string | null | undefined): number | null => (v === null || v === undefined || v === '' ? null : Number(v));
 const str = (v: Buffer | string | null | undefined): string => (v === null || v === undefined ? '' : v.toString());
-
-/** A run as claim_runs (and complete_run's claim) return it: see lib.lua `claim`. */
-type ClaimedRow = Array<Buffer | number>;
+const lines = <T>(log: string | null): T[] =>
+  (log ?? '')
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => JSON.parse(line) as T);
 
 /**
  * Request bodies one claim reply carries inline, all runs together (the rest are read one by one
@@ -122,18 +167,34 @@ type ClaimedRow = Array<Buffer | number>;
  */
 export const CLAIM_INLINE_BODY_BYTES = 1024 * 1024;
 
-function toClaimedRun(r: ClaimedRow): ClaimedRun {
+function toClaimedRun(r: ReadonlyArray<Buffer | number | null>): ClaimedRun {
+  const f = byName(CLAIM_FIELDS, r as ReadonlyArray<Buffer | null>, 5);
   return {
     id: str(r[0] as Buffer),
     attempt: Number(r[1]),
     startedAt: Number(r[2]),
-    queuedAt: Number(str(r[3] as Buffer)),
-    method: str(r[4] as Buffer),
-    target: str(r[5] as Buffer),
-    headers: JSON.parse(str(r[6] as Buffer)) as Array<[string, string]>,
-    body: (r[7] as Buffer | null) ?? (Number(r[9]) > 0 ? null : Buffer.alloc(0)),
-    gracePeriodMs: Number(str(r[8] as Buffer)),
+    body: (r[3] as Buffer | null) ?? (Number(r[4]) > 0 ? null : Buffer.alloc(0)),
+    queuedAt: Number(str(f.queued_at)),
+    method: str(f.method),
+    target: str(f.target),
+    headers: JSON.parse(str(f.headers)) as Array<[string, string]>,
+    gracePeriodMs: Number(str(f.grace_ms)),
+    queue: str(f.queue),
+    backpressureTries: Number(str(f.bp_tries) || 0),
   };
+}
+
+/** A queue found in the registry but no longer configured: its runs are served, without limits. */
+const unlimited = (name: string): QueuePolicy => ({ name, maxConcurrency: null, maxQueueTimeMs: null, fairShare: true });
+
+/** How many runs of a queue wait, back off and run, and how long the oldest has waited. */
+export interface QueueStats {
+  queue: string;
+  queued: number;
+  delayed: number;
+  inFlight: number;
+  limit: number | null;
+  oldestQueuedAgeMs: number | null;
 }
 
 /**
@@ -142,12 +203,15 @@ function toClaimedRun(r: ClaimedRow): ClaimedRun {
  */
 export class RunStore {
   readonly keys: RunKeys;
+  private readonly queues = new Map<string, { policy: QueuePolicy; keys: QueueKeys }>();
 
   constructor(
     private readonly redis: Redis,
     private readonly options: RunStoreOptions,
   ) {
     this.keys = new RunKeys(options.keyPrefix);
+    this.addQueue(unlimited('default'));
+    for (const policy of options.queues?.values() ?? []) this.addQueue(policy);
     defineScripts(redis);
   }
 
@@ -156,15 +220,54 @@ export class RunStore {
     return fn.bind(this.redis);
   }
 
-  /** Writes the run and its queue entry atomically; resolves only once Redis acknowledged both. */
+  private addQueue(policy: QueuePolicy): { policy: QueuePolicy; keys: QueueKeys } {
+    const q = { policy, keys: this.keys.queue(policy.name) };
+    this.queues.set(policy.name, q);
+    return q;
+  }
+
+  private queue(name: string): { policy: QueuePolicy; keys: QueueKeys } {
+    return this.queues.get(name) ?? this.addQueue(unlimited(name));
+  }
+
+  /** The queues this store serves: the configured ones and any other found in the registry. */
+  queueNames(): string[] {
+    return [...this.queues.keys()];
+  }
+
+  queuePolicy(name: string): QueuePolicy {
+    return this.queue(name).policy;
+  }
+
+  /**
+   * Adds this replica's queues to the registry and learns the others': a queue dropped from
+   * CONFIG_FILE keeps being drained (recovery, webhooks) by every replica.
+   */
+  async syncQueueRegistry(): Promise<void> {
+    const registry = this.keys.queueRegistry;
+    await this.redis.sadd(registry, ...this.queues.keys());
+    for (const name of await this.redis.smembers(registry)) if (!this.queues.has(name)) this.addQueue(unlimited(name));
+  }
+
+  /** Distinct key bases of the served queues (queues may share a tag). */
+  private bases(): string[] {
+    return [...new Set([...this.queues.values()].map((q) => q.keys.base))];
+  }
+
+  private runKey(id: string): string {
+    return this.keys.run(id);
+  }
+
+  /** The keys of a served queue (for tests and tools that look inside). */
+  queueKeys(name: string): QueueKeys {
+    return this.queue(name).keys;
+  }
+
+  /** Writes the run and its place in its queue atomically; resolves only once Redis acknowledged both. */
   async create(run: NewRun): Promise<void> {
-    const k = this.keys;
-    await this.script('enqueueRun')(
-      k.run(run.id),
-      k.queue,
-      k.index,
-      run.id,
-      k.events,
+    const queueName = run.queue ?? 'default';
+    const { policy, keys } = this.queue(queueName);
+    const fields: ScriptArg[] = [
       'method',
       run.method,
       'path',
@@ -191,20 +294,46 @@ export class RunStore {
       0,
       'grace_ms',
       run.gracePeriodMs,
+    ];
+    const args = named(
+      {
+        id: run.id,
+        queue: queueName,
+        base: keys.base,
+        prio: run.priority ?? 1,
+        // Fair share: one line per owner ('-' for requests without the owner header), taking turns.
+        bucket: policy.fairShare ? run.owner || '-' : '*',
+        channel: this.keys.events,
+      },
+      fields,
     );
+    await this.script('enqueueRun')(this.runKey(run.id), keys.queued, keys.index, ...args);
   }
 
-  /** Takes up to `max` queued runs for `workerId`, oldest first, each leased for the lease timeout. */
-  async claim(workerId: string, max: number): Promise<ClaimedRun[]> {
-    const rows = (await this.script('claimRuns', true)(
-      this.keys.queue,
-      this.keys.leases,
-      this.keys.base,
-      workerId,
-      this.options.leaseTimeoutMs,
-      max,
-      CLAIM_INLINE_BODY_BYTES,
-    )) as ClaimedRow[];
+  private claimOptions(queue: { policy: QueuePolicy; keys: QueueKeys }, workerId: string): Record<string, ScriptArg> {
+    return {
+      base: queue.keys.base,
+      queue: queue.policy.name,
+      worker: workerId,
+      lease_ms: this.options.leaseTimeoutMs,
+      limit: queue.policy.maxConcurrency ?? 0,
+      queue_time_ms: queue.policy.maxQueueTimeMs ?? 0,
+      ttl_ms: this.options.runTtlMs,
+      channel: this.keys.events,
+      inline_bytes: CLAIM_INLINE_BODY_BYTES,
+      fields: CLAIM_FIELD_LIST,
+    };
+  }
+
+  /**
+   * Takes up to `max` queued runs of `queueName` for `workerId` (highest priority first, owners in
+   * turn, within the queue's global limit), each leased for the lease timeout.
+   */
+  async claim(workerId: string, max: number, queueName = 'default'): Promise<ClaimedRun[]> {
+    const q = this.queue(queueName);
+    const rows = (await this.script('claimRuns', true)(q.keys.webhooks, ...named({ ...this.claimOptions(q, workerId), max }))) as Array<
+      Array<Buffer | number | null>
+    >;
     return rows.map(toClaimedRun);
   }
 
@@ -212,8 +341,8 @@ export class RunStore {
    * Records how a dispatch ended. `recorded` is false when the run was no longer this worker's
    * (cancelled, recovered). With `handOffWindowMs` > 0 and a webhook on the run, the delivery is
    * handed to the caller at once (`webhook`), and other workers may take it only after the window.
-   * With `claimNext` > 0, up to that many queued runs are taken for this worker in the same step
-   * (`next`), as `claim` would.
+   * With `claimNext` > 0, up to that many queued runs of the same queue are taken for this worker
+   * in the same step (`next`), as `claim` would.
    */
   async complete(
     workerId: string,
@@ -240,107 +369,173 @@ export class RunStore {
       );
     }
     if (outcome.error) fields.push('error', outcome.error.code, 'error_message', outcome.error.message);
-    const k = this.keys;
+    const q = this.queue(run.queue);
+    const args = named(
+      {
+        ...this.claimOptions(q, workerId),
+        id: run.id,
+        attempt: run.attempt,
+        status: outcome.status,
+        window_ms: options.handOffWindowMs ?? 0,
+        next: options.claimNext ?? 0,
+      },
+      fields,
+    );
     // Buffer replies: the runs taken along carry binary bodies.
-    const done = (await this.script('completeRun', true)(
-      k.run(run.id),
-      k.leases,
-      k.webhooks,
-      k.queue,
-      run.id,
-      workerId,
-      run.attempt,
-      outcome.status,
-      this.options.runTtlMs,
-      k.events,
-      options.handOffWindowMs ?? 0,
-      options.claimNext ?? 0,
-      k.base,
-      this.options.leaseTimeoutMs,
-      CLAIM_INLINE_BODY_BYTES,
-      ...fields,
-    )) as 0 | [number, Buffer, Buffer, ClaimedRow[]];
+    const done = (await this.script('completeRun', true)(this.runKey(run.id), q.keys.webhooks, ...args)) as
+      0 | [number, Buffer, Buffer, Array<Array<Buffer | number | null>>];
     if (done === 0) return { recorded: false, webhook: null, next: [] };
     const url = str(done[1]);
     return { recorded: true, webhook: url ? { url, webhookId: str(done[2]) } : null, next: done[3].map(toClaimedRun) };
   }
 
+  /**
+   * The app said "not now": the run goes back to its queue and waits `delayMs` before it is in line
+   * again. False when the run was no longer this worker's.
+   */
+  async defer(workerId: string, run: ClaimedRun, delayMs: number, reason: string, record: DispatchAttemptRecord): Promise<boolean> {
+    const q = this.queue(run.queue);
+    const args = named({
+      id: run.id,
+      worker: workerId,
+      attempt: run.attempt,
+      base: q.keys.base,
+      queue: run.queue,
+      delay_ms: Math.max(0, Math.round(delayMs)),
+      reason,
+      record: JSON.stringify(record),
+    });
+    return Number(await this.script('deferRun')(this.runKey(run.id), ...args)) === 1;
+  }
+
   /** The request body of a claimed run whose body did not come inline (null: the run is gone). */
   async readBody(id: string): Promise<Buffer | null> {
-    return this.redis.hgetBuffer(this.keys.run(id), 'body');
+    return this.redis.hgetBuffer(this.runKey(id), 'body');
   }
 
   /** The stored upstream response body of a delivery whose body did not come inline. */
   async readResultBody(id: string): Promise<Buffer | null> {
-    return this.redis.hgetBuffer(this.keys.run(id), 'res_body');
-  }
-
-  /** Cancels a queued or running run; returns the status it had, or 'missing'. */
-  async cancel(id: string): Promise<CancelResult> {
-    const k = this.keys;
-    return (await this.script('cancelRun')(k.run(id), k.queue, k.leases, k.webhooks, id, this.options.runTtlMs, k.events)) as CancelResult;
+    return this.redis.hgetBuffer(this.runKey(id), 'res_body');
   }
 
   /**
-   * Heartbeat: extends the leases of the runs this worker holds (id and attempt); returns the ids
-   * it no longer holds, whose calls must stop.
+   * Cancels a queued or running run, if `owner` (a fingerprint; null = the unscoped admin API) may
+   * see it; returns the status it had, or 'missing' (also: not visible).
    */
-  async renewLeases(workerId: string, held: ReadonlyArray<{ id: string; attempt: number }>): Promise<string[]> {
-    if (held.length === 0) return [];
-    const args: ScriptArg[] = [];
-    for (const h of held) args.push(h.id, h.attempt);
-    return (await this.script('renewLeases')(this.keys.leases, this.keys.base, workerId, this.options.leaseTimeoutMs, ...args)) as string[];
+  async cancel(id: string, owner: string | null = null): Promise<CancelResult> {
+    const tag = tagOfRunId(id);
+    if (tag === null) return 'missing';
+    const key = this.keys.run(id);
+    const base = this.keys.base(tag);
+    const args = named({ id, base, owner: owner ?? '', admin: owner === null ? '1' : '0', ttl_ms: this.options.runTtlMs, channel: this.keys.events });
+    return (await this.script('cancelRun')(key, `${base}:webhooks`, ...args)) as CancelResult;
   }
 
   /**
-   * Ends or re-queues runs whose lease expired (workerId omitted), or the given runs a stopping
-   * worker hands back. Returns what happened to each.
+   * Heartbeat: extends the leases of the runs this worker holds (id, attempt, queue); returns the
+   * ids it no longer holds, whose calls must stop. One script per queue, sent together.
    */
-  async recover(limit: number, handBack?: { workerId: string; ids: string[] }): Promise<Array<{ id: string; outcome: 'queued' | 'failed' }>> {
-    const k = this.keys;
+  async renewLeases(workerId: string, held: ReadonlyArray<{ id: string; attempt: number; queue?: string }>): Promise<string[]> {
+    const byQueue = new Map<string, ScriptArg[]>();
+    for (const h of held) {
+      const queue = h.queue ?? 'default';
+      let list = byQueue.get(queue);
+      if (!list) byQueue.set(queue, (list = []));
+      list.push(h.id, h.attempt);
+    }
+    const lost = await Promise.all(
+      [...byQueue].map(([name, list]) => {
+        const q = this.queue(name);
+        return this.script('renewLeases')(
+          q.keys.leases,
+          ...named({ base: q.keys.base, worker: workerId, lease_ms: this.options.leaseTimeoutMs }, list),
+        ) as Promise<string[]>;
+      }),
+    );
+    return lost.flat();
+  }
+
+  /**
+   * Ends or re-queues runs of `queueName` (default `default`) whose lease expired (handBack omitted), or the given runs
+   * a stopping worker hands back. Returns what happened to each.
+   */
+  async recover(
+    limit: number,
+    handBack?: { workerId: string; ids: string[] },
+    queueName = 'default',
+  ): Promise<Array<{ id: string; outcome: 'queued' | 'failed' }>> {
+    const q = this.queue(queueName);
     const o = this.options;
-    const rows = (await this.script('recoverRuns')(
-      k.queue,
-      k.leases,
-      k.webhooks,
-      k.base,
-      k.events,
-      o.runTtlMs,
-      o.maxDispatchAttempts,
-      o.redispatchInterrupted,
-      limit,
-      handBack?.workerId ?? '',
-      ...(handBack?.ids ?? []),
-    )) as Array<[string, 'queued' | 'failed']>;
+    const args = named(
+      {
+        base: q.keys.base,
+        queue: queueName,
+        channel: this.keys.events,
+        ttl_ms: o.runTtlMs,
+        max_attempts: o.maxDispatchAttempts,
+        policy: o.redispatchInterrupted,
+        limit,
+        worker: handBack?.workerId ?? '',
+      },
+      handBack?.ids ?? [],
+    );
+    const rows = (await this.script('recoverRuns')(q.keys.leases, q.keys.webhooks, ...args)) as Array<[string, 'queued' | 'failed']>;
     return rows.map(([id, outcome]) => ({ id, outcome }));
   }
 
-  /** Puts runs this worker took but never started back at the head of the queue. */
-  async release(workerId: string, ids: string[]): Promise<number> {
+  /** Ends runs of `queueName` queued longer than its max_queue_time as `expired`; returns their ids. */
+  async expire(limit: number, queueName = 'default'): Promise<string[]> {
+    const q = this.queue(queueName);
+    if (q.policy.maxQueueTimeMs === null) return [];
+    const args = named({
+      base: q.keys.base,
+      queue: queueName,
+      queue_time_ms: q.policy.maxQueueTimeMs,
+      limit,
+      ttl_ms: this.options.runTtlMs,
+      channel: this.keys.events,
+    });
+    return (await this.script('expireRuns')(q.keys.queued, q.keys.webhooks, ...args)) as string[];
+  }
+
+  /** Puts runs of one queue this worker took but never started back at the head of their line. */
+  async release(workerId: string, ids: string[], queueName = 'default'): Promise<number> {
     if (ids.length === 0) return 0;
-    return Number(await this.script('releaseRuns')(this.keys.queue, this.keys.leases, this.keys.base, this.keys.events, workerId, ...ids));
+    const q = this.queue(queueName);
+    const args = named({ base: q.keys.base, queue: queueName, channel: this.keys.events, worker: workerId }, ids);
+    return Number(await this.script('releaseRuns')(q.keys.leases, ...args));
   }
 
   /**
-   * Puts back every run leased to `workerId` except `held`: after a claim whose reply was lost,
-   * the worker does not know which runs it was given. Call it only while no claim of this worker
-   * is waiting for its reply (those runs would be released under it).
+   * Puts back every run leased to `workerId` except `held`, in every queue: after a claim whose
+   * reply was lost, the worker does not know which runs it was given. Call it only while no claim
+   * of this worker is waiting for its reply (those runs would be released under it).
    */
   async releaseUntracked(workerId: string, held: readonly string[]): Promise<number> {
-    return Number(await this.script('releaseUntracked')(this.keys.queue, this.keys.leases, this.keys.base, this.keys.events, workerId, ...held));
+    const counts = await Promise.all(
+      [...this.queues.values()].map(async (q) => {
+        const args = named({ base: q.keys.base, queue: q.policy.name, channel: this.keys.events, worker: workerId }, held);
+        return Number(await this.script('releaseUntracked')(q.keys.leases, ...args));
+      }),
+    );
+    return counts.reduce((a, b) => a + b, 0);
   }
 
   async get(id: string): Promise<StoredRun | null> {
-    const f = await this.redis.hmget(this.keys.run(id), ...RUN_VIEW_FIELDS);
-    const v = Object.fromEntries(RUN_VIEW_FIELDS.map((name, i) => [name, f[i] ?? null])) as Record<(typeof RUN_VIEW_FIELDS)[number], string | null>;
+    const tag = tagOfRunId(id);
+    if (tag === null) return null;
+    const reply = (await this.script('readRun')(this.keys.run(id), ...named({ id, base: this.keys.base(tag), fields: RUN_VIEW_FIELD_LIST }))) as Array<
+      string | number | null
+    > | null;
+    if (!reply) return null;
+    const position = Number(reply[0]);
+    const v = byName(RUN_VIEW_FIELDS, reply as unknown as Array<Buffer | null>, 1) as unknown as Record<(typeof RUN_VIEW_FIELDS)[number], string | null>;
     if (!v.status) return null;
-    const history = (v.wh_log ?? '')
-      .split('\n')
-      .filter(Boolean)
-      .map((line) => JSON.parse(line) as WebhookAttemptRecord);
+    const status = v.status as RunStatus;
+    const queued = status === 'queued';
     const view: RunView = {
       run_id: id,
-      status: v.status as RunStatus,
+      status,
       created_at: iso(v.created_at)!,
       started_at: iso(v.started_at),
       finished_at: iso(v.finished_at),
@@ -350,12 +545,18 @@ export class RunStore {
         : null,
       error: v.error ? { code: v.error, message: v.error_message ?? '' } : null,
       dispatch_attempts: Number(v.attempt ?? 0),
+      queue: v.queue ?? '',
+      priority: PRIORITY_NAMES[Number(v.prio ?? 1)] ?? 'normal',
+      queue_position: queued && position >= 0 ? position : null,
+      queue_reason: queued ? v.queue_reason || null : null,
+      next_attempt_at: queued ? iso(v.next_attempt_at) : null,
+      dispatch_history: lines<DispatchAttemptRecord>(v.dispatch_log),
       webhook: {
         status: (v.wh_status ?? 'none') as WebhookStatus,
         attempts: Number(v.wh_attempts ?? 0),
         last_status_code: num(v.wh_last_status),
         next_attempt_at: v.wh_status === 'pending' ? iso(v.wh_next_at) : null,
-        history,
+        history: lines<WebhookAttemptRecord>(v.wh_log),
       },
     };
     return { view, owner: v.owner ?? '' };
@@ -366,7 +567,9 @@ export class RunStore {
    * Missing and not visible are the same null, decided in Redis before the body is read.
    */
   async getResult(id: string, owner: string | null): Promise<StoredResult | null> {
-    const f = (await this.script('readResult', true)(this.keys.run(id), owner ?? '', owner === null ? '1' : '0')) as Buffer[] | null;
+    if (tagOfRunId(id) === null) return null;
+    const f = (await this.script('readResult', true)(this.keys.run(id), ...named({ owner: owner ?? '', admin: owner === null ? '1' : '0' }))) as
+      Buffer[] | null;
     if (!f) return null;
     return {
       status: str(f[0]) as RunStatus,
@@ -377,79 +580,119 @@ export class RunStore {
     };
   }
 
-  /** Takes up to `limit` due webhook deliveries, hidden from other workers for `visibilityMs`. */
+  /** Takes up to `limit` due webhook deliveries (of every queue), hidden from other workers for `visibilityMs`. */
   async claimWebhooks(limit: number, visibilityMs: number): Promise<ClaimedDelivery[]> {
-    const rows = (await this.script('claimWebhooks', true)(this.keys.webhooks, this.keys.base, visibilityMs, limit, CLAIM_INLINE_BODY_BYTES)) as Array<
-      Array<Buffer | null>
-    >;
-    return rows.map((r) => {
-      const hasResponse = str(r[5]) !== '';
-      const inline = r[7] ?? null;
-      return {
-        runId: str(r[0]),
-        url: str(r[1]),
-        webhookId: str(r[2]),
-        runStatus: str(r[3]) as RunStatus,
-        error: str(r[4]) || null,
-        upstreamStatus: num(str(r[5])),
-        contentType: str(r[6]) || null,
-        body: hasResponse ? (inline ?? Buffer.alloc(0)) : null,
-        bodyPending: hasResponse && inline === null && Number(str(r[9])) > 0,
-        tries: Number(str(r[8]) || 0),
-      };
-    });
-  }
-
-  async recordWebhookAttempt(runId: string, record: WebhookAttemptRecord, retryDelayMs: number | null): Promise<void> {
-    await this.script('recordWebhookAttempt')(
-      this.keys.run(runId),
-      this.keys.webhooks,
-      runId,
-      record.outcome,
-      JSON.stringify(record),
-      retryDelayMs ?? -1,
-      record.status_code ?? '',
-      this.options.runTtlMs,
-      WEBHOOK_HISTORY_MAX,
-    );
-  }
-
-  /** A new delivery of a finished run's webhook, if `owner` (null = the admin API) may ask for it. */
-  async redeliver(id: string, owner: string | null): Promise<RedeliverResult> {
-    return (await this.script('redeliverWebhook')(
-      this.keys.run(id),
-      this.keys.webhooks,
-      id,
-      owner ?? '',
-      owner === null ? '1' : '0',
-      REDELIVER_MIN_INTERVAL_MS,
-    )) as RedeliverResult;
-  }
-
-  async queueDepth(): Promise<number> {
-    return this.redis.llen(this.keys.queue);
-  }
-
-  /**
-   * Recent runs for the admin listing, newest first, a page at a time. The cursor is the last
-   * entry of the previous page (created_at and id), so runs created in the same millisecond are
-   * neither skipped nor repeated.
-   */
-  async recentIds(limit: number, after?: { createdAt: number; id: string }): Promise<Array<{ id: string; createdAt: number }>> {
-    const max = after === undefined ? '+inf' : String(after.createdAt);
-    // Same-score members come in reverse lexical order: skip those at or above the cursor's id.
-    const flat = await this.redis.zrevrangebyscore(this.keys.index, max, '-inf', 'WITHSCORES', 'LIMIT', 0, limit + 64);
-    const out: Array<{ id: string; createdAt: number }> = [];
-    for (let i = 0; i < flat.length && out.length < limit; i += 2) {
-      const entry = { id: flat[i]!, createdAt: Number(flat[i + 1]) };
-      if (after && entry.createdAt === after.createdAt && entry.id >= after.id) continue;
-      out.push(entry);
+    const out: ClaimedDelivery[] = [];
+    for (const base of this.bases()) {
+      if (out.length >= limit) break;
+      const args = named({ base, visibility_ms: visibilityMs, limit: limit - out.length, inline_bytes: CLAIM_INLINE_BODY_BYTES, fields: DELIVERY_FIELD_LIST });
+      const rows = (await this.script('claimWebhooks', true)(`${base}:webhooks`, ...args)) as Array<Array<Buffer | number | null>>;
+      for (const r of rows) {
+        const f = byName(DELIVERY_FIELDS, r as Array<Buffer | null>, 3);
+        const hasResponse = str(f.res_status) !== '';
+        const inline = (r[1] as Buffer | null) ?? null;
+        out.push({
+          runId: str(r[0] as Buffer),
+          url: str(f.webhook_url),
+          webhookId: str(f.wh_id),
+          runStatus: str(f.status) as RunStatus,
+          error: str(f.error) || null,
+          upstreamStatus: num(str(f.res_status)),
+          contentType: str(f.res_content_type) || null,
+          body: hasResponse ? (inline ?? Buffer.alloc(0)) : null,
+          bodyPending: hasResponse && inline === null && Number(r[2]) > 0,
+          tries: Number(str(f.wh_try) || 0),
+        });
+      }
     }
     return out;
   }
 
-  /** Drops listing-index entries of expired runs among the next `scan` or so of the index; returns how many. */
+  async recordWebhookAttempt(runId: string, record: WebhookAttemptRecord, retryDelayMs: number | null): Promise<void> {
+    const base = this.keys.base(tagOfRunId(runId) ?? 'none');
+    const args = named({
+      id: runId,
+      outcome: record.outcome,
+      record: JSON.stringify(record),
+      delay_ms: retryDelayMs ?? -1,
+      status_code: record.status_code ?? '',
+      ttl_ms: this.options.runTtlMs,
+      keep: WEBHOOK_HISTORY_MAX,
+    });
+    await this.script('recordWebhookAttempt')(this.runKey(runId), `${base}:webhooks`, ...args);
+  }
+
+  /** A new delivery of a finished run's webhook, if `owner` (null = the admin API) may ask for it. */
+  async redeliver(id: string, owner: string | null): Promise<RedeliverResult> {
+    const tag = tagOfRunId(id);
+    if (tag === null) return 'missing';
+    const args = named({ id, owner: owner ?? '', admin: owner === null ? '1' : '0', min_interval_ms: REDELIVER_MIN_INTERVAL_MS });
+    return (await this.script('redeliverWebhook')(this.keys.run(id), `${this.keys.base(tag)}:webhooks`, ...args)) as RedeliverResult;
+  }
+
+  /** Queued runs of every queue (waiting and backing off). */
+  async queueDepth(): Promise<number> {
+    const counts = await Promise.all([...this.queues.values()].map((q) => this.redis.zcard(q.keys.queued)));
+    return counts.reduce((a, b) => a + b, 0);
+  }
+
+  /** Depth, backoff, in-flight and oldest wait of each served queue (one pipeline). */
+  async queueStats(): Promise<QueueStats[]> {
+    const queues = [...this.queues.values()];
+    const pipeline = this.redis.pipeline();
+    for (const q of queues) {
+      pipeline.zcard(q.keys.queued);
+      pipeline.zcard(q.keys.delayed);
+      pipeline.zcard(q.keys.leases);
+      pipeline.zrange(q.keys.queued, '0', '0', 'WITHSCORES');
+    }
+    const replies = (await pipeline.exec()) ?? [];
+    const now = Date.now();
+    return queues.map((q, i) => {
+      const at = (j: number) => {
+        const [err, value] = replies[4 * i + j] ?? [new Error('no reply'), null];
+        if (err) throw err;
+        return value;
+      };
+      const oldest = at(3) as string[];
+      return {
+        queue: q.policy.name,
+        queued: Number(at(0)),
+        delayed: Number(at(1)),
+        inFlight: Number(at(2)),
+        limit: q.policy.maxConcurrency,
+        oldestQueuedAgeMs: oldest.length === 2 ? Math.max(0, now - Number(oldest[1])) : null,
+      };
+    });
+  }
+
+  /**
+   * Recent runs for the admin listing, newest first, a page at a time, merged over the queues' tags.
+   * The cursor is the last entry of the previous page (created_at and id), so runs created in the
+   * same millisecond are neither skipped nor repeated.
+   */
+  async recentIds(limit: number, after?: { createdAt: number; id: string }): Promise<Array<{ id: string; createdAt: number }>> {
+    const max = after === undefined ? '+inf' : String(after.createdAt);
+    const all: Array<{ id: string; createdAt: number }> = [];
+    for (const base of this.bases()) {
+      const flat = await this.redis.zrevrangebyscore(`${base}:index`, max, '-inf', 'WITHSCORES', 'LIMIT', 0, limit + 64);
+      for (let i = 0; i < flat.length; i += 2) {
+        const entry = { id: flat[i]!, createdAt: Number(flat[i + 1]) };
+        if (after && entry.createdAt === after.createdAt && entry.id >= after.id) continue;
+        all.push(entry);
+      }
+    }
+    // Newest first; within a millisecond by id, descending, as one sorted set would give them.
+    all.sort((a, b) => b.createdAt - a.createdAt || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
+    return all.slice(0, limit);
+  }
+
+  /** Drops listing-index entries of expired runs among the next `scan` or so of each index; returns how many. */
   async pruneIndex(scan: number): Promise<number> {
-    return Number(await this.script('pruneIndex')(this.keys.index, `${this.keys.index}:prune_cursor`, this.keys.base, scan));
+    let removed = 0;
+    for (const base of this.bases()) {
+      removed += Number(await this.script('pruneIndex')(`${base}:index`, `${base}:index:prune_cursor`, ...named({ base, count: scan })));
+    }
+    return removed;
   }
 }

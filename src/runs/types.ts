@@ -1,12 +1,12 @@
 /** The states of a run. queued and running are live; the rest are final. */
 /** Every status a run can have, in lifecycle order: the type and the runs API's filter both come from it. */
-export const RUN_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'timed_out', 'cancelled'] as const;
+export const RUN_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'timed_out', 'cancelled', 'expired'] as const;
 export type RunStatus = (typeof RUN_STATUSES)[number];
 export type FinalStatus = Exclude<RunStatus, 'queued' | 'running'>;
 export type WebhookStatus = 'none' | 'pending' | 'delivered' | 'failed';
 export type Trigger = 'query' | 'prefer';
 
-export const FINAL_STATUSES: ReadonlySet<RunStatus> = new Set(['succeeded', 'failed', 'timed_out', 'cancelled']);
+export const FINAL_STATUSES: ReadonlySet<RunStatus> = new Set(['succeeded', 'failed', 'timed_out', 'cancelled', 'expired']);
 
 export function isFinal(status: RunStatus): status is FinalStatus {
   return FINAL_STATUSES.has(status);
@@ -30,6 +30,21 @@ export interface NewRun {
   owner: string;
   webhookUrl: string | null;
   gracePeriodMs: number;
+  /** The queue it waits in (README "Queues"); default `default`. */
+  queue?: string;
+  /** 0 high, 1 normal (the default), 2 low. */
+  priority?: number;
+}
+
+/**
+ * What the store needs to know of a queue (the queue's settings in src/config satisfy it).
+ * null: no limit.
+ */
+export interface QueuePolicy {
+  name: string;
+  maxConcurrency: number | null;
+  maxQueueTimeMs: number | null;
+  fairShare: boolean;
 }
 
 /** A run a worker has taken from the queue. */
@@ -44,6 +59,9 @@ export interface ClaimedRun {
   /** null: too large to come with the claim; read it with RunStore.readBody before the replay. */
   body: Buffer | null;
   gracePeriodMs: number;
+  queue: string;
+  /** Times the app already said "not now" to this run (each sent it back to the queue). */
+  backpressureTries: number;
 }
 
 /** How a dispatch ended, as the worker reports it. */
@@ -58,10 +76,22 @@ export interface DispatchOutcome {
     truncated: boolean;
   } | null;
   error: { code: DispatchErrorCode; message: string } | null;
+  /**
+   * The app said "not now" (429, 503 or a refused connection): the worker may send the run back
+   * to its queue instead of recording this outcome. Never stored.
+   */
+  notNow?: { reason: 'upstream_busy' | 'upstream_unavailable'; retryAfterMs: number | null };
 }
 
 /** Why a dispatch ended without success (a run's `error.code`), set by the worker or by recovery. */
-export const DISPATCH_ERRORS = ['upstream_status', 'upstream_unreachable', 'grace_period_exceeded', 'invalid_target', 'interrupted'] as const;
+export const DISPATCH_ERRORS = [
+  'upstream_status',
+  'upstream_unreachable',
+  'grace_period_exceeded',
+  'invalid_target',
+  'interrupted',
+  'queue_time_exceeded',
+] as const;
 export type DispatchErrorCode = (typeof DISPATCH_ERRORS)[number];
 
 /**
@@ -90,6 +120,15 @@ export interface WebhookAttemptRecord {
   outcome: 'delivered' | 'retry' | 'failed';
 }
 
+/** A try the app turned away with "not now" (429, 503, connection refused); the run went back to the queue. */
+export interface DispatchAttemptRecord {
+  at: string;
+  attempt: number;
+  status_code: number | null;
+  error: string | null;
+  retry_in_ms: number;
+}
+
 /** The run as the runs API shows it (docs/CONTRACT.md §5). */
 export interface RunView {
   run_id: string;
@@ -101,6 +140,17 @@ export interface RunView {
   response: { status_code: number; content_type: string | null; size: number; truncated: boolean } | null;
   error: { code: string; message: string } | null;
   dispatch_attempts: number;
+  /** The queue it ran or waits in. */
+  queue: string;
+  priority: 'high' | 'normal' | 'low';
+  /** While queued and in line: runs that will be taken before it (0 = next); else null. */
+  queue_position: number | null;
+  /** Why a queued run waits, when it is not its first time in line ('upstream_busy', 'upstream_unavailable'). */
+  queue_reason: string | null;
+  /** A run backing off: when it goes back in line. */
+  next_attempt_at: string | null;
+  /** Tries the app turned away ("not now"), the latest 20. */
+  dispatch_history: DispatchAttemptRecord[];
   webhook: {
     status: WebhookStatus;
     attempts: number;

@@ -59,7 +59,44 @@ export class Metrics {
   });
   readonly queueDepth = new Gauge({
     name: 'eas_queue_depth',
-    help: 'Runs waiting in the shared Redis queue (read at scrape time).',
+    help: 'Runs queued (waiting or backing off), by queue, across every replica (read from Redis at scrape time).',
+    labelNames: ['queue'] as const,
+    registers: [this.registry],
+  });
+  readonly queueDelayed = new Gauge({
+    name: 'eas_queue_backing_off',
+    help: 'Queued runs backing off after the app said "not now", by queue (read at scrape time).',
+    labelNames: ['queue'] as const,
+    registers: [this.registry],
+  });
+  readonly queueInFlight = new Gauge({
+    name: 'eas_queue_in_flight',
+    help: 'Runs at the app, by queue, across every replica (read at scrape time).',
+    labelNames: ['queue'] as const,
+    registers: [this.registry],
+  });
+  readonly queueLimit = new Gauge({
+    name: 'eas_queue_limit',
+    help: "The queue's max_concurrency (absent: no limit).",
+    labelNames: ['queue'] as const,
+    registers: [this.registry],
+  });
+  readonly queueOldestAge = new Gauge({
+    name: 'eas_queue_oldest_age_seconds',
+    help: 'Age of the oldest queued run, by queue (0 when none is queued; read at scrape time).',
+    labelNames: ['queue'] as const,
+    registers: [this.registry],
+  });
+  readonly backpressureRetries = new Counter({
+    name: 'eas_backpressure_retries_total',
+    help: 'Runs sent back to their queue because the app said "not now", by queue and reason (upstream_busy, upstream_unavailable).',
+    labelNames: ['queue', 'reason'] as const,
+    registers: [this.registry],
+  });
+  readonly runsExpired = new Counter({
+    name: 'eas_runs_expired_total',
+    help: "Runs that waited longer than their queue's max_queue_time, by queue (counted by the replica that ended them).",
+    labelNames: ['queue'] as const,
     registers: [this.registry],
   });
   readonly webhookAttempts = new Counter({

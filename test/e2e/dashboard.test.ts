@@ -11,7 +11,7 @@ import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { request } from 'undici';
-import { RunStore, type RunStatus } from '../../src/runs';
+import { RunStore, newRunId, queueTag, type RunStatus } from '../../src/runs';
 import { RedisServer } from '../support/redis-server';
 import { Upstream } from '../support/upstream';
 import { eventually, startTestSidecar } from '../support/sidecar';
@@ -56,7 +56,7 @@ run('runs dashboard in headless Chromium', () => {
   const ids: Record<string, string[]> = { ok: [], fail: [], slow: [], timeout: [] };
 
   async function create(path: string, opts: { webhook?: boolean; graceMs?: number } = {}): Promise<string> {
-    const id = randomUUID();
+    const id = newRunId(queueTag('default'));
     await store.create({
       id,
       trigger: 'query',

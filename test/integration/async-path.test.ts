@@ -14,9 +14,12 @@ import { WebhookReceiver } from '../support/webhook-receiver';
 import { freePort } from '../support/ports';
 import { postHeadersOnly } from '../support/headers-only';
 import { eventually, startTestSidecar } from '../support/sidecar';
+import { queueTag } from '../../src/runs';
 
 const SECRET = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw';
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[1-8][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+// A UUIDv8 whose last four hex digits are the hash tag of its queue (README "Queues"): here `default`.
+const RUN_ID = new RegExp(`^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{8}${queueTag('default')}$`);
 /** envoy.yaml's request_body_buffer_limit on the async routes, and MAX_BODY_BYTES's default. */
 const BODY_LIMIT = 10 * 1024 * 1024;
 
@@ -109,7 +112,7 @@ describeEachEnvoy('the async path end to end', (factory) => {
     expect(res.status).toBe(202);
     expect(res.raw.length).toBe(50);
     const runId = JSON.parse(res.raw.toString()).run_id as string;
-    expect(runId).toMatch(UUID);
+    expect(runId).toMatch(RUN_ID);
     expect(res.raw.toString()).toBe(`{"run_id":"${runId}"}\n`);
     expect(res.headers['content-type']).toBe('application/json');
     expect(res.headers['x-request-id']).toBe(runId);

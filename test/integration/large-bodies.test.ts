@@ -8,16 +8,17 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Redis } from 'ioredis';
 import type { ImmediateResponse__Output } from '../../src/generated/envoy/service/ext_proc/v3/ImmediateResponse';
-import { connectRedis, RunStore, type NewRun } from '../../src/runs';
+import { connectRedis, RunKeys, RunStore, type NewRun } from '../../src/runs';
 import { createExtProcClient, ExtProcStream } from '../support/envoy/ext-proc-stream';
 import { FaultProxy } from '../support/fault-proxy';
 import { freePort } from '../support/ports';
 import { RedisServer } from '../support/redis-server';
 import { eventually, startTestSidecar } from '../support/sidecar';
+import { testRunId } from '../support/run-ids';
 
 const MiB = 1024 * 1024;
 const N = 30;
-const id = (n: number) => `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`;
+const id = (n: number) => testRunId(n);
 const newRun = (n: number, over: Partial<NewRun> = {}): NewRun => ({
   id: id(n),
   trigger: 'query',
@@ -113,7 +114,7 @@ it('claims due webhooks of 10 MiB results within the command timeout, bodies rea
     for (const d of pending.slice(0, 3)) {
       const body = await store.readResultBody(d.runId);
       expect(body!.length).toBe(10 * MiB);
-      expect(body![0]).toBe(Number(d.runId.slice(-2)));
+      expect(body![0]).toBe(Number(d.runId.slice(-6, -4))); // testRunId(n): n before the 4-digit queue tag
     }
   } finally {
     conn.disconnect();
@@ -149,7 +150,7 @@ it('a 503 whose write may have happened says so and names the run, which the cli
     const location = reply.headers?.set_headers?.find((x) => x.header?.key === 'location')?.header?.raw_value?.toString();
     expect(location).toBe(`/v1/runs/${body.error.run_id}`);
     // The write did happen: the run the 503 named exists.
-    await eventually(async () => ((await db.hget(`eas:{runs}:run:${body.error.run_id}`, 'status')) ? true : undefined), 5_000, 'the run exists');
+    await eventually(async () => ((await db.hget(new RunKeys('eas').run(body.error.run_id), 'status')) ? true : undefined), 5_000, 'the run exists');
   } finally {
     proxy.setLatency(0);
     client.close();

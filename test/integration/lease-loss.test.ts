@@ -7,12 +7,13 @@
 import type { ServerResponse } from 'node:http';
 import { Redis } from 'ioredis';
 import { RunStore } from '../../src/runs';
+import { testRunId } from '../support/run-ids';
 import { FaultProxy } from '../support/fault-proxy';
 import { RedisServer } from '../support/redis-server';
 import { eventually, startTestSidecar } from '../support/sidecar';
 import { Upstream, type RecordedRequest } from '../support/upstream';
 
-const RUN_ID = '00000000-0000-4000-8000-00000000abcd';
+const RUN_ID = testRunId(0xabcd);
 
 let redis: RedisServer;
 let proxy: FaultProxy;

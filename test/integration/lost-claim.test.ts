@@ -9,8 +9,9 @@ import { FaultProxy } from '../support/fault-proxy';
 import { RedisServer } from '../support/redis-server';
 import { eventually, startTestSidecar } from '../support/sidecar';
 import { Upstream } from '../support/upstream';
+import { testRunId } from '../support/run-ids';
 
-const id = (n: number) => `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`;
+const id = (n: number) => testRunId(n);
 
 it('releases the runs of a claim whose reply timed out, and dispatches them on their first attempt', async () => {
   const redis = await RedisServer.start();

@@ -6,6 +6,7 @@ import { RedisServer } from '../support/redis-server';
 import { Upstream } from '../support/upstream';
 import { freePort } from '../support/ports';
 import { eventually, startTestSidecar } from '../support/sidecar';
+import { testRunId } from '../support/run-ids';
 
 type Sidecar = Awaited<ReturnType<typeof startTestSidecar>>;
 let redis: RedisServer;
@@ -122,7 +123,7 @@ describeWithEnvoy('operating it through the real Envoy (docs/CONTRACT.md §6)', 
       expect(text).toContain('eas_runs_rejected_total{code="invalid_webhook_endpoint"} 1');
       expect(text).toContain('eas_run_duration_seconds_count{status="succeeded"} 2');
       expect(text).toContain('eas_run_queue_wait_seconds_count 3');
-      expect(text).toContain('eas_queue_depth 0');
+      expect(text).toContain('eas_queue_depth{queue=\"default\"} 0');
       expect(text).toContain('eas_dispatches_in_flight 0');
       expect(text).toMatch(/eas_extproc_stream_duration_seconds_count\{decision="accepted"\} 3/);
       expect(text).toMatch(/eas_extproc_stream_duration_seconds_count\{decision="runs_api"\} 3/);
@@ -248,7 +249,7 @@ describeWithEnvoy('operating it through the real Envoy (docs/CONTRACT.md §6)', 
       maxDispatchAttempts: 3,
       redispatchInterrupted: 'idempotent',
     });
-    const id = '11111111-2222-4333-8444-555555555555';
+    const id = testRunId(1);
     // A worker takes the run and dies before any sidecar is running: nobody renews its lease.
     await store.create({
       id,

@@ -7,12 +7,13 @@ import { Redis } from 'ioredis';
 import { connectRedis, evictionPolicyProblem, mayHaveRun, RunStore, type NewRun } from '../../src/runs';
 import { freePort } from '../support/ports';
 import { RedisServer } from '../support/redis-server';
+import { testRunId } from '../support/run-ids';
 
 let redis: RedisServer;
 let client: Redis;
 let store: RunStore;
 
-const id = (n: number) => `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`;
+const id = (n: number) => testRunId(n);
 const newRun = (n: number, over: Partial<NewRun> = {}): NewRun => ({
   id: id(n),
   trigger: 'query',
@@ -61,8 +62,8 @@ describe('Redis over maxmemory (noeviction)', () => {
     expect(mayHaveRun(refused)).toBe(false); // Redis answered: the script did not run
     await expect(store.recover(10)).rejects.toThrow(/OOM/);
     expect(await client.hget(store.keys.run(id(1)), 'status')).toBe('running');
-    expect(await client.zscore(store.keys.leases, id(1))).not.toBeNull();
-    expect(await client.llen(store.keys.queue)).toBe(0);
+    expect(await client.zscore(store.queueKeys('default').leases, id(1))).not.toBeNull();
+    expect(await client.zcard(store.queueKeys('default').queued)).toBe(0);
     // Memory back: the same completion is recorded as if nothing had happened.
     await client.config('SET', 'maxmemory', '0');
     expect((await store.complete('w1', run!, outcome(Buffer.from('ok')))).recorded).toBe(true);

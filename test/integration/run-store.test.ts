@@ -1,6 +1,7 @@
 import { Redis } from 'ioredis';
-import { RunStore, type NewRun } from '../../src/runs';
+import { RunStore, queueTag, type NewRun } from '../../src/runs';
 import { RedisServer } from '../support/redis-server';
+import { testRunId } from '../support/run-ids';
 
 let redis: RedisServer;
 let client: Redis;
@@ -20,7 +21,7 @@ const newRun = (id: string, over: Partial<NewRun> = {}): NewRun => ({
   gracePeriodMs: 1000,
   ...over,
 });
-const id = (n: number) => `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`;
+const id = (n: number) => testRunId(n);
 
 beforeAll(async () => {
   redis = await RedisServer.start();
@@ -40,7 +41,8 @@ describe('run store (one Lua script per state change)', () => {
     await store.create(newRun(id(1)));
     const keys = await client.keys('t:*');
     expect(keys.length).toBeGreaterThan(0);
-    for (const k of keys) expect(k).toContain('{runs}');
+    // Every key but the queue registry carries the default queue's tag (other queues: test/integration/queues.test.ts).
+    for (const k of keys) if (k !== 't:queues') expect(k).toContain(`{t:${queueTag('default')}}`);
   });
 
   it('hands out runs oldest first, each once, with the body byte for byte', async () => {
@@ -138,7 +140,7 @@ describe('run store (one Lua script per state change)', () => {
         taken.map((r) => r.id),
       ),
     ).toBe(2);
-    expect(await client.zcard(store.keys.leases)).toBe(0);
+    expect(await client.zcard(store.queueKeys('default').leases)).toBe(0);
     expect((await store.get(id(1)))!.view).toMatchObject({ status: 'queued', started_at: null, dispatch_attempts: 0 });
     const again = await store.claim('w2', 3);
     expect(again.map((r) => [r.id, r.attempt])).toEqual([
@@ -249,7 +251,7 @@ describe('run store (one Lua script per state change)', () => {
   it('pages through runs created in the same millisecond without skipping or repeating any', async () => {
     for (let i = 1; i <= 5; i++) await store.create(newRun(id(i)));
     const now = Date.now();
-    for (let i = 1; i <= 5; i++) await client.zadd(store.keys.index, now, id(i)); // one shared score
+    for (let i = 1; i <= 5; i++) await client.zadd(store.queueKeys('default').index, now, id(i)); // one shared score
     const seen: string[] = [];
     let after: { createdAt: number; id: string } | undefined;
     for (;;) {
@@ -266,7 +268,7 @@ describe('run store (one Lua script per state change)', () => {
     await store.create(newRun(id(2)));
     await client.del(store.keys.run(id(1))); // as if it had expired
     expect(await store.pruneIndex(100)).toBe(1);
-    expect(await client.zrange(store.keys.index, '0', '-1')).toEqual([id(2)]);
+    expect(await client.zrange(store.queueKeys('default').index, '0', '-1')).toEqual([id(2)]);
   });
 
   it('prunes expired entries behind long-lived ones at the old end of the index', async () => {
@@ -274,11 +276,11 @@ describe('run store (one Lua script per state change)', () => {
     const later = Date.now() + 1000;
     const expired: Array<string | number> = [];
     for (let i = 0; i < 5000; i++) expired.push(later + i, `ffffffff-0000-4000-8000-${String(i).padStart(12, '0')}`);
-    await client.zadd(store.keys.index, ...expired); // index entries whose run hashes are gone
+    await client.zadd(store.queueKeys('default').index, ...expired); // index entries whose run hashes are gone
     let removed = 0;
     for (let call = 0; call < 200 && removed < 5000; call++) removed += await store.pruneIndex(200);
     expect(removed).toBe(5000);
-    expect(await client.zcard(store.keys.index)).toBe(250);
+    expect(await client.zcard(store.queueKeys('default').index)).toBe(250);
   });
 
   it('sends no webhook for a cancelled run', async () => {

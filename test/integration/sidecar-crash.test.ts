@@ -122,7 +122,7 @@ async function underLoad(signal: NodeJS.Signals) {
       30_000,
       'every accepted run to end',
     );
-    const all = await inspect.zrange(keys.index, '0', '-1');
+    const all = await inspect.zrange(keys.queue('default').index, '0', '-1');
     const seen = new Set([...okIds, probe.id!]);
     const withoutA202 = all.filter((id) => !seen.has(id));
     const histogram = (xs: string[]) => Object.fromEntries([...new Set(xs)].map((x) => [x, xs.filter((y) => y === x).length]));

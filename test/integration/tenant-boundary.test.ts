@@ -6,7 +6,7 @@ import { request } from '../support/http';
 import { freePort } from '../support/ports';
 import { describeWithEnvoy, RealEnvoy } from '../support/real-envoy';
 import { RedisServer } from '../support/redis-server';
-import { eventually, startTestSidecar } from '../support/sidecar';
+import { eventually, startTestSidecar, writeConfigFile } from '../support/sidecar';
 import { Upstream } from '../support/upstream';
 
 describeWithEnvoy('tenant boundary through the real Envoy', () => {
@@ -28,6 +28,8 @@ describeWithEnvoy('tenant boundary through the real Envoy', () => {
       // Straight to a port nobody listens on: every run fails to connect.
       DISPATCH_URL: `http://127.0.0.1:${closedPort}`,
       OWNER_REQUIRED: 'true',
+      // A refused connection is the app saying "not now" (README "Queues"): fail at the first one.
+      CONFIG_FILE: writeConfigFile('queues:\n  default: { max_backpressure_retries: 0 }\n'),
     });
     await eventually(
       async () =>

@@ -1,3 +1,6 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import pino from 'pino';
 import { loadConfig, type Config } from '../../src/config';
 import { startSidecar, type Sidecar } from '../../src/sidecar';
@@ -38,4 +41,11 @@ export async function eventually<T>(check: () => Promise<T | undefined> | T | un
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 25));
   }
+}
+
+/** Writes a CONFIG_FILE (YAML text) to a temporary folder and returns its path. */
+export function writeConfigFile(yaml: string): string {
+  const path = join(mkdtempSync(join(tmpdir(), 'eas-config-')), 'config.yaml');
+  writeFileSync(path, yaml);
+  return path;
 }

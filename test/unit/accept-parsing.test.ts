@@ -1,4 +1,5 @@
-import { parseAsyncRequest, replayHeaders, ownerFingerprint } from '../../src/api';
+import { parseAsyncRequest, replayHeaders, ownerFingerprint, requestedPriority } from '../../src/api';
+import { backoffDelay } from '../../src/dispatch';
 import type { RequestHead } from '../../src/extproc';
 
 const head = (path: string, headers: Array<[string, string]> = []): RequestHead => ({
@@ -77,5 +78,41 @@ describe('owner fingerprint', () => {
     expect(ownerFingerprint(undefined)).toBe('');
     expect(ownerFingerprint('Bearer a')).toHaveLength(64);
     expect(ownerFingerprint('Bearer a')).not.toBe(ownerFingerprint('Bearer b'));
+  });
+});
+
+describe('run priority from Prefer (README "Queues")', () => {
+  const head = (prefer?: string): RequestHead => ({
+    method: 'POST',
+    path: '/x',
+    scheme: 'http',
+    authority: 'app',
+    endOfStream: false,
+    headers: prefer ? [['prefer', prefer]] : [],
+  });
+  it('lets a client lower its priority, never raise it; other values are refused', () => {
+    expect(requestedPriority(head(), 'normal')).toBe(1);
+    expect(requestedPriority(head('respond-async, priority=low'), 'normal')).toBe(2);
+    expect(requestedPriority(head('priority="LOW"'), 'high')).toBe(2);
+    expect(requestedPriority(head('priority=normal'), 'high')).toBe(1);
+    expect(requestedPriority(head('priority=high'), 'normal')).toBe(1);
+    expect(requestedPriority(head('priority=high'), 'low')).toBe(2);
+    expect(requestedPriority(head('priority=urgent'), 'normal')).toBeNull();
+  });
+  it('keeps the priority token from the app', () => {
+    expect(replayHeaders(head('respond-async, priority=low, wait=5'), 'id')).toContainEqual(['prefer', 'wait=5']);
+  });
+});
+
+describe('backoff when the app says "not now"', () => {
+  it("honours the app's Retry-After up to the queue's maximum", () => {
+    expect(backoffDelay(0, 1000, 60_000)).toBe(1000);
+    expect(backoffDelay(5, 0, 60_000)).toBe(0);
+    expect(backoffDelay(0, 120_000, 60_000)).toBe(60_000);
+  });
+  it('else doubles from 1 s with half of each delay random, capped', () => {
+    expect([0, 1, 2, 3].map((t) => backoffDelay(t, null, 60_000, () => 0))).toEqual([500, 1000, 2000, 4000]);
+    expect([0, 1, 2, 3].map((t) => backoffDelay(t, null, 60_000, () => 1))).toEqual([1000, 2000, 4000, 8000]);
+    expect(backoffDelay(30, null, 60_000, () => 1)).toBe(60_000);
   });
 });

@@ -1,7 +1,7 @@
 import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigError, HelpRequested, VersionRequested, gracePeriodFor, helpText, loadConfig, markdownTable, packageVersion, SETTINGS } from '../../src/config';
+import { ConfigError, HelpRequested, VersionRequested, helpText, loadConfig, markdownTable, packageVersion, placementFor, SETTINGS } from '../../src/config';
 
 describe('configuration (docs/CONTRACT.md §6)', () => {
   it('has the documented defaults', () => {
@@ -127,14 +127,72 @@ describe('configuration (docs/CONTRACT.md §6)', () => {
     const file = join(dir, 'routes.yaml');
     writeFileSync(file, 'routes:\n  - prefix: /v1\n    response_grace_period: 60\n  - prefix: /v1/slow\n    response_grace_period: 43200\n');
     const c = loadConfig({ CONFIG_FILE: file }, []);
-    expect(gracePeriodFor(c, '/v1/slow/x')).toBe(43_200_000);
-    expect(gracePeriodFor(c, '/v1/fast')).toBe(60_000);
-    expect(gracePeriodFor(c, '/other')).toBe(900_000);
+    expect(placementFor(c, '/v1/slow/x').gracePeriodMs).toBe(43_200_000);
+    expect(placementFor(c, '/v1/fast').gracePeriodMs).toBe(60_000);
+    expect(placementFor(c, '/other').gracePeriodMs).toBe(900_000);
     writeFileSync(file, 'routes:\n  - prefix: /v1\n    response_grace_period: 50000\n');
     expect(() => loadConfig({ CONFIG_FILE: file }, [])).toThrow(/CONFIG_FILE=.*routes.0.response_grace_period/);
     writeFileSync(file, 'routes:\n  - prefix: /v1\n    grace: 5\n');
     expect(() => loadConfig({ CONFIG_FILE: file }, [])).toThrow(ConfigError);
     expect(() => loadConfig({ CONFIG_FILE: join(dir, 'missing.yaml') }, [])).toThrow(/CONFIG_FILE=.*missing.yaml/);
+  });
+
+  it('reads named queues and routes from CONFIG_FILE (README "Queues")', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'eas-config-'));
+    const file = join(dir, 'queues.yaml');
+    writeFileSync(
+      file,
+      [
+        'queues:',
+        '  gpu: { max_concurrency: 2, max_queue_time: 600, response_grace_period: 120 }',
+        '  batch: { fair_share: false, max_backpressure_retries: 0 }',
+        '  plain:',
+        'routes:',
+        '  - { prefix: /v4/p-1/slow-model, queue: gpu, response_grace_period: 43200 }',
+        '  - { prefix: /v4/p-1, queue: gpu, priority: low }',
+        '  - { prefix: /batch, queue: batch }',
+      ].join('\n'),
+    );
+    const c = loadConfig({ CONFIG_FILE: file }, []);
+    expect([...c.queues.keys()].sort()).toEqual(['batch', 'default', 'gpu', 'plain']);
+    expect(c.queues.get('gpu')).toEqual({
+      name: 'gpu',
+      maxConcurrency: 2,
+      maxQueueTimeMs: 600_000,
+      gracePeriodMs: 120_000,
+      fairShare: true,
+      maxBackpressureRetries: 10,
+      backpressureMaxDelayMs: 60_000,
+    });
+    expect(c.queues.get('batch')).toMatchObject({ maxConcurrency: null, fairShare: false, maxBackpressureRetries: 0 });
+    expect(c.queues.get('plain')).toMatchObject({ maxConcurrency: null, maxQueueTimeMs: null, fairShare: true });
+    // The route's grace period, else the queue's, else RESPONSE_GRACE_PERIOD.
+    expect(placementFor(c, '/v4/p-1/slow-model/predict')).toMatchObject({ queue: { name: 'gpu' }, gracePeriodMs: 43_200_000, priority: 'normal' });
+    expect(placementFor(c, '/v4/p-1/other')).toMatchObject({ queue: { name: 'gpu' }, gracePeriodMs: 120_000, priority: 'low' });
+    expect(placementFor(c, '/batch/x')).toMatchObject({ queue: { name: 'batch' }, gracePeriodMs: 900_000 });
+    expect(placementFor(c, '/elsewhere')).toMatchObject({ queue: { name: 'default' }, gracePeriodMs: 900_000, priority: 'normal' });
+  });
+
+  it('stops start-up on invalid queue configuration with one line naming the key', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'eas-config-'));
+    const file = join(dir, 'queues.yaml');
+    const error = (yaml: string): string => {
+      writeFileSync(file, yaml);
+      try {
+        loadConfig({ CONFIG_FILE: file }, []);
+      } catch (err) {
+        expect(err).toBeInstanceOf(ConfigError);
+        expect((err as Error).message).not.toContain('\n');
+        return (err as Error).message;
+      }
+      throw new Error('no error');
+    };
+    expect(error('queues:\n  gpu: { max_concurrency: 0 }\n')).toMatch(/CONFIG_FILE=.*: queues.gpu.max_concurrency: /);
+    expect(error('queues:\n  gpu: { max_concurency: 2 }\n')).toMatch(/queues.gpu: .*max_concurency/);
+    expect(error('queues:\n  GPU!: {}\n')).toMatch(/queues.GPU!: .*queue names/);
+    expect(error('queues:\n  gpu: { max_queue_time: -1 }\n')).toMatch(/queues.gpu.max_queue_time: /);
+    expect(error('routes:\n  - { prefix: /x, queue: nope }\n')).toMatch(/routes.0.queue: no queue named "nope" under queues/);
+    expect(error('routes:\n  - { prefix: /x, priority: urgent }\n')).toMatch(/routes.0.priority: /);
   });
 
   it('lists every setting with its default in --help', () => {

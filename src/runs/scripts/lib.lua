@@ -1,8 +1,29 @@
 -- Shared helpers, prepended to every script (Redis scripts cannot include files).
--- All keys of one deployment share the hash tag {runs}, so every script touches one slot.
+-- Every key a script touches shares one hash tag (src/runs/keys.ts): a queue's keys and its runs'
+-- hashes, so each script stays within one Redis Cluster slot. Keys built here from `base` (run
+-- hashes) and from a queue prefix `qp` (per-priority rings and per-owner lists) are in that slot.
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Arguments by name: ARGV is name1, value1, name2, value2, ... up to an empty name, then an
+-- optional list (ids, hash fields). Returns the options and the index where the list starts.
+-- One builder per script in store.ts writes them; a script reads `o.name`, so adding an option
+-- changes two places that name it, and the order matters nowhere.
+local function options()
+  local o, i = {}, 1
+  while i <= #ARGV and ARGV[i] ~= '' do
+    o[ARGV[i]] = ARGV[i + 1]
+    i = i + 2
+  end
+  return o, i + 1
+end
+
+local function split(s)
+  local out = {}
+  for part in string.gmatch(s or '', '[^,]+') do out[#out + 1] = part end
+  return out
 end
 
 -- Puts a run in a final state. A run with a webhook (not cancelled) is kept until its delivery
@@ -13,7 +34,7 @@ end
 -- them after the last dispatch, and they should not sit in Redis for RUN_TTL.
 local function finish(run_key, webhooks_key, id, status, now, ttl_ms, channel, due)
   redis.call('HSET', run_key, 'status', status, 'finished_at', now)
-  redis.call('HDEL', run_key, 'worker', 'headers', 'body', 'target')
+  redis.call('HDEL', run_key, 'worker', 'headers', 'body', 'target', 'queue_reason', 'next_attempt_at')
   local url = redis.call('HGET', run_key, 'webhook_url')
   local scheduled = false
   if url and url ~= '' and status ~= 'cancelled' then
@@ -36,42 +57,127 @@ local function read_within(key, field, budget)
   return redis.call('HGET', key, field) or '', budget - size, size
 end
 
--- running -> queued for a run its worker took but never started: back at the head of the
--- queue with its attempt undone, whatever its method, since the upstream never saw it.
+-- The waiting line of a queue (README "Queues"): per priority p (0 high, 1 normal, 2 low) a ring
+-- of owner buckets, `qp:ring:p`, next first, and per bucket a FIFO list `qp:pending:p:bucket`.
+-- A bucket is the owner fingerprint (fair share) or '*' (one line per priority). A claim takes
+-- the first run of the first bucket of the highest non-empty priority and moves that bucket to
+-- the back of its ring: owners take turns, each in its own order.
+local function line_push(qp, id, prio, bucket, at_head)
+  local list = qp .. ':pending:' .. prio .. ':' .. bucket
+  local ring = qp .. ':ring:' .. prio
+  if at_head then
+    if redis.call('LPUSH', list, id) == 1 then redis.call('LPUSH', ring, bucket) end
+  else
+    if redis.call('RPUSH', list, id) == 1 then redis.call('RPUSH', ring, bucket) end
+  end
+end
+
+local function line_pop(qp)
+  for p = 0, 2 do
+    local ring = qp .. ':ring:' .. p
+    while true do
+      local bucket = redis.call('LPOP', ring)
+      if not bucket then break end
+      local list = qp .. ':pending:' .. p .. ':' .. bucket
+      local id = redis.call('LPOP', list)
+      if redis.call('LLEN', list) > 0 then redis.call('RPUSH', ring, bucket) end
+      if id then return id end
+    end
+  end
+  return false
+end
+
+local function line_remove(qp, id, prio, bucket)
+  local list = qp .. ':pending:' .. prio .. ':' .. bucket
+  if redis.call('LREM', list, 1, id) > 0 and redis.call('LLEN', list) == 0 then
+    redis.call('LREM', qp .. ':ring:' .. prio, 1, bucket)
+  end
+end
+
+-- A queue's keys from its prefix (src/runs/keys.ts QueueKeys).
+local function queue_keys(base, queue)
+  local qp = base .. ':q:' .. queue
+  return qp, qp .. ':queued', qp .. ':delayed', qp .. ':leases'
+end
+
+-- Back in line (at the head: it was ahead of everything queued after it), as `queued`.
+-- Wakes idle workers when the queue had nothing queued.
+local function requeue(base, queue, id, key, channel)
+  local qp, queued_key = queue_keys(base, queue)
+  local f = redis.call('HMGET', key, 'prio', 'bucket', 'created_at')
+  redis.call('HSET', key, 'status', 'queued')
+  redis.call('HDEL', key, 'worker')
+  line_push(qp, id, f[1], f[2], true)
+  redis.call('ZADD', queued_key, f[3], id)
+  if redis.call('ZCARD', queued_key) == 1 then redis.call('PUBLISH', channel, 'queued:' .. queue) end
+end
+
+-- running -> queued for a run its worker took but never started: back at the head of its line
+-- with its attempt undone, whatever its method, since the app never saw it.
 -- Returns true when the run was `worker`'s and went back.
-local function unclaim(queue_key, leases_key, base, worker, id)
+local function unclaim(base, queue, leases_key, worker, id, channel)
   local key = base .. ':run:' .. id
   local f = redis.call('HMGET', key, 'status', 'worker')
   if f[1] ~= 'running' or f[2] ~= worker then return false end
   if redis.call('HINCRBY', key, 'attempt', -1) == 0 then redis.call('HDEL', key, 'started_at') end
-  redis.call('HSET', key, 'status', 'queued')
-  redis.call('HDEL', key, 'worker')
   redis.call('ZREM', leases_key, id)
-  redis.call('LPUSH', queue_key, id)
+  requeue(base, queue, id, key, channel)
   return true
 end
 
--- queued -> running for up to `max` runs, oldest first, leased to `worker` until now + lease_ms.
+-- queued -> running for up to `max` runs of one queue, highest priority first, owners in turn,
+-- leased to `worker` until now + lease_ms, and never more than `limit` (0 = none) leased at once:
+-- the lease set is the queue's in-flight count, so the limit holds across every replica, and a
+-- dead worker's slots come back when recovery ends its leases.
+-- Runs whose backoff has ended rejoin the head of their line first; a run queued longer than
+-- `queue_time_ms` (0 = no limit) ends `expired` instead of starting.
 -- Bodies come inline only while they fit `inline_bytes` together: a reply carrying every body
 -- (30 runs of 10 MiB took 1.2 s, past the command timeout) is dropped by the client after Redis
 -- has leased the runs. A body left out is read by the worker on its own (body false, size > 0).
--- Returns, per run: id, attempt, started_at, queued_at, method, target, headers, body or false,
--- grace_ms, body size.
-local function claim(queue_key, leases_key, base, worker, lease_ms, max, now, inline_bytes)
+-- Returns, per run: { id, attempt, started_at, body or false, body size, then the run's `fields` }.
+local function claim(o, now, webhooks_key, max)
+  local base, queue = o.base, o.queue
+  local qp, queued_key, delayed_key, leases_key = queue_keys(base, queue)
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', delayed_key, '-inf', now, 'LIMIT', 0, 100)) do
+    redis.call('ZREM', delayed_key, id)
+    local key = base .. ':run:' .. id
+    local f = redis.call('HMGET', key, 'prio', 'bucket')
+    if f[1] then
+      redis.call('HDEL', key, 'next_attempt_at')
+      line_push(qp, id, f[1], f[2], true)
+    end
+  end
+  local limit = tonumber(o.limit)
+  if limit > 0 then max = math.min(max, limit - redis.call('ZCARD', leases_key)) end
+  local fields = split(o.fields)
+  local queue_time = tonumber(o.queue_time_ms)
+  local inline = tonumber(o.inline_bytes)
   local out = {}
   while #out < max do
-    local id = redis.call('LPOP', queue_key)
+    local id = line_pop(qp)
     if not id then break end
     local key = base .. ':run:' .. id
-    if redis.call('HGET', key, 'status') == 'queued' then
-      local attempt = redis.call('HINCRBY', key, 'attempt', 1)
-      redis.call('HSET', key, 'status', 'running', 'worker', worker)
-      redis.call('HSETNX', key, 'started_at', now)
-      redis.call('ZADD', leases_key, now + lease_ms, id)
-      local f = redis.call('HMGET', key, 'queued_at', 'method', 'target', 'headers', 'grace_ms')
-      local body, size
-      body, inline_bytes, size = read_within(key, 'body', inline_bytes)
-      out[#out + 1] = { id, attempt, now, f[1], f[2], f[3], f[4], body, f[5], size }
+    local f = redis.call('HMGET', key, 'status', 'created_at')
+    if f[1] == 'queued' then
+      redis.call('ZREM', queued_key, id)
+      if queue_time > 0 and now - tonumber(f[2]) > queue_time then
+        redis.call('HSET', key, 'error', 'queue_time_exceeded',
+          'error_message', 'the run waited in its queue longer than the queue allows (max_queue_time)')
+        finish(key, webhooks_key, id, 'expired', now, tonumber(o.ttl_ms), o.channel)
+      else
+        local attempt = redis.call('HINCRBY', key, 'attempt', 1)
+        redis.call('HSET', key, 'status', 'running', 'worker', o.worker)
+        redis.call('HDEL', key, 'queue_reason', 'next_attempt_at')
+        redis.call('HSETNX', key, 'started_at', now)
+        redis.call('ZADD', leases_key, now + tonumber(o.lease_ms), id)
+        local body, size
+        body, inline, size = read_within(key, 'body', inline)
+        local row = { id, attempt, now, body, size }
+        if #fields > 0 then
+          for _, v in ipairs(redis.call('HMGET', key, unpack(fields))) do row[#row + 1] = v end
+        end
+        out[#out + 1] = row
+      end
     end
   end
   return out
