@@ -147,7 +147,7 @@ describe('the npm package (npm pack)', () => {
       (f) => /^(src|test|bench|drills|scripts|examples|deploy|dist\/(test|bench|scripts))\//.test(f) || /\.(ts|map)$/.test(f),
     );
     expect(unwanted).toEqual([]);
-    expect(packedFiles.filter((f) => !/^(dist\/src|envoy|docs)\//.test(f))).toEqual(['README.md', 'package.json']);
+    expect(packedFiles.filter((f) => !/^(dist\/src|envoy|docs)\//.test(f))).toEqual(['README.md', 'dist/openapi/openapi.yaml', 'package.json']);
   });
 
   it('installs into an empty folder with the production dependencies only: no dev dependency, no @grpc/grpc-js-xds', () => {

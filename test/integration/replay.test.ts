@@ -179,7 +179,13 @@ it('does not call the app at all with a signal aborted before the call', async (
 it('names only the error code to the tenant when the app cannot be reached; the whole error is the cause', async () => {
   const port = await freePort(); // nothing listens
   const { outcome, cause } = await replay(call({ base: parseDispatchBase(`http://127.0.0.1:${port}`) }));
-  expect(outcome).toEqual({ status: 'failed', response: null, error: { code: 'upstream_unreachable', message: 'The upstream call failed (ECONNREFUSED).' } });
+  expect(outcome).toEqual({
+    status: 'failed',
+    response: null,
+    error: { code: 'upstream_unreachable', message: 'The upstream call failed (ECONNREFUSED).' },
+    // A refused connection is the app saying "not now": the worker may queue the run again (README "Queues").
+    notNow: { reason: 'upstream_unavailable', retryAfterMs: null },
+  });
   expect(outcome.error!.message).not.toContain('127.0.0.1');
   expect(cause).toMatchObject({ code: 'ECONNREFUSED' });
   expect(cause!.message).toContain(`127.0.0.1:${port}`);

@@ -9,6 +9,7 @@ import { RunStore, type NewRun } from '../../src/runs';
 import { RedisServer } from '../support/redis-server';
 import { eventually, startTestSidecar } from '../support/sidecar';
 import { Upstream, type RecordedRequest } from '../support/upstream';
+import { testRunId } from '../support/run-ids';
 
 let redis: RedisServer;
 let app: Upstream;
@@ -66,7 +67,7 @@ beforeEach(() => {
 });
 
 it('keeps renewing the leases of the runs it drains: no other replica calls the app for them meanwhile', async () => {
-  const id = '00000000-0000-4000-8000-0000000d0001';
+  const id = testRunId(0xd0001);
   const draining = await startTestSidecar(env(), ['--role', 'worker']);
   await store.create(newRun(id, 'PUT', '/drain-put'));
   await eventually(() => (arrivedAt.length === 1 ? true : undefined), 10_000, 'the first call');
@@ -93,7 +94,7 @@ it('keeps renewing the leases of the runs it drains: no other replica calls the 
 }, 60_000);
 
 it('stops a call cancelled while it drains, without waiting for the grace period', async () => {
-  const id = '00000000-0000-4000-8000-0000000d0002';
+  const id = testRunId(0xd0002);
   const draining = await startTestSidecar(env(), ['--role', 'worker']);
   try {
     await store.create(newRun(id, 'POST', '/drain-post'));
