@@ -279,7 +279,9 @@ export class Dispatcher extends ClaimLoop<LeasedRun> {
 
   /** Writes the outcome; with a backlog, the slot this run frees is refilled in the same script (one claim less). */
   private async complete(run: ClaimedRun, outcome: DispatchOutcome, handOffWindowMs: number): Promise<Completion> {
-    const claimNext = this.backlog.has(run.queue) && !this.stopping ? 1 : 0;
+    // Only while no other queue may have work: else this queue would keep every slot it frees
+    // and the others would wait for a slot that never comes back to the claim loop.
+    const claimNext = this.backlog.has(run.queue) && !this.stopping && !this.othersMayHaveWork(run.queue) ? 1 : 0;
     const complete = () => this.store.complete(this.options.workerId, run, outcome, { handOffWindowMs, claimNext });
     if (claimNext === 0) return complete();
     const done = await this.claims.lease(
@@ -289,6 +291,16 @@ export class Dispatcher extends ClaimLoop<LeasedRun> {
     );
     if (done.next.length < claimNext) this.backlog.delete(run.queue);
     return done;
+  }
+
+  /** Whether a queue other than `queue` was not found idle within the last poll interval. */
+  private othersMayHaveWork(queue: string): boolean {
+    const now = Date.now();
+    return this.store.queueNames().some((q) => {
+      if (q === queue) return false;
+      const idleSince = this.idle.get(q);
+      return idleSince === undefined || now - idleSince >= this.pollIntervalMs;
+    });
   }
 
   private release(run: ClaimedRun, why: string): void {

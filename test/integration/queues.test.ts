@@ -182,6 +182,19 @@ describeWithEnvoy('named queues (README "Queues")', () => {
     expect(arrivals.length).toBeGreaterThanOrEqual(40);
   }, 90_000);
 
+  it("lets the queues take turns: one queue's backlog does not keep a worker's slots from another queue", async () => {
+    delayMs = 50;
+    await worker({ DISPATCH_CONCURRENCY: '2' });
+    const backlog = await Promise.all(Array.from({ length: 60 }, (_, i) => accept(`/busy/backlog/${i}`)));
+    await eventually(() => (arrivals.length >= 4 ? true : undefined), 10_000, 'the backlog being worked');
+    const startedBefore = arrivals.length;
+    const other = await accept('/elsewhere/one'); // the default queue
+    await allEnded([other]);
+    // Within a few slots of being queued, not after the other queue's 60.
+    expect(arrivals.indexOf('/elsewhere/one') - startedBefore).toBeLessThanOrEqual(4);
+    await allEnded(backlog);
+  }, 60_000);
+
   it('takes higher-priority runs first: low-priority runs queued earlier start after normal ones', async () => {
     holdPaths = (p) => p === '/one/block';
     await worker();
