@@ -8,6 +8,7 @@ import { Dispatcher } from './dispatch';
 import { ExtProcServer } from './extproc';
 import { RunEvents, RunStore, connectRedis, connectSubscriber, evictionPolicyProblem } from './runs';
 import { Metrics, type Logger } from './telemetry';
+import { startTracing } from './tracing';
 import { DeliveryWorker, WebhookSender, validateWebhookUrl } from './webhooks';
 
 /** The longest ?wait=N the runs API accepts (docs/CONTRACT.md §5). */
@@ -28,6 +29,8 @@ export interface Sidecar {
  */
 export async function startSidecar(config: Config, logger: Logger, metrics = new Metrics()): Promise<Sidecar> {
   const workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+  // Off (no SDK loaded) unless an OTLP endpoint is configured.
+  const tracing = await startTracing(config.tracing, logger);
   const redis = connectRedis(config.redisUrl, { commandTimeoutMs: config.redisCommandTimeoutMs, name: 'eas' });
   const subscriber = connectSubscriber(config.redisUrl, 'eas-events');
   redis.on('error', () => undefined); // reported by the parts that make calls, and by /readyz
@@ -99,7 +102,7 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
       logger,
     );
     extproc = new ExtProcServer(
-      createEnvoyHandler(acceptor, runsApi, config.maxBodyBytes, contract),
+      createEnvoyHandler(acceptor, runsApi, config.maxBodyBytes, contract, tracing),
       {
         host: config.extprocAddr.host,
         port: config.extprocAddr.port,
@@ -130,6 +133,7 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
         resultUrl: (id) => `${resultBase}/${id}/result`,
         timeoutMs: config.webhook.timeoutMs,
         visibilityMs: config.webhook.visibilityMs,
+        tracing,
       },
       metrics,
       logger,
@@ -150,6 +154,7 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
           hasCapacity: () => worker.hasCapacity(),
           deliver: (d) => worker.deliverNow(d),
         },
+        tracing,
       },
       metrics,
       logger,
@@ -225,6 +230,7 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
         await step('ext_proc server', () => extproc?.stop(1000));
         await step('webhook sender', () => sender?.close());
         await step('admin server', () => admin.stop());
+        await step('tracing', () => tracing.shutdown());
         await step('run events', () => events.stop());
         await step('redis', () => redis.quit().catch(() => redis.disconnect()));
         await step('worker redis', () => workerRedis?.quit().catch(() => workerRedis?.disconnect()));

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { HttpReply, RequestHead } from '../extproc';
 import type { Metrics, Logger } from '../telemetry';
 import { mayHaveRun, newRunId, queueTag, type NewRun, type RunStore, type Trigger } from '../runs';
+import type { AcceptSpan } from '../tracing';
 import { apiError, ownerRequired, type ApiErrorCode, type ApiErrorOptions } from './errors';
 import { headerValue, headerValues, paramValue, parseQuery, preferName, preferTokens, splitPath } from './request-parts';
 
@@ -159,7 +160,8 @@ export class AsyncAcceptor {
     return this.reject('body_too_large', `The request body exceeds the limit of ${this.options.maxBodyBytes} bytes.`);
   }
 
-  async accept(head: RequestHead, req: AsyncRequest, body: Buffer): Promise<HttpReply> {
+  /** `span`: the request's accept span when tracing is on; its context is stored with the run. */
+  async accept(head: RequestHead, req: AsyncRequest, body: Buffer, span?: AcceptSpan): Promise<HttpReply> {
     if (body.length > this.options.maxBodyBytes) return this.tooLarge();
     const placement = this.options.placementFor(req.pathname);
     const queue = placement.queue.name;
@@ -180,6 +182,10 @@ export class AsyncAcceptor {
       // Checked by precheck: a valid value, or none.
       priority: requestedPriority(head, placement.priority) ?? 1,
     };
+    if (span) {
+      run.trace = span.runTrace;
+      span.runCreated(run);
+    }
     try {
       await this.store.create(run);
     } catch (err) {
@@ -208,6 +214,7 @@ export class AsyncAcceptor {
         queue,
         body_bytes: body.length,
         webhook: run.webhookUrl !== null,
+        ...span?.logFields,
       },
       'run queued',
     );

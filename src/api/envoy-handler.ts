@@ -1,4 +1,5 @@
-import type { ExtProcHandler, HeadDecision, RequestHead } from '../extproc';
+import type { ExtProcHandler, HeadDecision, RequestHead, StreamMetadata } from '../extproc';
+import { NO_TRACING, type Tracing } from '../tracing';
 import type { AsyncAcceptor } from './accept';
 import type { OpenApiDocument } from './openapi';
 import { parseAsyncRequest } from './accept';
@@ -11,9 +12,15 @@ import type { RunsApi } from './runs-api';
  * accepted once its body is in; anything else (a route that enables the filter for a request
  * that turns out not to be async) passes through.
  */
-export function createEnvoyHandler(acceptor: AsyncAcceptor, runsApi: RunsApi, maxBodyBytes: number, contract: OpenApiDocument): ExtProcHandler {
+export function createEnvoyHandler(
+  acceptor: AsyncAcceptor,
+  runsApi: RunsApi,
+  maxBodyBytes: number,
+  contract: OpenApiDocument,
+  tracing: Tracing = NO_TRACING,
+): ExtProcHandler {
   return {
-    onRequestHeaders(head: RequestHead): HeadDecision {
+    onRequestHeaders(head: RequestHead, metadata: StreamMetadata): HeadDecision {
       const { pathname } = splitPath(head.path);
       // The API's own description is public: no owner header needed.
       if (pathname === contract.pathViaEnvoy) return { kind: 'reply', decision: 'runs_api', reply: async () => contract.reply(head.method) };
@@ -23,14 +30,16 @@ export function createEnvoyHandler(acceptor: AsyncAcceptor, runsApi: RunsApi, ma
       }
       const asyncRequest = parseAsyncRequest(head);
       if (!asyncRequest) return { kind: 'pass' };
+      // Tracing: the accept's SERVER span, ended with the answer (null when tracing is off).
+      const span = tracing.startAccept(head, metadata);
       const refusal = acceptor.precheck(head, asyncRequest);
-      if (refusal) return { kind: 'reply', decision: 'rejected', reply: async () => refusal };
+      if (refusal) return { kind: 'reply', decision: 'rejected', reply: async () => (span ? span.end(refusal) : refusal) };
       return {
         kind: 'body',
         decision: 'accepted',
         maxBytes: maxBodyBytes,
-        tooLarge: () => acceptor.tooLarge(),
-        onBody: (body) => acceptor.accept(head, asyncRequest, body),
+        tooLarge: () => (span ? span.end(acceptor.tooLarge()) : acceptor.tooLarge()),
+        onBody: span ? (body) => acceptor.accept(head, asyncRequest, body, span).then((r) => span.end(r)) : (body) => acceptor.accept(head, asyncRequest, body),
       };
     },
   };

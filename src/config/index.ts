@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { parseConfigFile, type QueueSettings, type RouteSettings } from './config-file';
 import { packageVersion } from './package';
-import { LOG_LEVELS, REDISPATCH_POLICIES, SETTINGS, type SettingKey, type SettingSpec, type SettingValue } from './settings';
+import { LOG_LEVELS, OTLP_PROTOCOLS, REDISPATCH_POLICIES, SETTINGS, TRACE_SAMPLERS, type SettingKey, type SettingSpec, type SettingValue } from './settings';
 
 export { SETTINGS } from './settings';
 export { packageVersion } from './package';
@@ -15,6 +15,15 @@ export type RedispatchPolicy = (typeof REDISPATCH_POLICIES)[number];
 export interface HostPort {
   host: string;
   port: number;
+}
+
+/** OpenTelemetry tracing (README "Tracing"); null in Config when it is off. */
+export interface TracingConfig {
+  /** Where spans are POSTed: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, or OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces. */
+  url: string;
+  protocol: (typeof OTLP_PROTOCOLS)[number];
+  serviceName: string;
+  sampler: { name: (typeof TRACE_SAMPLERS)[number]; ratio: number };
 }
 
 /** The whole configuration, parsed once at start-up and passed down. Durations are in ms. */
@@ -70,6 +79,7 @@ export interface Config {
   publicBaseUrl: string;
   shutdownGraceMs: number;
   logLevel: (typeof LOG_LEVELS)[number];
+  tracing: TracingConfig | null;
 }
 
 /** A configuration problem: one line naming the setting, the value and what is allowed. */
@@ -166,6 +176,25 @@ function loadConfigFile(path: string): ReturnType<typeof parseConfigFile> {
   }
 }
 
+/**
+ * Tracing from the standard OpenTelemetry variables, as the specification reads them: on only with
+ * an endpoint, off with OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none; the traces-specific
+ * endpoint and protocol win over the general ones, and a general endpoint gets `v1/traces` appended
+ * (https://opentelemetry.io/docs/specs/otel/protocol/exporter/). Without an endpoint nothing else is
+ * read: an environment written for other OpenTelemetry SDKs (say `grpc`) cannot stop a sidecar
+ * that does not trace.
+ */
+function tracingConfig(s: <K extends SettingKey>(key: K) => SettingValue<K>): TracingConfig | null {
+  const base = s('otelEndpoint');
+  const specific = s('otelTracesEndpoint');
+  if (base === '' && specific === '') return null;
+  if (s('otelSdkDisabled') || s('otelTracesExporter') === 'none') return null;
+  const url = specific !== '' ? specific : `${base}${base.endsWith('/') ? '' : '/'}v1/traces`;
+  const protocol = (s('otelTracesProtocol') || s('otelProtocol')) as TracingConfig['protocol'];
+  const arg = s('otelTracesSamplerArg');
+  return { url, protocol, serviceName: s('otelServiceName'), sampler: { name: s('otelTracesSampler'), ratio: arg === '' ? 1 : arg } };
+}
+
 /** Parses and validates the environment and arguments; throws ConfigError, HelpRequested or VersionRequested. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env, argv: readonly string[] = process.argv.slice(2)): Config {
   const role = parseRole(argv);
@@ -236,6 +265,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, argv: readonly 
     publicBaseUrl: s('publicBaseUrl').replace(/\/+$/, ''),
     shutdownGraceMs: Math.round(s('shutdownGrace') * 1000),
     logLevel: s('logLevel'),
+    tracing: tracingConfig(s),
   };
 }
 

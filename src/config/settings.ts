@@ -12,6 +12,17 @@ export const MAX_GRACE_SECONDS = 43200;
 /** Orphaned runs that are dispatched again; the type comes from the same list. */
 export const REDISPATCH_POLICIES = ['never', 'idempotent', 'always'] as const;
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+/** OTLP protocols the sidecar exports traces with (grpc would need another exporter). */
+export const OTLP_PROTOCOLS = ['http/protobuf', 'http/json'] as const;
+/** The OpenTelemetry SDK's built-in samplers (OTEL_TRACES_SAMPLER). */
+export const TRACE_SAMPLERS = [
+  'parentbased_always_on',
+  'parentbased_always_off',
+  'parentbased_traceidratio',
+  'always_on',
+  'always_off',
+  'traceidratio',
+] as const;
 
 const seconds = (max?: number) => {
   let schema = z.coerce.number().positive();
@@ -45,6 +56,13 @@ const httpUrl = z
       return false;
     }
   }, 'must be an absolute http:// or https:// URL');
+const optionalHttpUrl = z.union([z.literal(''), httpUrl]);
+/** '' (unset: the value another setting gives) or an OTLP protocol this sidecar exports with. */
+const otlpProtocol = z
+  .string()
+  .trim()
+  .refine((v) => v !== 'grpc', 'this sidecar exports traces over OTLP/HTTP only; use http/protobuf (the Collector port 4318) or http/json')
+  .refine((v) => v === '' || (OTLP_PROTOCOLS as readonly string[]).includes(v), 'must be http/protobuf or http/json');
 const redisUrl = z
   .string()
   .trim()
@@ -314,6 +332,78 @@ export const SETTINGS = {
     default: '',
     schema: z.string(),
     description: 'Optional YAML file with named queues and per-route settings (queue, grace period, priority by path prefix): README "Queues".',
+  },
+  // OpenTelemetry (README "Tracing"): the standard variables, read as every OpenTelemetry SDK reads them.
+  otelEndpoint: {
+    env: 'OTEL_EXPORTER_OTLP_ENDPOINT',
+    default: '',
+    schema: optionalHttpUrl,
+    redact: (v: string) => v.replace(/\/\/[^@/]*@/, '//<credentials>@'),
+    description:
+      'OTLP/HTTP receiver (an OpenTelemetry Collector) for traces, which go to `<url>/v1/traces`. Tracing is off while neither this nor OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set.',
+  },
+  otelTracesEndpoint: {
+    env: 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT',
+    default: '',
+    schema: optionalHttpUrl,
+    redact: (v: string) => v.replace(/\/\/[^@/]*@/, '//<credentials>@'),
+    description: 'The full URL traces are sent to, instead of OTEL_EXPORTER_OTLP_ENDPOINT + `/v1/traces`.',
+  },
+  otelProtocol: {
+    env: 'OTEL_EXPORTER_OTLP_PROTOCOL',
+    default: 'http/protobuf',
+    schema: otlpProtocol,
+    description: 'OTLP encoding: `http/protobuf` or `http/json` (`grpc` is refused).',
+  },
+  otelTracesProtocol: {
+    env: 'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL',
+    default: '',
+    schema: otlpProtocol,
+    description: 'OTLP encoding for traces, instead of OTEL_EXPORTER_OTLP_PROTOCOL.',
+  },
+  otelHeaders: {
+    env: 'OTEL_EXPORTER_OTLP_HEADERS',
+    default: '',
+    schema: z.string(),
+    secret: true,
+    description: 'Headers sent with every export, `key=value,...` (e.g. a backend API key); read by the OpenTelemetry exporter.',
+  },
+  otelServiceName: {
+    env: 'OTEL_SERVICE_NAME',
+    default: 'envoy-async-sidecar',
+    schema: z.string().trim().min(1, 'must not be empty'),
+    description: 'The `service.name` of the spans; when unset, a `service.name` in OTEL_RESOURCE_ATTRIBUTES wins over this default.',
+  },
+  otelResourceAttributes: {
+    env: 'OTEL_RESOURCE_ATTRIBUTES',
+    default: '',
+    schema: z.string(),
+    description: 'More resource attributes, `key=value,...` (e.g. `deployment.environment.name=prod`); read by the OpenTelemetry SDK.',
+  },
+  otelTracesSampler: {
+    env: 'OTEL_TRACES_SAMPLER',
+    default: 'parentbased_always_on',
+    schema: z.enum(TRACE_SAMPLERS),
+    description:
+      "Which requests are traced. The default follows the caller's sampled flag and traces every request that has none; `parentbased_traceidratio` with OTEL_TRACES_SAMPLER_ARG keeps a fraction.",
+  },
+  otelTracesSamplerArg: {
+    env: 'OTEL_TRACES_SAMPLER_ARG',
+    default: '',
+    schema: z.union([z.literal(''), z.coerce.number().min(0).max(1)]),
+    description: 'The fraction (0 to 1) of traces the `traceidratio` samplers keep; 1 when unset.',
+  },
+  otelTracesExporter: {
+    env: 'OTEL_TRACES_EXPORTER',
+    default: 'otlp',
+    schema: z.enum(['otlp', 'none']),
+    description: '`none` turns tracing off even with an endpoint set.',
+  },
+  otelSdkDisabled: {
+    env: 'OTEL_SDK_DISABLED',
+    default: 'false',
+    schema: bool,
+    description: '`true` turns tracing off even with an endpoint set.',
   },
 } satisfies Record<string, SettingSpec>;
 

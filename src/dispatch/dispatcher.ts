@@ -1,6 +1,7 @@
 import { Agent } from 'undici';
 import { RedisErrorReporter, type Logger, type Metrics } from '../telemetry';
 import type { ClaimedRun, DispatchOutcome, RunEvents, RunStore } from '../runs';
+import { NO_TRACING, type Tracing } from '../tracing';
 import { ClaimLoop, PeriodicTask } from '../work';
 import { backoffDelay, DEFAULT_BACKPRESSURE, type BackpressurePolicy } from './backpressure';
 import { LostClaims } from './claims';
@@ -22,6 +23,8 @@ export interface DispatcherOptions {
   handOff?: WebhookHandOff;
   /** What a queue allows when the app says "not now" (README "Queues"); default: 10 tries, up to 60 s apart. */
   backpressureFor?: (queue: string) => BackpressurePolicy;
+  /** Spans of the queue wait and the replay (src/tracing); NO_TRACING by default. */
+  tracing?: Tracing;
 }
 
 /** Why this worker stopped a call before it ended: its outcome is then not this worker's to record. */
@@ -67,6 +70,7 @@ export class Dispatcher extends ClaimLoop<LeasedRun> {
   /** Where the next claim starts in the queue list, so that queues take turns. */
   private nextQueue = 0;
   private readonly pollIntervalMs: number;
+  private readonly tracing: Tracing;
 
   constructor(
     private readonly store: RunStore,
@@ -81,6 +85,7 @@ export class Dispatcher extends ClaimLoop<LeasedRun> {
     // own, equal to the run's grace period.
     this.agent = new Agent({ connections: null, keepAliveTimeout: 10_000, headersTimeout: 0, bodyTimeout: 0 });
     this.base = parseDispatchBase(options.dispatchUrl);
+    this.tracing = options.tracing ?? NO_TRACING;
     this.redisErrors = new RedisErrorReporter(logger, metrics);
     const report = (operation: string) => (err: Error) => this.redisErrors.report(operation, err);
     this.claims = new LostClaims(store, {
@@ -197,7 +202,8 @@ export class Dispatcher extends ClaimLoop<LeasedRun> {
 
   /** One run: its body if it did not come with the claim, the replay, and the outcome recorded. */
   protected async handle({ run, leasedAt }: LeasedRun): Promise<void> {
-    const entry: InFlight = { run, log: this.logger.child({ run_id: run.id }), controller: new AbortController(), reason: null };
+    const log = this.logger.child({ run_id: run.id, ...this.tracing.logFields(run.trace) });
+    const entry: InFlight = { run, log, controller: new AbortController(), reason: null };
     this.inFlight.set(run.id, entry);
     this.leases.track(run.id, run.attempt, run.queue, leasedAt);
     this.metrics.dispatchesInFlight.inc();
@@ -229,6 +235,8 @@ export class Dispatcher extends ClaimLoop<LeasedRun> {
       }
       if (body === null) return; // cancelled and expired meanwhile
     }
+    // Tracing: the queue wait, and the replay's CLIENT span (null when tracing is off).
+    const span = this.tracing.startReplay(run, this.base.origin + this.base.basePath);
     const { outcome, cause } = await replay({
       run,
       body,
@@ -236,12 +244,14 @@ export class Dispatcher extends ClaimLoop<LeasedRun> {
       dispatcher: this.agent,
       signal: controller.signal,
       maxResultBytes: this.options.maxResultBytes,
+      span,
     });
     // Cancelled, handed back, or no longer ours: whoever holds the run now records it.
-    if (entry.reason) return;
+    if (entry.reason) return span?.end(outcome, entry.reason);
     if (cause) log.warn({ err: cause }, 'upstream call failed');
-    if (outcome.notNow && (await this.backOff(entry, outcome))) return;
-    await this.outcomes.record(run, outcome, log);
+    const sentBack = outcome.notNow ? await this.backOff(entry, outcome) : false;
+    span?.end(outcome, sentBack ? 'not_now' : null);
+    if (!sentBack) await this.outcomes.record(run, outcome, log);
   }
 
   /**

@@ -60,6 +60,8 @@ export class OutcomeRecorder {
         contentType: outcome.response?.contentType ?? null,
         body: outcome.response?.body ?? null,
         tries: 0,
+        queue: run.queue,
+        trace: run.trace,
       });
     }
     if (recorded) {

@@ -1,6 +1,7 @@
 import { request, type Dispatcher } from 'undici';
 import { parseRetryAfter } from '../http';
 import type { ClaimedRun, DispatchOutcome } from '../runs';
+import { withTraceHeaders, type OutgoingSpan } from '../tracing';
 import { dispatchTarget, TargetOutsideOrigin, type DispatchBase } from './target';
 
 /** Response headers that describe the hop, not the response: not kept with the result. */
@@ -22,6 +23,8 @@ export interface ReplayCall {
   signal: AbortSignal;
   /** Response bytes kept with the result; the rest is read, counted and dropped. */
   maxResultBytes: number;
+  /** The replay's span (src/tracing): the request carries its traceparent. Null or absent when tracing is off. */
+  span?: OutgoingSpan | null;
 }
 
 export interface Replayed {
@@ -62,7 +65,8 @@ async function send(call: ReplayCall, signal: AbortSignal): Promise<DispatchOutc
   const res = await request(dispatchTarget(call.base, run.target), {
     dispatcher: call.dispatcher,
     method: run.method as 'GET',
-    headers: run.headers.flat(),
+    // Tracing: the replay continues the run's trace (traceparent names the replay span).
+    headers: withTraceHeaders(run.headers, call.span ?? null).flat(),
     body: body.length > 0 || !['GET', 'HEAD'].includes(run.method) ? body : null,
     signal,
     // undici's own timeouts (300 s by default) would cut runs short: the grace period is the limit.

@@ -1,3 +1,3 @@
 export { ExtProcServer, type ExtProcServerOptions } from './server';
-export type { ExtProcHandler, HeadDecision, HttpReply, RequestHead } from './types';
+export type { ExtProcHandler, HeadDecision, HttpReply, RequestHead, StreamMetadata } from './types';
 export { loadExtProcProto, PROTO_LOADER_OPTIONS } from './proto';

@@ -160,6 +160,10 @@ export class ExtProcServer {
         decision = d;
         this.metrics.extprocStreamDuration.observe({ decision: d }, Number(process.hrtime.bigint() - started) / 1e9);
       },
+      metadata: (name) => {
+        const v = call.metadata.get(name)[0];
+        return typeof v === 'string' ? v : undefined;
+      },
     });
     this.streams.add(processor);
     const finish = () => {

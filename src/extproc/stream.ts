@@ -10,7 +10,7 @@ import {
   overrideMessageTimeout,
   toRequestHead,
 } from './messages';
-import type { ExtProcHandler, HttpReply } from './types';
+import type { ExtProcHandler, HttpReply, StreamMetadata } from './types';
 
 /** Why a stream was ended with a gRPC error; also the metric label. */
 export type ProtocolErrorReason = 'unexpected_message' | 'malformed_headers' | 'handler_error' | 'idle_timeout' | 'buffer_budget';
@@ -25,6 +25,8 @@ export interface StreamCallbacks {
   reserve(bytes: number): boolean;
   /** Gives back what `reserve` took. */
   release(bytes: number): void;
+  /** The stream's gRPC metadata, for the handler. */
+  metadata: StreamMetadata;
 }
 
 type State =
@@ -111,7 +113,7 @@ export class StreamProcessor {
     }
     let decision;
     try {
-      decision = this.handler.onRequestHeaders(head);
+      decision = this.handler.onRequestHeaders(head, this.cb.metadata);
     } catch (err) {
       return this.fail('handler_error', (err as Error).message);
     }

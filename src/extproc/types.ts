@@ -32,7 +32,10 @@ export type HeadDecision =
   /** Needs the whole body first (up to maxBytes, else 413), then answers. */
   | { kind: 'body'; maxBytes: number; tooLarge: () => HttpReply; onBody: (body: Buffer) => Promise<HttpReply>; decision: string };
 
+/** Reads one value of the stream's gRPC metadata (what Envoy's `initial_metadata` and tracer add). */
+export type StreamMetadata = (name: string) => string | undefined;
+
 /** The application behind the protocol: the only thing extproc/ knows about the rest. */
 export interface ExtProcHandler {
-  onRequestHeaders(head: RequestHead): HeadDecision;
+  onRequestHeaders(head: RequestHead, metadata: StreamMetadata): HeadDecision;
 }

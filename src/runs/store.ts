@@ -112,11 +112,11 @@ function byName<const F extends readonly string[]>(fields: F, row: ReadonlyArray
 }
 
 /** Run fields a claim returns after its head (id, attempt, started_at, body, body size). */
-const CLAIM_FIELDS = ['queued_at', 'method', 'target', 'headers', 'grace_ms', 'queue', 'bp_tries'] as const;
+const CLAIM_FIELDS = ['queued_at', 'method', 'target', 'headers', 'grace_ms', 'queue', 'bp_tries', 'trace'] as const;
 const CLAIM_FIELD_LIST = CLAIM_FIELDS.join(',');
 
 /** Run fields a webhook claim returns after its head (id, body, body size). */
-const DELIVERY_FIELDS = ['webhook_url', 'wh_id', 'status', 'error', 'res_status', 'res_content_type', 'wh_try'] as const;
+const DELIVERY_FIELDS = ['webhook_url', 'wh_id', 'status', 'error', 'res_status', 'res_content_type', 'wh_try', 'queue', 'trace'] as const;
 const DELIVERY_FIELD_LIST = DELIVERY_FIELDS.join(',');
 
 /** Run fields the runs API shows, read after the queue position (read_run). */
@@ -181,6 +181,7 @@ function toClaimedRun(r: ReadonlyArray<Buffer | number | null>): ClaimedRun {
     gracePeriodMs: Number(str(f.grace_ms)),
     queue: str(f.queue),
     backpressureTries: Number(str(f.bp_tries) || 0),
+    trace: str(f.trace) || null,
   };
 }
 
@@ -295,6 +296,8 @@ export class RunStore {
       'grace_ms',
       run.gracePeriodMs,
     ];
+    // Tracing (src/tracing): the accept span's context travels with the run; no field when off.
+    if (run.trace !== undefined) fields.push('trace', run.trace);
     const args = named(
       {
         id: run.id,
@@ -602,6 +605,8 @@ export class RunStore {
           body: hasResponse ? (inline ?? Buffer.alloc(0)) : null,
           bodyPending: hasResponse && inline === null && Number(r[2]) > 0,
           tries: Number(str(f.wh_try) || 0),
+          queue: str(f.queue) || 'default',
+          trace: str(f.trace) || null,
         });
       }
     }

@@ -32,6 +32,8 @@ export interface NewRun {
   gracePeriodMs: number;
   /** The queue it waits in (README "Queues"); default `default`. */
   queue?: string;
+  /** The accept span's trace context (src/tracing `encodeRunTrace`); absent while tracing is off. */
+  trace?: string;
   /** 0 high, 1 normal (the default), 2 low. */
   priority?: number;
 }
@@ -62,6 +64,8 @@ export interface ClaimedRun {
   queue: string;
   /** Times the app already said "not now" to this run (each sent it back to the queue). */
   backpressureTries: number;
+  /** The accept span's trace context, null when the run has none. */
+  trace: string | null;
 }
 
 /** How a dispatch ended, as the worker reports it. */
@@ -188,4 +192,7 @@ export interface ClaimedDelivery {
   bodyPending?: boolean;
   /** Attempts already made in this delivery. */
   tries: number;
+  /** The run's queue and trace context (its accept span's; null when it has none), for its spans. */
+  queue: string;
+  trace: string | null;
 }

@@ -30,6 +30,8 @@ export interface WebhookDelivery {
   upstreamStatus: number | null;
   body: Buffer;
   contentType: string;
+  /** `traceparent` (and `tracestate`) of the attempt's span, when tracing is on. */
+  traceHeaders?: ReadonlyArray<[string, string]>;
 }
 
 export interface AttemptResult {
@@ -115,6 +117,7 @@ export class WebhookSender {
         ...this.signer.headers(d.webhookId, d.body),
       };
       if (d.upstreamStatus !== null) headers['x-async-upstream-status'] = String(d.upstreamStatus);
+      for (const [k, v] of d.traceHeaders ?? []) headers[k] = v;
 
       const res = await this.agent.request({
         origin: url.origin,

@@ -1,6 +1,7 @@
 import { RedisErrorReporter, type Logger, type Metrics } from '../telemetry';
 import { ClaimLoop, retryUntil } from '../work';
 import type { ClaimedDelivery, RunStore } from '../runs';
+import { NO_TRACING, type Tracing } from '../tracing';
 import { buildWebhookBody } from './body';
 import { nextAttemptDelayMs } from './retry';
 import type { WebhookSender } from './sender';
@@ -17,6 +18,8 @@ export interface DeliveryWorkerOptions {
   /** How long a taken delivery stays hidden from other workers: longer than one attempt. */
   visibilityMs: number;
   pollIntervalMs?: number;
+  /** A span per attempt (src/tracing); NO_TRACING by default. */
+  tracing?: Tracing;
 }
 
 /**
@@ -67,7 +70,8 @@ export class DeliveryWorker extends ClaimLoop<ClaimedDelivery> {
   /** One attempt of a delivery: its body if it did not come with the claim, the signed POST, the attempt recorded. */
   protected async handle(d: ClaimedDelivery): Promise<void> {
     // This delivery's logger: every line carries its run_id and webhook_id.
-    const log = this.logger.child({ run_id: d.runId, webhook_id: d.webhookId });
+    const tracing = this.options.tracing ?? NO_TRACING;
+    const log = this.logger.child({ run_id: d.runId, webhook_id: d.webhookId, ...tracing.logFields(d.trace) });
     if (d.bodyPending) {
       // Left out of the claim for its size. If it cannot be read now, the delivery stays claimed
       // until its visibility window ends and is taken again then: repeated, never lost.
@@ -94,6 +98,8 @@ export class DeliveryWorker extends ClaimLoop<ClaimedDelivery> {
       this.options.resultUrl(d.runId),
     );
     const startedAt = new Date();
+    // Tracing: a CLIENT span per attempt, whose traceparent the POST carries (null when off).
+    const span = tracing.startWebhook(d);
     const result = await this.sender.send({
       url: d.url,
       webhookId: d.webhookId,
@@ -102,6 +108,7 @@ export class DeliveryWorker extends ClaimLoop<ClaimedDelivery> {
       upstreamStatus: d.upstreamStatus,
       body: payload.body,
       contentType: payload.contentType,
+      traceHeaders: span?.headers,
     });
     let outcome = result.outcome;
     let delay: number | null = null;
@@ -109,6 +116,7 @@ export class DeliveryWorker extends ClaimLoop<ClaimedDelivery> {
       delay = nextAttemptDelayMs(d.tries + 1, this.options.retryScheduleMs, result.retryAfterMs ?? undefined);
       if (delay === null) outcome = 'failed';
     }
+    span?.end({ statusCode: result.statusCode, error: result.error, outcome });
     this.metrics.webhookAttempts.inc({ outcome });
     const record = {
       at: startedAt.toISOString(),
