@@ -23,6 +23,35 @@ const execFileAsync = promisify(execFile);
 export type ValidateResult = { ok: true } | { ok: false; error: string };
 
 /**
+ * envoy/envoy.yaml with Envoy's OpenTelemetry tracing switched on the way its comments say: every
+ * line between `# >>> tracing` and `# <<< tracing` loses its first `# `. Throws when there is no
+ * such block or one is not closed, so a test cannot pass on a config whose blocks went missing.
+ */
+export function withEnvoyTracing(yamlText: string): { text: string; blocks: number } {
+  let inside = false;
+  let blocks = 0;
+  const lines = yamlText.split('\n').map((line, i) => {
+    if (/^\s*# >>> tracing\s*$/.test(line)) {
+      if (inside) throw new Error(`line ${i + 1}: tracing block opened twice`);
+      inside = true;
+      blocks++;
+      return line;
+    }
+    if (/^\s*# <<< tracing\s*$/.test(line)) {
+      inside = false;
+      return line;
+    }
+    if (!inside) return line;
+    const m = /^(\s*)# ?(.*)$/.exec(line);
+    if (!m) throw new Error(`line ${i + 1}: not a commented line inside a tracing block: ${line}`);
+    return m[1]! + m[2]!;
+  });
+  if (inside) throw new Error('a tracing block is not closed');
+  if (blocks === 0) throw new Error('no "# >>> tracing" block');
+  return { text: lines.join('\n'), blocks };
+}
+
+/**
  * Runs `envoy --mode validate` on the YAML text: Envoy builds every listener, cluster and filter
  * from it without binding ports, connecting or resolving DNS (STRICT_DNS names need not resolve).
  * `error` is Envoy's own message, for assertions on why it refused. Not checked by Envoy here:

@@ -9,7 +9,7 @@ import { lookup } from 'node:dns/promises';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse, parseAllDocuments } from 'yaml';
-import { istioPatchesBootstrap, REPO_ROOT, snippetBootstrap, validateEnvoyConfig } from '../support/envoy-config';
+import { istioPatchesBootstrap, REPO_ROOT, snippetBootstrap, validateEnvoyConfig, withEnvoyTracing } from '../support/envoy-config';
 import { describeWithEnvoy, findEnvoy, renderEnvoyConfig } from '../support/real-envoy';
 
 jest.setTimeout(60_000);
@@ -51,6 +51,24 @@ describeWithEnvoy('Envoy configurations, validated by the real Envoy', () => {
 
   it('deploy/kubernetes/base/envoy.yaml (the pod-local copy)', async () => {
     expect(await validateEnvoyConfig(read('deploy/kubernetes/base/envoy.yaml'))).toEqual({ ok: true });
+  });
+
+  it('envoy/envoy.yaml and the Kubernetes copy with their commented OpenTelemetry tracing switched on (README "Tracing")', async () => {
+    for (const file of ['envoy/envoy.yaml', 'deploy/kubernetes/base/envoy.yaml']) {
+      const { text, blocks } = withEnvoyTracing(read(file));
+      expect(blocks).toBe(3); // the ingress and dispatch listeners, the collector cluster
+      const doc = parse(text);
+      const hcms = doc.static_resources.listeners.map((l: any) => l.filter_chains[0].filters[0].typed_config);
+      for (const hcm of hcms) {
+        expect(hcm.tracing.provider.name).toBe('envoy.tracers.opentelemetry');
+        expect(hcm.tracing.provider.typed_config.http_service.http_uri.cluster).toBe('opentelemetry_collector');
+      }
+      expect(doc.static_resources.clusters.map((c: any) => c.name)).toContain('opentelemetry_collector');
+      expect(await validateEnvoyConfig(text)).toEqual({ ok: true });
+    }
+    // Switched on, a misspelt tracer field is refused: the blocks really are judged.
+    const broken = withEnvoyTracing(SHIPPED.replace('#       service_name: envoy', '#       service_nme: envoy')).text;
+    expect(await refusal(broken)).toMatch(/service_nme/);
   });
 
   it('envoy/envoy.yaml as the real-Envoy tests run it (renderEnvoyConfig: loopback addresses)', async () => {
