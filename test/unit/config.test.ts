@@ -200,6 +200,70 @@ describe('configuration (docs/CONTRACT.md §6)', () => {
     for (const spec of Object.values(SETTINGS)) expect(help).toContain(spec.env);
   });
 
+  describe('OpenTelemetry tracing (README "Tracing")', () => {
+    const ON = { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318' };
+
+    it('is off unless an OTLP endpoint is set, and off with OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none', () => {
+      expect(loadConfig({}, []).tracing).toBeNull();
+      expect(loadConfig({ ...ON, OTEL_SDK_DISABLED: 'true' }, []).tracing).toBeNull();
+      expect(loadConfig({ ...ON, OTEL_TRACES_EXPORTER: 'none' }, []).tracing).toBeNull();
+      expect(loadConfig({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://collector:4318/v1/traces' }, []).tracing).not.toBeNull();
+    });
+
+    it('sends to <endpoint>/v1/traces, or to the traces endpoint as given, with the OpenTelemetry defaults', () => {
+      expect(loadConfig(ON, []).tracing).toEqual({
+        url: 'http://collector:4318/v1/traces',
+        protocol: 'http/protobuf',
+        serviceName: 'envoy-async-sidecar',
+        sampler: { name: 'parentbased_always_on', ratio: 1 },
+      });
+      expect(loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'https://otlp.example.com/base/' }, []).tracing?.url).toBe('https://otlp.example.com/base/v1/traces');
+      expect(loadConfig({ ...ON, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://other:4318/custom' }, []).tracing?.url).toBe('http://other:4318/custom');
+    });
+
+    it('takes the protocol, service name and sampler from their variables, the traces-specific protocol first', () => {
+      const c = loadConfig(
+        {
+          ...ON,
+          OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
+          OTEL_SERVICE_NAME: 'jobs',
+          OTEL_TRACES_SAMPLER: 'parentbased_traceidratio',
+          OTEL_TRACES_SAMPLER_ARG: '0.25',
+        },
+        [],
+      ).tracing;
+      expect(c).toMatchObject({ protocol: 'http/json', serviceName: 'jobs', sampler: { name: 'parentbased_traceidratio', ratio: 0.25 } });
+      expect(loadConfig({ ...ON, OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json', OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/protobuf' }, []).tracing?.protocol).toBe(
+        'http/protobuf',
+      );
+    });
+
+    it('refuses grpc with one line (exit 2), and reads nothing but the endpoints while no endpoint is set', () => {
+      expect(() => loadConfig({ ...ON, OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' }, [])).toThrow(ConfigError);
+      expect(() => loadConfig({ ...ON, OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' }, [])).toThrow(/OTEL_EXPORTER_OTLP_PROTOCOL="grpc": .*http\/protobuf/);
+      expect(() => loadConfig({ ...ON, OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'grpc' }, [])).toThrow(/OTEL_EXPORTER_OTLP_TRACES_PROTOCOL="grpc"/);
+      // A mesh-wide environment for other SDKs, without an endpoint: tracing stays off, start-up goes on.
+      expect(loadConfig({ OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc', OTEL_TRACES_SAMPLER: 'jaeger_remote', OTEL_TRACES_EXPORTER: 'zipkin' }, []).tracing).toBeNull();
+    });
+
+    it.each([
+      [{ OTEL_EXPORTER_OTLP_ENDPOINT: 'collector:4318' }, /OTEL_EXPORTER_OTLP_ENDPOINT="collector:4318"/],
+      [{ ...ON, OTEL_EXPORTER_OTLP_PROTOCOL: 'http/xml' }, /OTEL_EXPORTER_OTLP_PROTOCOL="http\/xml": must be http\/protobuf or http\/json/],
+      [{ ...ON, OTEL_TRACES_SAMPLER: 'sometimes' }, /OTEL_TRACES_SAMPLER="sometimes"/],
+      [{ ...ON, OTEL_TRACES_SAMPLER_ARG: '2' }, /OTEL_TRACES_SAMPLER_ARG="2"/],
+      [{ ...ON, OTEL_TRACES_EXPORTER: 'zipkin' }, /OTEL_TRACES_EXPORTER="zipkin"/],
+      [{ ...ON, OTEL_SDK_DISABLED: 'maybe' }, /OTEL_SDK_DISABLED="maybe"/],
+      [{ ...ON, OTEL_SERVICE_NAME: ' ' }, /OTEL_SERVICE_NAME/],
+    ])('refuses %j', (env, message) => {
+      expect(() => loadConfig(env, [])).toThrow(ConfigError);
+      expect(() => loadConfig(env, [])).toThrow(message);
+    });
+
+    it('never echoes OTEL_EXPORTER_OTLP_HEADERS (it carries API keys)', () => {
+      expect(SETTINGS.otelHeaders.secret).toBe(true);
+    });
+  });
+
   it('matches the README configuration table', () => {
     const readme = readFileSync(join(__dirname, '..', '..', 'README.md'), 'utf8');
     expect(readme).toContain(markdownTable());

@@ -37,10 +37,12 @@ function harness(decide: (head: Parameters<ExtProcHandler['onRequestHeaders']>[0
     decided: (d) => decisions.push(d),
     reserve: (n) => (held.bytes + n > budget ? false : ((held.bytes += n), true)),
     release: (n) => void (held.bytes -= n),
+    metadata: (name) => (name === 'traceparent' ? '00-0af7651916cd43dd8448eb211c80319c-27c2470731ce4c69-01' : undefined),
   };
   const seen: Array<Parameters<ExtProcHandler['onRequestHeaders']>[0]> = [];
-  const processor = new StreamProcessor({ onRequestHeaders: (h) => (seen.push(h), decide(h)) }, cb);
-  return { processor, sent, failures, decisions, seen, held };
+  const traceparents: Array<string | undefined> = [];
+  const processor = new StreamProcessor({ onRequestHeaders: (h, metadata) => (seen.push(h), traceparents.push(metadata('traceparent')), decide(h)) }, cb);
+  return { processor, sent, failures, decisions, seen, held, traceparents };
 }
 const tick = () => new Promise((r) => setImmediate(r));
 
@@ -61,6 +63,12 @@ describe('ext_proc stream state machine', () => {
     h.processor.onMessage(msg);
     expect(h.seen[0]).toMatchObject({ method: 'POST', path: '/run?async=true', authority: 'app.local' });
     expect(h.seen[0]!.headers).toContainEqual(['x-old', 'legacy']);
+  });
+
+  it("hands the handler the stream's gRPC metadata (where Envoy's tracer puts its span's traceparent)", () => {
+    const h = harness(() => ({ kind: 'pass' }));
+    h.processor.onMessage(headers(BASE, true));
+    expect(h.traceparents).toEqual(['00-0af7651916cd43dd8448eb211c80319c-27c2470731ce4c69-01']);
   });
 
   it('asks for the body BUFFERED (with trailers) and answers once it is complete', async () => {
