@@ -81,7 +81,8 @@ export interface AcceptRow extends H2Result {
 /**
  * One measured h2load run against the server `pid` listening on `port`, after an unmeasured
  * warm-up (JIT, connections). `redis` given: the server is a sidecar, whose runs are counted in
- * Redis (flushed before the measurement) and whose Redis CPU is read too.
+ * Redis (flushed before the measurement) and whose Redis CPU is read too. `afterWarmup` runs
+ * between the two.
  */
 export async function acceptRun(
   env: BenchEnv,
@@ -90,8 +91,10 @@ export async function acceptRun(
   pid: number,
   shape: Shape,
   redis?: { client: Redis; pid: number },
+  afterWarmup?: () => Promise<void>,
 ): Promise<AcceptRow> {
   h2load(env, port, shape, env.quick ? 1 : 2);
+  await afterWarmup?.();
   if (redis) await redis.client.flushall();
   const cpu0 = cpuMicros(pid);
   const rcpu0 = redis ? cpuMicros(redis.pid) : 0;
@@ -136,24 +139,25 @@ export interface DriverRow {
   maxStreamsPerConn?: number;
 }
 
-/** One driver run (its own process) at `rate` streams/s for the scenario's seconds, after its unrecorded second. */
+/** One driver run (its own process) at `rate` streams/s (DRIVER_RATE by default) for the scenario's seconds, after its unrecorded second. */
 export async function driverRun(
   env: BenchEnv,
   server: DriverRow['server'],
   port: number,
   shape: Shape,
-  opts: { halfClose?: boolean; oneConnection?: boolean } = {},
+  opts: { halfClose?: boolean; oneConnection?: boolean; rate?: number } = {},
 ): Promise<DriverRow> {
   const seconds = driverSeconds(env);
+  const rate = opts.rate ?? DRIVER_RATE;
   const childEnv: NodeJS.ProcessEnv = { BENCH_MAX_STREAMS_PER_CONN: String(opts.oneConnection ? 0 : maxStreamsPerConn()) };
   if (opts.halfClose) childEnv.BENCH_GRACEFUL = '1';
-  const child = env.nodeChild('driver.js', [String(port), shape, String(DRIVER_RATE), String(seconds)], `driver-${server}`, childEnv);
+  const child = env.nodeChild('driver.js', [String(port), shape, String(rate), String(seconds)], `driver-${server}`, childEnv);
   const line = await child.waitLine(/^RESULT /, (seconds + 30) * 1000);
   await child.stop();
   const r = JSON.parse(line.slice('RESULT '.length)) as Omit<DriverRow, 'server' | 'shape' | 'halfClose' | 'oneConnection'>;
   const variant = `${opts.halfClose ? ' half-close' : ''}${opts.oneConnection ? ' one-connection' : ''}`;
   env.log(
-    `driver ${server}${variant} ${shape} @${DRIVER_RATE}/s: p50 ${r.p50.toFixed(2)} p99 ${r.p99.toFixed(2)} p99.9 ${r.p999.toFixed(2)} ms, ok ${r.ok}/${r.sent}, errors ${r.errors}, connections ${r.connections}`,
+    `driver ${server}${variant} ${shape} @${rate}/s: p50 ${r.p50.toFixed(2)} p99 ${r.p99.toFixed(2)} p99.9 ${r.p999.toFixed(2)} ms, ok ${r.ok}/${r.sent}, errors ${r.errors}, connections ${r.connections}`,
   );
   return { server, shape, halfClose: opts.halfClose === true, oneConnection: opts.oneConnection === true, ...r };
 }

@@ -22,6 +22,7 @@ import type {
   LongRunsResults,
   PassThroughResults,
   ScenarioName,
+  TracingResults,
 } from './scenarios';
 import type { EnvoyRow, Request, Variant } from './scenarios/envoy';
 
@@ -236,6 +237,30 @@ function durabilityView(r: DurabilityResults) {
     seconds: r.seconds,
     rows: r.rows.map((d) => ({ fsync: d.fsync, runsPerSec: fmt(d.runsPerSec), stored: fmt(d.stored), cpu: fmt(d.cpuUsPerRun), meanMs: d.meanMs.toFixed(2) })),
     alwaysVsEverysec: da && de ? (da.runsPerSec / de.runsPerSec).toFixed(2) : null,
+  };
+}
+
+function tracingView(r: TracingResults) {
+  const off = r.rows.find((t) => t.tracing === 'off');
+  const on = r.rows.find((t) => t.tracing === 'on');
+  if (!off || !on) return null;
+  return {
+    seconds: r.seconds,
+    rate: fmt(r.rate),
+    driverSeconds: r.driverSeconds,
+    ratio: (on.accept.reqPerSec / off.accept.reqPerSec).toFixed(2),
+    extraCpu: sign(on.accept.cpuUsPerRun - off.accept.cpuUsPerRun, 0),
+    rows: [off, on].map((t) => ({
+      tracing: t.tracing,
+      runsPerSec: fmt(t.accept.reqPerSec),
+      ratio: (t.accept.reqPerSec / off.accept.reqPerSec).toFixed(2),
+      cpu: fmt(t.accept.cpuUsPerRun),
+      fixedCpu: fmt(t.fixedRate.cpuUsPerRun),
+      p50: ms(t.fixedRate.p50),
+      p99: ms(t.fixedRate.p99),
+      stored: fmt((t.accept.stored ?? 0) + t.fixedRate.stored),
+      spans: orDash(t.spans),
+    })),
   };
 }
 
@@ -462,6 +487,7 @@ export function buildView(results: Results, baseline: Results | null, now: Date)
     completion: section(s.completion, completionView),
     longRuns: section(s['long-runs'], longRunsView),
     durability: section(s.durability, durabilityView),
+    tracing: section(s.tracing, tracingView),
     envoy: section(s.envoy, envoyView),
     profiles: results.profiles,
   };

@@ -12,6 +12,7 @@ import { envoy, type EnvoyResults } from './envoy';
 import { latency, type LatencyResults } from './latency';
 import { longRuns, type LongRunsResults } from './long-runs';
 import { passThrough, type PassThroughResults } from './pass-through';
+import { tracing, type TracingResults } from './tracing';
 
 /** What each scenario measures, by name. */
 export interface ScenarioResults {
@@ -22,6 +23,7 @@ export interface ScenarioResults {
   completion: CompletionResults;
   'long-runs': LongRunsResults;
   durability: DurabilityResults;
+  tracing: TracingResults;
 }
 
 export type ScenarioName = keyof ScenarioResults;
@@ -34,8 +36,9 @@ export const SCENARIOS: { [K in ScenarioName]: Scenario<ScenarioResults[K]> } = 
   completion,
   'long-runs': longRuns,
   durability,
+  tracing,
 };
 
 export const SCENARIO_NAMES = Object.keys(SCENARIOS) as ScenarioName[];
 
-export type { AcceptResults, CompletionResults, DurabilityResults, EnvoyResults, LatencyResults, LongRunsResults, PassThroughResults };
+export type { AcceptResults, CompletionResults, DurabilityResults, EnvoyResults, LatencyResults, LongRunsResults, PassThroughResults, TracingResults };
