@@ -9,7 +9,7 @@
  */
 import type { BenchEnv, Scenario } from '../env';
 import { cpuMicros } from '../lib';
-import { QUEUE_KEY, acceptRun, driverRun, driverSeconds, h2Seconds, h2loadVersion, type AcceptRow, type DriverRow } from '../load';
+import { QUEUED_KEY, acceptRun, driverRun, driverSeconds, h2Seconds, h2loadVersion, type AcceptRow, type DriverRow } from '../load';
 
 /** Runs/s of the fixed-rate phase: low enough for both to keep up on 2 shared cores. */
 export const TRACING_RATE = 500;
@@ -74,7 +74,7 @@ export const tracing: Scenario<TracingResults> = {
           const cpu0 = cpuMicros(sidecar.child.pid);
           const d = await driverRun(env, 'sidecar', sidecar.grpcPort, 'nobody', { rate: TRACING_RATE });
           const cpu1 = cpuMicros(sidecar.child.pid);
-          const stored = await redis.client.llen(QUEUE_KEY);
+          const stored = await redis.client.zcard(QUEUED_KEY);
           row = { tracing: on ? 'on' : 'off', accept, fixedRate: { ...d, cpuUsPerRun: (cpu1 - cpu0) / Math.max(1, stored), stored } };
         } finally {
           await sidecar.child.stop('SIGTERM', 15_000); // flushes the last spans

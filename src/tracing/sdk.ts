@@ -158,14 +158,18 @@ export class OtelTracing implements Tracing {
   startReplay(run: ClaimedRun, dispatchBase: string): ReplaySpan {
     const parent = this.runParent(run.trace, run.headers);
     const queue = queueOf(run);
-    // The wait is over by now: its span is written whole, with the times Redis recorded.
-    this.tracer
-      .startSpan(
-        SPAN_NAMES.queued,
-        { kind: SpanKind.INTERNAL, startTime: new Date(run.queuedAt), attributes: { [RUN_ATTRIBUTES.id]: run.id, [RUN_ATTRIBUTES.queue]: queue } },
-        parent,
-      )
-      .end(new Date(Math.max(run.queuedAt, run.startedAt)));
+    // The wait is over by now: its span is written whole, with the times Redis recorded. A run the
+    // app sent back ("not now") keeps its first queued_at, so its later waits show as the gaps
+    // between its replay spans instead.
+    if (run.backpressureTries === 0) {
+      this.tracer
+        .startSpan(
+          SPAN_NAMES.queued,
+          { kind: SpanKind.INTERNAL, startTime: new Date(run.queuedAt), attributes: { [RUN_ATTRIBUTES.id]: run.id, [RUN_ATTRIBUTES.queue]: queue } },
+          parent,
+        )
+        .end(new Date(Math.max(run.queuedAt, run.startedAt)));
+    }
     const attributes: Record<string, string | number> = {
       [ATTR_HTTP_REQUEST_METHOD]: run.method,
       [RUN_ATTRIBUTES.id]: run.id,
