@@ -217,6 +217,37 @@ describeWithEnvoy('OpenTelemetry traces across a run, through the real Envoy (RE
     },
   );
 
+  it('the app\'s "not now" (503) ends a replay span as not_now, and the run\'s next replay is a second span of the same trace', async () => {
+    otlp.clear();
+    const sidecar = await startSidecar({ OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url });
+    let calls = 0;
+    app.setHandler((_req, res) => {
+      if (calls++ === 0) return void res.writeHead(503, { 'retry-after': '0' }).end();
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}');
+    });
+    const before = app.requests.length;
+    try {
+      const { runId } = await asyncRun(envoy, '0e0e47364bf92f35');
+      await stop(sidecar);
+      const spans = await otlp.waitFor((all) => all.filter((s) => s.attributes['run.id'] === runId && s.name === 'run replay').length === 2);
+      const t = traceOf(spans, CLIENT_TRACE_ID);
+      const mine = (name: string) => t.byName(name).filter((s) => s.attributes['run.id'] === runId);
+      const [accept] = mine('run accept');
+      const replays = mine('run replay').sort((a, b) => Number(a.startNs - b.startNs));
+      expect(replays.map((s) => s.parentSpanId)).toEqual([accept!.spanId, accept!.spanId]);
+      expect(replays[0]).toMatchObject({ status: { code: STATUS_CODE.ERROR } });
+      expect(replays[0]!.attributes).toMatchObject({ 'http.response.status_code': 503, 'run.stopped': 'not_now', 'run.status': 'queued', 'error.type': '503' });
+      expect(replays[1]!.attributes).toMatchObject({ 'http.response.status_code': 200, 'run.status': 'succeeded' });
+      expect(replays[1]!.attributes).not.toHaveProperty('run.stopped');
+      // The run kept its first queued_at: one queue span, the wait before the second call is the gap.
+      expect(mine('run queued')).toHaveLength(1);
+      const calledWith = app.requests.slice(before).map((r) => header(r, 'traceparent'));
+      expect(calledWith).toEqual(replays.map((s) => `00-${CLIENT_TRACE_ID}-${s.spanId}-01`));
+    } finally {
+      app.setHandler(Upstream.json(200, { ok: true }));
+    }
+  });
+
   it.each([
     ['no OTLP endpoint set', {}],
     ['OTEL_SDK_DISABLED=true with an endpoint set', { OTEL_SDK_DISABLED: 'true' }],
