@@ -185,14 +185,19 @@ function passThroughView(r: PassThroughResults) {
   };
 }
 
+/** The queue limit's bookkeeping may cost at most this share of completion throughput (README "Queues"). */
+const QUEUE_LIMIT_MAX_COST = 0.05;
+
 function completionView(r: CompletionResults) {
   const cs = r.rows.find((c) => c.worker === 'sidecar');
+  const cl = r.rows.find((c) => c.worker === 'sidecar_limited');
   const cb = r.rows.find((c) => c.worker === 'bullmq');
   return {
     n: fmt(r.n),
     concurrency: r.concurrency,
     rows: r.rows.map((c) => ({
       sidecar: c.worker === 'sidecar',
+      limited: c.worker === 'sidecar_limited' ? { limit: c.queueLimit } : null,
       bullmq: c.worker === 'bullmq',
       n: fmt(c.n),
       seconds: c.seconds.toFixed(1),
@@ -209,6 +214,19 @@ function completionView(r: CompletionResults) {
             sidecar: fmt(cs.perSec),
             bullmq: fmt(cb.perSec),
             met: cs.perSec >= cb.perSec,
+          }
+        : null,
+    limit:
+      cs && cl
+        ? {
+            limit: cl.queueLimit,
+            throughput: (cl.perSec / cs.perSec).toFixed(2),
+            cpu: (cl.cpuUsPerRun / cs.cpuUsPerRun).toFixed(2),
+            redisCpu: (cl.redisCpuUsPerRun / cs.redisCpuUsPerRun).toFixed(2),
+            limited: fmt(cl.perSec),
+            unlimited: fmt(cs.perSec),
+            maxCost: `${QUEUE_LIMIT_MAX_COST * 100} %`,
+            met: cl.perSec >= cs.perSec * (1 - QUEUE_LIMIT_MAX_COST),
           }
         : null,
   };

@@ -191,6 +191,7 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
     runsApi,
     logger,
     contract,
+    () => store.queueStats(),
   );
   await admin.start();
 

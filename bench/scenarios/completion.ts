@@ -2,8 +2,13 @@
  * Completion path: the sidecar's worker against a minimal BullMQ + undici worker
  * (bench/bullmq-baseline.ts), each taking the same pre-written backlog, replaying it to the no-op
  * upstream and POSTing a webhook per run to the no-op receiver. The clock and the CPU readings run
- * from releasing the backlog to the last webhook.
+ * from releasing the backlog to the last webhook. The sidecar runs twice: as configured by default,
+ * and with a CONFIG_FILE that gives the default queue a max_concurrency of DISPATCH_CONCURRENCY
+ * (fair share on, as by default), a limit that never binds, so that the second row costs only the
+ * limit's bookkeeping in the claim and complete scripts (README "Queues").
  */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { randomUUID } from 'node:crypto';
 import { Queue } from 'bullmq';
@@ -16,7 +21,10 @@ import type { BenchJob } from '../bullmq-baseline';
 const CONCURRENCY = 64;
 
 export interface CompletionRow {
-  worker: 'sidecar' | 'bullmq';
+  /** `sidecar_limited`: the sidecar with the default queue's max_concurrency set (`queueLimit`). */
+  worker: 'sidecar' | 'sidecar_limited' | 'bullmq';
+  /** The default queue's max_concurrency, when set. */
+  queueLimit?: number;
   n: number;
   seconds: number;
   perSec: number;
@@ -40,7 +48,7 @@ export const completion: Scenario<CompletionResults> = {
   async run(env: BenchEnv): Promise<CompletionResults> {
     const [redis, noop] = [await env.redis(), await env.noop()];
     const n = runCount(env);
-    const rows = [await sidecarWorker(env, redis, noop, n), await bullmqWorker(env, redis, noop, n)];
+    const rows = [await sidecarWorker(env, redis, noop, n), await sidecarWorker(env, redis, noop, n, CONCURRENCY), await bullmqWorker(env, redis, noop, n)];
     return { n, concurrency: CONCURRENCY, rows };
   },
 };
@@ -56,7 +64,14 @@ async function waitHooks(noop: Noop, n: number, timeoutMs: number): Promise<void
   throw new Error(`completion: only ${s.hooks}/${n} webhooks (${s.upstream} upstream calls) within ${timeoutMs} ms`);
 }
 
-async function sidecarWorker(env: BenchEnv, redis: BenchRedis, noop: Noop, n: number): Promise<CompletionRow> {
+/** The worker's CONFIG_FILE for a run with the default queue limited to `limit` runs at once. */
+function limitConfig(env: BenchEnv, limit: number): string {
+  const path = join(env.tmp, `completion-queue-limit-${limit}.yaml`);
+  writeFileSync(path, `queues:\n  default: { max_concurrency: ${limit}, fair_share: true }\n`);
+  return path;
+}
+
+async function sidecarWorker(env: BenchEnv, redis: BenchRedis, noop: Noop, n: number, queueLimit?: number): Promise<CompletionRow> {
   await redis.client.flushall();
   const store = newStore(redis.client);
   const ids = await createRuns(store, n, `http://127.0.0.1:${noop.port}/hook`);
@@ -65,9 +80,21 @@ async function sidecarWorker(env: BenchEnv, redis: BenchRedis, noop: Noop, n: nu
   const worker = await env.startSidecar(
     'worker',
     redis.server.url,
-    { DISPATCH_URL: `http://127.0.0.1:${noop.port}`, DISPATCH_CONCURRENCY: String(CONCURRENCY), WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true' },
-    env.settings.profile ? 'worker (completion path)' : undefined,
+    {
+      DISPATCH_URL: `http://127.0.0.1:${noop.port}`,
+      DISPATCH_CONCURRENCY: String(CONCURRENCY),
+      WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true',
+      ...(queueLimit === undefined ? {} : { CONFIG_FILE: limitConfig(env, queueLimit) }),
+    },
+    env.settings.profile ? `worker (completion path${queueLimit === undefined ? '' : ', queue limit'})` : undefined,
   );
+  // The worker serves the queue with the limit it was given (GET /queues on its admin port).
+  const served = (await (await fetch(`http://127.0.0.1:${worker.adminPort}/queues`)).json()) as {
+    queues: Array<{ name: string; max_concurrency: number | null }>;
+  };
+  const limitServed = served.queues.find((q) => q.name === 'default')?.max_concurrency ?? null;
+  if (limitServed !== (queueLimit ?? null))
+    throw new Error(`completion: the worker serves the default queue with max_concurrency ${limitServed}, not ${queueLimit ?? null}`);
   await sleep(500);
   noop.send({ cmd: 'reset' });
   const cpu0 = cpuMicros(worker.child.pid);
@@ -91,7 +118,8 @@ async function sidecarWorker(env: BenchEnv, redis: BenchRedis, noop: Noop, n: nu
     }
   }
   const row: CompletionRow = {
-    worker: 'sidecar',
+    worker: queueLimit === undefined ? 'sidecar' : 'sidecar_limited',
+    ...(queueLimit === undefined ? {} : { queueLimit }),
     n,
     seconds,
     perSec: n / seconds,
@@ -99,7 +127,7 @@ async function sidecarWorker(env: BenchEnv, redis: BenchRedis, noop: Noop, n: nu
     redisCpuUsPerRun: (rcpu1 - rcpu0) / n,
     verified: [...counts],
   };
-  env.log(`completion sidecar: ${fmt(row.perSec)}/s, ${fmt(row.cpuUsPerRun)} µs CPU/run; ${JSON.stringify(row.verified)}`);
+  env.log(`completion ${row.worker}: ${fmt(row.perSec)}/s, ${fmt(row.cpuUsPerRun)} µs CPU/run; ${JSON.stringify(row.verified)}`);
   return row;
 }
 

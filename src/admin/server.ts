@@ -3,8 +3,10 @@ import { timingSafeEqual, createHash } from 'node:crypto';
 import { isIP } from 'node:net';
 import type { HttpReply } from '../extproc';
 import { apiError, jsonReply, type OpenApiDocument, type RunsApi } from '../api';
+import type { QueueStats } from '../runs';
 import type { Logger, Metrics } from '../telemetry';
 import { dashboardReply } from './dashboard';
+import { QUEUES_PATH, queuesView } from './queues';
 
 export interface AdminServerOptions {
   host: string;
@@ -34,9 +36,12 @@ export interface AdminChecks {
   beforeScrape?(): Promise<void>;
 }
 
+/** The queues' counts for `GET /queues` (read from Redis on each call). */
+export type QueueStatsSource = () => Promise<QueueStats[]>;
+
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
-/** The admin HTTP server: health, readiness, Prometheus metrics, the unscoped runs API and its OpenAPI document. */
+/** The admin HTTP server: health, readiness, Prometheus metrics, the queues, the unscoped runs API and its OpenAPI document. */
 export class AdminServer {
   private readonly server: Server;
   private readonly tokenDigest: Buffer | null;
@@ -48,6 +53,7 @@ export class AdminServer {
     private readonly runsApi: RunsApi | null,
     private readonly logger: Logger,
     private readonly contract: OpenApiDocument | null = null,
+    private readonly queueStats: QueueStatsSource | null = null,
   ) {
     this.tokenDigest = options.adminToken ? digest(options.adminToken) : null;
     this.server = createServer((req, res) => {
@@ -136,13 +142,14 @@ export class AdminServer {
       return send(res, { status: 200, headers: [['content-type', this.metrics.registry.contentType]], body });
     }
     if (pathname === '/openapi.json' && this.contract) return send(res, this.contract.reply(method));
+    if (pathname === QUEUES_PATH && this.queueStats) {
+      if (method !== 'GET' && method !== 'HEAD')
+        return send(res, apiError('method_not_allowed', 'Allowed methods: GET, HEAD.', { headers: [['allow', 'GET, HEAD']] }));
+      if (!this.authorized(req)) return send(res, unauthorized());
+      return send(res, await this.queuesReply(this.queueStats));
+    }
     if (this.runsApi && this.runsApi.owns(pathname)) {
-      if (!this.authorized(req)) {
-        return send(
-          res,
-          apiError('unauthorized', 'The admin runs API needs Authorization: Bearer <ADMIN_TOKEN>.', { headers: [['www-authenticate', 'Bearer']] }),
-        );
-      }
+      if (!this.authorized(req)) return send(res, unauthorized());
       const abort = new AbortController();
       res.on('close', () => abort.abort());
       const headers: Array<[string, string]> = [];
@@ -155,12 +162,29 @@ export class AdminServer {
     return send(res, apiError('not_found', `Nothing is served at ${pathname} on the admin port.`));
   }
 
+  /** Like the runs API, a store that does not answer is a 503 the dashboard retries, not a 500. */
+  private async queuesReply(read: QueueStatsSource): Promise<HttpReply> {
+    let stats: QueueStats[];
+    try {
+      stats = await read();
+    } catch (err) {
+      this.metrics.redisErrors.inc({ operation: 'admin_queues' });
+      this.logger.error({ err }, 'admin queues could not read the store');
+      return apiError('store_unavailable', 'The run store is unavailable; retry later.');
+    }
+    return jsonReply(200, queuesView(stats));
+  }
+
   private authorized(req: IncomingMessage): boolean {
     if (!this.tokenDigest) return true;
     const header = req.headers.authorization ?? '';
     const m = /^Bearer\s+(.+)$/i.exec(header);
     return m !== null && timingSafeEqual(digest(m[1]!.trim()), this.tokenDigest);
   }
+}
+
+function unauthorized(): HttpReply {
+  return apiError('unauthorized', 'The admin runs API and queues need Authorization: Bearer <ADMIN_TOKEN>.', { headers: [['www-authenticate', 'Bearer']] });
 }
 
 function send(res: ServerResponse, reply: HttpReply): void {

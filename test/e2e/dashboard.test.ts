@@ -1,8 +1,9 @@
 /**
  * The runs dashboard in a real headless Chromium, against a sidecar dispatching real runs
  * to a real upstream: list, counts, chart, status filter, id search, detail view with the webhook
- * attempts, redelivery, cancel (the upstream sees its connection closed), and the admin token
- * prompt. Writes docs/dashboard.png for the README.
+ * attempts, redelivery, cancel (the upstream sees its connection closed), the queues (a limited
+ * queue full with runs waiting, a run backing off) with each run's queue and place in line, and
+ * the admin token prompt. Writes docs/dashboard.png for the README.
  */
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -14,7 +15,7 @@ import { request } from 'undici';
 import { RunStore, newRunId, queueTag, type RunStatus } from '../../src/runs';
 import { RedisServer } from '../support/redis-server';
 import { Upstream } from '../support/upstream';
-import { eventually, startTestSidecar } from '../support/sidecar';
+import { eventually, startTestSidecar, writeConfigFile } from '../support/sidecar';
 
 const CHROMIUM = '/usr/bin/chromium';
 const haveChromium = existsSync(CHROMIUM);
@@ -25,6 +26,15 @@ if (!haveChromium && !process.env.CI) {
 
 const SCREENSHOT = join(__dirname, '..', '..', 'docs', 'dashboard.png');
 const TOKEN = 'dash-test-token-0b7f';
+/** A one-slot queue for the app's slow GPU path, and a queue whose app is busy. */
+const QUEUES_CONFIG = `
+queues:
+  gpu: { max_concurrency: 1 }
+  busy: {}
+routes:
+  - { prefix: /v1/gpu, queue: gpu }
+  - { prefix: /v1/busy, queue: busy }
+`;
 
 /** Polls `read` until its value is `expected` (or satisfies it), for what the page shows after a refresh. */
 async function until<T>(read: () => Promise<T>, expected: T | ((v: T) => boolean), timeoutMs = 10_000): Promise<void> {
@@ -52,11 +62,12 @@ run('runs dashboard in headless Chromium', () => {
   let context: BrowserContext;
   let page: Page;
   let userDataDir: string;
+  const configFile = writeConfigFile(QUEUES_CONFIG);
   const pageErrors: string[] = [];
-  const ids: Record<string, string[]> = { ok: [], fail: [], slow: [], timeout: [] };
+  const ids: Record<string, string[]> = { ok: [], fail: [], slow: [], timeout: [], queued: [] };
 
-  async function create(path: string, opts: { webhook?: boolean; graceMs?: number } = {}): Promise<string> {
-    const id = newRunId(queueTag('default'));
+  async function create(path: string, opts: { webhook?: boolean; graceMs?: number; queue?: string } = {}): Promise<string> {
+    const id = newRunId(queueTag(opts.queue ?? 'default'));
     await store.create({
       id,
       trigger: 'query',
@@ -72,6 +83,7 @@ run('runs dashboard in headless Chromium', () => {
       owner: '',
       webhookUrl: opts.webhook ? `${hooks.url}/hook` : null,
       gracePeriodMs: opts.graceMs ?? 120_000,
+      queue: opts.queue,
     });
     return id;
   }
@@ -87,15 +99,12 @@ run('runs dashboard in headless Chromium', () => {
   beforeAll(async () => {
     redisServer = await RedisServer.start();
     redis = new Redis(redisServer.url, { lazyConnect: false, maxRetriesPerRequest: 1 });
-    store = new RunStore(redis, {
-      keyPrefix: 'eas',
-      runTtlMs: 86_400_000,
-      leaseTimeoutMs: 30_000,
-      maxDispatchAttempts: 3,
-      redispatchInterrupted: 'idempotent',
-    });
     app = await Upstream.start((req, res) => {
-      if (req.url.startsWith('/v1/slow')) return; // hangs until the sidecar gives up or cancels
+      if (req.url.startsWith('/v1/slow') || req.url.startsWith('/v1/gpu')) return; // hangs until the sidecar gives up or cancels
+      if (req.url.startsWith('/v1/busy')) {
+        res.writeHead(503, { 'retry-after': '60' }).end();
+        return;
+      }
       if (req.url.startsWith('/v1/fail')) {
         res.writeHead(500, { 'content-type': 'application/json' }).end('{"error":"model crashed"}');
         return;
@@ -112,6 +121,15 @@ run('runs dashboard in headless Chromium', () => {
       DISPATCH_URL: app.url,
       WEBHOOK_RETRY_SCHEDULE: '0,300ms,300ms',
       WEBHOOK_TIMEOUT: '5',
+      CONFIG_FILE: configFile,
+    });
+    store = new RunStore(redis, {
+      keyPrefix: 'eas',
+      runTtlMs: 86_400_000,
+      leaseTimeoutMs: 30_000,
+      maxDispatchAttempts: 3,
+      redispatchInterrupted: 'idempotent',
+      queues: sidecar.config.queues,
     });
 
     ids.ok.push(await create('/v1/predict', { webhook: true }));
@@ -166,7 +184,7 @@ run('runs dashboard in headless Chromium', () => {
 
   const rows = () => page.locator('#runs-body tr');
   const row = (id: string) => page.locator(`#runs-body tr[data-id="${id}"]`);
-  const allIds = () => [...ids.ok, ...ids.fail, ...ids.slow, ...ids.timeout];
+  const allIds = () => [...ids.ok, ...ids.fail, ...ids.slow, ...ids.timeout, ...ids.queued];
 
   test('serves the page with a strict CSP and its assets', async () => {
     const res = await request(`http://127.0.0.1:${sidecar.adminPort}/`);
@@ -199,9 +217,10 @@ run('runs dashboard in headless Chromium', () => {
     expect(await ok.innerText()).toContain('/v1/predict');
     expect(await ok.locator('.run-id').innerText()).toBe(ids.ok[0]!.slice(0, 8));
     expect(await ok.locator('.run-id').getAttribute('title')).toBe(ids.ok[0]);
-    expect(await ok.locator('td').nth(4).innerText()).toBe('200');
-    expect(await ok.locator('td').nth(5).innerText()).toBe('Delivered · 2 attempts');
-    expect(await row(ids.fail[0]!).locator('td').nth(4).innerText()).toBe('500');
+    expect(await ok.locator('td').nth(2).innerText()).toBe('default');
+    expect(await ok.locator('td').nth(5).innerText()).toBe('200');
+    expect(await ok.locator('td').nth(6).innerText()).toBe('Delivered · 2 attempts');
+    expect(await row(ids.fail[0]!).locator('td').nth(5).innerText()).toBe('500');
     expect(await row(ids.slow[0]!).locator('.badge').innerText()).toBe('Running');
     expect(await row(ids.timeout[0]!).locator('.badge').innerText()).toBe('Timed out');
 
@@ -214,7 +233,7 @@ run('runs dashboard in headless Chromium', () => {
     expect(await count('timed_out')).toBe('1');
     expect(await page.locator('#chart rect.series-succeeded').count()).toBeGreaterThan(0);
     expect(await page.locator('#chart-summary').textContent()).toContain(
-      '7 runs created in the last 30 minutes: 3 succeeded, 2 failed, 1 timed out, 0 cancelled, 1 in progress',
+      '7 runs created in the last 30 minutes: 3 succeeded, 2 failed, 1 timed out, 0 cancelled, 0 expired, 1 in progress',
     );
   });
 
@@ -292,6 +311,81 @@ run('runs dashboard in headless Chromium', () => {
     await page.keyboard.press('Escape');
   });
 
+  test('shows the queues (depth, backing off, in flight / limit, oldest wait) and where each run stands', async () => {
+    // The one-slot gpu queue: the app holds the first run, two wait behind it.
+    const gpu = [];
+    for (const name of ['generate', 'upscale', 'caption']) gpu.push(await create(`/v1/gpu/${name}`, { queue: 'gpu' }));
+    ids.queued.push(...gpu);
+    await waitStatus(gpu[0]!, 'running');
+    // The busy queue: the app answers 503 with Retry-After, so the run backs off for a minute.
+    const busy = await create('/v1/busy/classify', { queue: 'busy' });
+    ids.queued.push(busy);
+    await eventually(async () => ((await store.get(busy))?.view.next_attempt_at ? true : undefined), 15_000, 'the busy run backing off');
+    expect((await statusOf(gpu[1]!)) === 'queued' && (await statusOf(gpu[2]!)) === 'queued').toBe(true);
+
+    const queueRow = (name: string) => page.locator(`#queues-body tr[data-queue="${name}"]`);
+    const cells = (name: string) => queueRow(name).locator('td').allInnerTexts();
+    await until(
+      () => cells('gpu'),
+      (v) => v[1] === '2' && v[3] === '1 / 1',
+    );
+    const [, , gpuBackingOff, , gpuOldest] = await cells('gpu');
+    expect(gpuBackingOff).toBe('0');
+    expect(gpuOldest).toMatch(/^\d+(\.\d+)? (ms|s)$/);
+    // The slot bar is full, and says so by its class (its width is set through the CSSOM).
+    const fill = queueRow('gpu').locator('.slots-fill');
+    expect(await fill.getAttribute('class')).toContain('slots-fill-full');
+    expect(await fill.evaluate((el) => (el as unknown as { style: { width: string } }).style.width)).toBe('100%');
+    await until(
+      () => cells('busy'),
+      (v) => v[1] === '1' && v[2] === '1',
+    );
+    expect((await cells('busy'))[3]).toBe('0 / no limit');
+    expect((await cells('default')).slice(1, 4)).toEqual(['0', '0', '0 / no limit']);
+    expect(await page.locator('#queues-body tr').evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-queue')))).toEqual(['default', 'gpu', 'busy']);
+    expect(await queueRow('gpu').getAttribute('aria-label')).toMatch(/^Queue gpu: 2 queued, 0 backing off, 1 in flight of 1, oldest queued /);
+
+    // The oldest wait grows with each refresh, like the rest of the page.
+    const ageMs = (text: string) => (text.endsWith(' ms') ? Number(text.slice(0, -3)) : Number(text.slice(0, -2)) * 1000);
+    const first = ageMs((await cells('gpu'))[4]!);
+    await until(
+      async () => ageMs((await cells('gpu'))[4]!),
+      (v) => v >= first + 1000,
+      8_000,
+    );
+
+    // Each run shows its queue and, while queued, its place in line or that it is backing off.
+    const queueCell = (id: string) => row(id).locator('td').nth(2).innerText();
+    await until(() => rows().count(), allIds().length);
+    expect(await queueCell(gpu[0]!)).toBe('gpu');
+    expect(await queueCell(gpu[1]!)).toBe('gpu\nnext in line');
+    expect(await queueCell(gpu[2]!)).toBe('gpu\n1 ahead');
+    expect(await queueCell(busy)).toBe('busy\nbacking off');
+
+    await row(gpu[2]!).click();
+    await until(() => page.locator('#detail-run-id').textContent(), gpu[2]!);
+    expect(await page.locator('#detail-queue').innerText()).toBe('gpu');
+    expect(await page.locator('#detail-standing').innerText()).toBe('1 ahead');
+    await row(busy).click();
+    await until(() => page.locator('#detail-run-id').textContent(), busy);
+    const detail = await page.locator('#detail-body').innerText();
+    expect(detail).toContain('The app answered 503 or refused the connection');
+    expect(detail).toMatch(/Next attempt\s+\d\d:\d\d:\d\d\.\d{3}/);
+    const turnedAway = page.locator('#dispatch-history tbody tr');
+    expect(await turnedAway.count()).toBe(1);
+    expect(await turnedAway.first().innerText()).toMatch(/^1\s+\d\d:\d\d:\d\d\.\d{3}\s+503\s+1m 00s$/);
+
+    // Cancelled, the busy run leaves its queue, and the card follows on the next refresh.
+    page.once('dialog', (d) => void d.accept());
+    await page.getByRole('button', { name: 'Cancel run' }).click();
+    await until(() => row(busy).locator('.badge').innerText(), 'Cancelled');
+    await until(
+      async () => (await cells('busy')).slice(1, 3),
+      (v) => v[0] === '0' && v[1] === '0',
+    );
+    await page.keyboard.press('Escape');
+  }, 60_000);
+
   test('writes the screenshot for the README', async () => {
     // The showcase: a fresh running run beside the delivered-webhook detail.
     ids.slow.push(await create('/v1/slow/generate'));
@@ -308,8 +402,8 @@ run('runs dashboard in headless Chromium', () => {
     mkdirSync(join(SCREENSHOT, '..'), { recursive: true });
     await page.screenshot({ path: SCREENSHOT, fullPage: true });
     expect(existsSync(SCREENSHOT)).toBe(true);
-    // The slow run is cancelled so that it does not hold the sidecar at shutdown.
-    await store.cancel(ids.slow[1]!);
+    // The slow and gpu runs are cancelled so that they do not hold the sidecar at shutdown.
+    for (const id of [ids.slow[1]!, ...ids.queued]) await store.cancel(id);
   });
 
   test('the page produced no script errors or CSP violations', () => {
@@ -317,12 +411,20 @@ run('runs dashboard in headless Chromium', () => {
   });
 
   test('with ADMIN_TOKEN set, the page asks for the token and then works', async () => {
-    const locked = await startTestSidecar({ REDIS_URL: redisServer.url, DISPATCH_URL: app.url, ADMIN_TOKEN: TOKEN, DISPATCH_CONCURRENCY: '1' });
+    const locked = await startTestSidecar({
+      REDIS_URL: redisServer.url,
+      DISPATCH_URL: app.url,
+      ADMIN_TOKEN: TOKEN,
+      DISPATCH_CONCURRENCY: '1',
+      CONFIG_FILE: configFile,
+    });
     const p = await context.newPage();
     try {
       const seen: Array<string | undefined> = [];
+      const queuesSeen: Array<string | undefined> = [];
       p.on('request', (r) => {
         if (r.url().includes('/v1/runs')) seen.push(r.headers().authorization);
+        if (new URL(r.url()).pathname === '/queues') queuesSeen.push(r.headers().authorization);
       });
       await p.goto(`http://127.0.0.1:${locked.adminPort}/`);
       const dialog = p.getByRole('dialog', { name: 'Admin token required' });
@@ -342,6 +444,9 @@ run('runs dashboard in headless Chromium', () => {
         (v) => v >= allIds().length,
       );
       expect(seen.at(-1)).toBe(`Bearer ${TOKEN}`);
+      // The queues are behind the same token, and shown once it is given.
+      await until(() => p.locator('#queues-body tr[data-queue="gpu"]').count(), 1);
+      expect(queuesSeen.at(-1)).toBe(`Bearer ${TOKEN}`);
 
       // The token survives a reload of the tab (sessionStorage), so no prompt the second time.
       await p.reload();

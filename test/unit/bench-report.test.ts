@@ -23,8 +23,11 @@ function acceptRow(server: AcceptRow['server'], shape: AcceptRow['shape'], reqPe
   };
 }
 
-/** Results with the accept scenario (sidecar / floor = `nobody` and `body`) and the completion scenario (sidecar / BullMQ = `completion`). */
-function results(ratios: { nobody: number; body: number; completion: number }, quick = false): Results {
+/**
+ * Results with the accept scenario (sidecar / floor = `nobody` and `body`) and the completion scenario (sidecar / BullMQ =
+ * `completion`; the sidecar with a queue limit / without = `limited`).
+ */
+function results(ratios: { nobody: number; body: number; completion: number; limited?: number }, quick = false): Results {
   const at = '2026-12-01T00:00:00.000Z';
   return {
     run: { at, seconds: 60, scenarios: ['accept', 'completion'] },
@@ -61,6 +64,16 @@ function results(ratios: { nobody: number; body: number; completion: number }, q
               perSec: 4000 * ratios.completion,
               cpuUsPerRun: 290,
               redisCpuUsPerRun: 90,
+              verified: [['succeeded/delivered', 20_000]],
+            },
+            {
+              worker: 'sidecar_limited',
+              queueLimit: 64,
+              n: 20_000,
+              seconds: 5,
+              perSec: 4000 * ratios.completion * (ratios.limited ?? 0.98),
+              cpuUsPerRun: 296,
+              redisCpuUsPerRun: 99,
               verified: [['succeeded/delivered', 20_000]],
             },
             { worker: 'bullmq', n: 20_000, seconds: 5, perSec: 4000, cpuUsPerRun: 230, redisCpuUsPerRun: 70, verified: [['completed', 20_000]] },
@@ -150,9 +163,28 @@ describe('bench report: the template', () => {
     expect(text).toContain('| completion ≥ 1.0 × BullMQ | 0.79 × (3,160 vs 4,000 runs/s) | **missed** |');
     expect(text).toContain('| BullMQ + undici | 20,000 | 5.0 | 4,000 | 230 | 70 | 20000 completed |');
     expect(text).toContain('Ratio sidecar / BullMQ: 0.79 (throughput), 1.26 (worker CPU per run).');
+    expect(text).toContain('| sidecar worker, queue limit 64 | 20,000 | 5.0 | 3,097 | 296 | 99 | 20000 succeeded/delivered |');
+    expect(text).toContain(
+      "| completion with a queue limit that never binds ≥ 0.95 × without (the limit's bookkeeping costs at most 5 %) | 0.98 × (3,097 vs 3,160 runs/s) | **met** |",
+    );
+    expect(text).toContain('default queue `max_concurrency: 64` (=\nDISPATCH_CONCURRENCY) and `fair_share: true`');
+    expect(text).toContain('Ratio with the queue limit / without: 0.98 (throughput), 1.02 (worker CPU per run), 1.10 (Redis CPU per run).');
     expect(text).toContain('Not measured yet (`npm run bench -- envoy`).');
     expect(text).toContain('Not measured yet (`npm run bench -- long-runs`).');
     expect(text).toContain('`bench/baseline.json` (missing)');
+  });
+
+  it('calls a queue limit costing more than 5 % of completion throughput missed', () => {
+    const missed = renderReport(template, results({ nobody: 0.46, body: 0.37, completion: 0.79, limited: 0.94 }), null);
+    expect(missed).toMatch(/\| completion with a queue limit that never binds ≥ 0\.95 × without .* \| 0\.94 × .* \| \*\*missed\*\* \|/);
+  });
+
+  it('leaves the queue-limit row and its ratio out of results measured without it', () => {
+    const r = results({ nobody: 0.46, body: 0.37, completion: 0.79 });
+    r.scenarios.completion!.result!.rows = r.scenarios.completion!.result!.rows.filter((c) => c.worker !== 'sidecar_limited');
+    const text = renderReport(template, r, null);
+    expect(text).not.toContain('queue limit');
+    expect(text).toContain('Ratio sidecar / BullMQ: 0.79 (throughput)');
   });
 
   it('says why a scenario has no figures', () => {

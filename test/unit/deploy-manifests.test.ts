@@ -6,10 +6,15 @@
  * runs `kubectl kustomize` (kustomize build) and `docker-compose config -q` (compose schema).
  */
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { parse, parseAllDocuments } from 'yaml';
+import { loadConfig } from '../../src/config';
 import { SETTINGS } from '../../src/config/settings';
+import { backoffDelay } from '../../src/dispatch';
+import { Metrics } from '../../src/telemetry';
+import { scaledObject } from '../support/keda-api';
 import { ensureBuilt } from '../support/process';
 
 const ROOT = resolve(__dirname, '..', '..');
@@ -355,6 +360,7 @@ const K8S_KINDS: Record<string, string[]> = {
   'apps/v1': ['Deployment', 'StatefulSet'],
   'policy/v1': ['PodDisruptionBudget'],
   'networking.k8s.io/v1': ['NetworkPolicy'],
+  'keda.sh/v1alpha1': ['ScaledObject'],
 };
 
 function kustomizations(): string[] {
@@ -380,23 +386,10 @@ function build(dir: string): Obj[] {
     else objs.push(...yamlDocs(p));
   };
   for (const r of k.resources ?? []) apply(r);
-  for (const gen of k.configMapGenerator ?? []) {
-    const data: Record<string, string> = {};
-    for (const f of gen.files ?? []) data[f.split('/').pop()] = readFileSync(resolve(dir, f), 'utf8');
-    objs.push({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: gen.name }, data });
-  }
-  for (const comp of k.components ?? []) {
-    const ck = yamlDocs(join(resolve(dir, comp), 'kustomization.yaml'))[0];
-    for (const r of ck.resources ?? []) objs.push(...yamlDocs(resolve(dir, comp, r)));
-    mergeSecrets(objs, ck.secretGenerator ?? [], resolve(dir, comp));
-  }
+  objs.push(...configMaps(k.configMapGenerator ?? [], dir));
+  for (const comp of k.components ?? []) applyComponent(objs, resolve(dir, comp));
   mergeSecrets(objs, k.secretGenerator ?? [], dir);
-  for (const patch of k.patches ?? []) {
-    const p = yamlDocs(resolve(dir, patch.path))[0];
-    const target = objs.find((o) => o.kind === p.kind && o.metadata.name === p.metadata.name);
-    if (!target) throw new Error(`patch ${patch.path}: no ${p.kind}/${p.metadata.name}`);
-    strategicMerge(target, p);
-  }
+  applyPatches(objs, k.patches ?? [], dir);
   for (const img of k.images ?? []) {
     for (const c of objs.flatMap(podContainers)) {
       if (c.image.split(':')[0] === img.name) c.image = `${img.newName ?? img.name}:${img.newTag ?? c.image.split(':')[1] ?? 'latest'}`;
@@ -404,6 +397,29 @@ function build(dir: string): Obj[] {
   }
   if (k.namespace) objs = objs.map((o) => (o.kind === 'Namespace' ? o : { ...o, metadata: { ...o.metadata, namespace: k.namespace } }));
   return objs;
+}
+/** A kustomize Component on what the including kustomization has built so far. */
+function applyComponent(objs: Obj[], dir: string) {
+  const ck = yamlDocs(join(dir, 'kustomization.yaml'))[0];
+  for (const r of ck.resources ?? []) objs.push(...yamlDocs(resolve(dir, r)));
+  objs.push(...configMaps(ck.configMapGenerator ?? [], dir));
+  mergeSecrets(objs, ck.secretGenerator ?? [], dir);
+  applyPatches(objs, ck.patches ?? [], dir);
+}
+function configMaps(gens: Obj[], dir: string): Obj[] {
+  return gens.map((gen) => {
+    const data: Record<string, string> = {};
+    for (const f of gen.files ?? []) data[f.split('/').pop()] = readFileSync(resolve(dir, f), 'utf8');
+    return { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: gen.name }, data };
+  });
+}
+function applyPatches(objs: Obj[], patches: Obj[], dir: string) {
+  for (const patch of patches) {
+    const p = yamlDocs(resolve(dir, patch.path))[0];
+    const target = objs.find((o) => o.kind === p.kind && o.metadata.name === p.metadata.name);
+    if (!target) throw new Error(`patch ${patch.path}: no ${p.kind}/${p.metadata.name}`);
+    strategicMerge(target, p);
+  }
 }
 function mergeSecrets(objs: Obj[], gens: Obj[], dir: string) {
   for (const gen of gens) {
@@ -451,9 +467,10 @@ function podContainers(o: Obj): Obj[] {
 describe('deploy/kubernetes (kustomize)', () => {
   const dirs = kustomizations();
 
-  it('has base, the redis component and the try-it overlay', () => {
+  it('has base, the keda and redis components and the try-it overlay', () => {
     expect(dirs.map((d) => d.slice(K8S.length + 1))).toEqual([
       'base/kustomization.yaml',
+      'components/keda/kustomization.yaml',
       'components/redis/kustomization.yaml',
       'overlays/try-it/kustomization.yaml',
     ]);
@@ -464,16 +481,13 @@ describe('deploy/kubernetes (kustomize)', () => {
     const k = yamlDocs(file)[0];
     expect(k.apiVersion).toMatch(/^kustomize\.config\.k8s\.io\/(v1beta1|v1alpha1)$/);
     expect(k.kind).toBe(k.apiVersion.endsWith('v1alpha1') ? 'Component' : 'Kustomization');
-    const refs = [
-      ...(k.resources ?? []),
-      ...(k.components ?? []),
-      ...(k.patches ?? []).map((p: Obj) => p.path),
-      ...[...(k.configMapGenerator ?? []), ...(k.secretGenerator ?? [])].flatMap((g: Obj) => [...(g.files ?? []), ...(g.envs ?? [])]),
-    ];
+    const generated = [...(k.configMapGenerator ?? []), ...(k.secretGenerator ?? [])].flatMap((g: Obj) => [...(g.files ?? []), ...(g.envs ?? [])]);
+    const refs = [...(k.resources ?? []), ...(k.components ?? []), ...(k.patches ?? []).map((p: Obj) => p.path), ...generated];
     for (const r of refs) {
       expect([r, existsSync(resolve(dir, r))]).toEqual([r, true]);
       const p = resolve(dir, r);
-      if (statSync(p).isFile() && /\.ya?ml$/.test(p) && !p.endsWith('envoy.yaml')) {
+      // Files a generator reads are data (envoy.yaml, CONFIG_FILE), not manifests.
+      if (statSync(p).isFile() && /\.ya?ml$/.test(p) && !generated.includes(r)) {
         for (const o of yamlDocs(p)) {
           if (o.kind === 'Kustomization') continue;
           expect([r, K8S_KINDS[o.apiVersion]?.includes(o.kind) ?? false]).toEqual([r, true]);
@@ -626,5 +640,159 @@ describe('deploy/kubernetes (kustomize)', () => {
     expect(dep.spec.template.spec.volumes[0].configMap.name).toBe(cm.metadata.name);
     const decoded = Buffer.from(secret.data.REDIS_URL, 'base64').toString();
     expect(decoded).toBe(which === 'base' ? 'redis://redis.example.internal:6379' : 'redis://async-sidecar-redis:6379');
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+describe('KEDA autoscaling (components/keda, examples/keda-scale-to-zero.yaml)', () => {
+  const COMPONENT = join(K8S, 'components', 'keda');
+  /** base/ with the component, as an overlay would have it: by `kubectl kustomize` when installed. */
+  const { objs, renderedBy } = (() => {
+    if (!has('kubectl', ['version', '--client'])) {
+      const built = build(join(K8S, 'base'));
+      applyComponent(built, COMPONENT);
+      return { objs: built, renderedBy: 'the small renderer' };
+    }
+    // kustomize refuses absolute paths, so the overlay reaches the layout through a link.
+    const dir = mkdtempSync(join(tmpdir(), 'eas-keda-'));
+    try {
+      symlinkSync(K8S, join(dir, 'k8s'));
+      writeFileSync(
+        join(dir, 'kustomization.yaml'),
+        'apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [k8s/base]\ncomponents: [k8s/components/keda]\n',
+      );
+      const out = execFileSync('kubectl', ['kustomize', dir], { encoding: 'utf8' });
+      return { objs: parseAllDocuments(out).map((d) => d.toJS() as Obj), renderedBy: 'kubectl' };
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  })();
+  const so = objs.find((o) => o.kind === 'ScaledObject');
+  const dep = objs.find((o) => o.kind === 'Deployment' && o.metadata.name === so?.spec.scaleTargetRef.name);
+  const pod = podSpec(dep);
+  const sidecar = pod.initContainers.find((c: Obj) => c.name === 'async-sidecar');
+  const env = (name: string) => sidecar.env.find((e: Obj) => e.name === name);
+  const configMap = (name: string) => objs.find((o) => o.kind === 'ConfigMap' && (o.metadata.name === name || o.metadata.name.startsWith(`${name}-`)));
+  const queuesFile = configMap('async-sidecar-queues').data['queues.yaml'];
+  const example = yamlDocs(join(K8S, 'examples', 'keda-scale-to-zero.yaml'));
+
+  /** The sidecar's configuration from the pod's env and its mounted CONFIG_FILE, parsed as the sidecar does at start. */
+  const sidecarConfig = (() => {
+    const dir = mkdtempSync(join(tmpdir(), 'eas-keda-config-'));
+    const mount = sidecar.volumeMounts.find((m: Obj) => env('CONFIG_FILE').value.startsWith(`${m.mountPath}/`));
+    writeFileSync(join(dir, env('CONFIG_FILE').value.slice(mount.mountPath.length + 1)), queuesFile);
+    // The token the pod's init container writes.
+    writeFileSync(join(dir, 'token'), 'a'.repeat(48));
+    const plain = Object.fromEntries(sidecar.env.filter((e: Obj) => e.value !== undefined).map((e: Obj) => [e.name, e.value]));
+    try {
+      return loadConfig(
+        {
+          ...plain,
+          CONFIG_FILE: join(dir, 'queues.yaml'),
+          EXTPROC_TOKEN_FILE: join(dir, 'token'),
+          ADMIN_TOKEN: 'from-the-secret',
+          REDIS_URL: 'redis://redis:6379',
+        },
+        [],
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  })();
+
+  /** The one query shape that counts a queue right: each gauge's max() over the pods that report it. */
+  const QUERY = /^max\(eas_queue_depth\{queue="([a-z0-9_-]+)"\}\) \+ max\(eas_queue_in_flight\{queue="\1"\}\)$/;
+  const metadataOf = (o: Obj) => o.spec.triggers[0].metadata;
+
+  it(`builds with base (rendered by ${renderedBy}); base alone has no KEDA object, so it builds without the CRD`, () => {
+    expect(objs.filter((o) => o.kind === 'ScaledObject')).toHaveLength(1);
+    expect(build(join(K8S, 'base')).filter((o) => o.apiVersion.startsWith('keda.sh/'))).toEqual([]);
+  });
+
+  it.each([
+    ['components/keda/scaledobject.yaml', () => so],
+    ['examples/keda-scale-to-zero.yaml', () => example[0]],
+  ])("%s is a ScaledObject as KEDA v2.20.2's CRD and Prometheus scaler define it", (_name, get) => {
+    expect(example).toHaveLength(1);
+    const r = scaledObject.safeParse(get());
+    expect(r.success ? [] : r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`)).toEqual([]);
+  });
+
+  it('counts queued (waiting or backing off) plus in-flight runs of a queue the sidecar serves, with max() across the pods', () => {
+    for (const o of [so, example[0]]) {
+      const { query } = metadataOf(o);
+      expect(query).toMatch(QUERY);
+      expect(query).not.toMatch(/sum/);
+      expect(sidecarConfig.queues.has(QUERY.exec(query)![1]!)).toBe(true);
+      expect(o.spec.triggers).toHaveLength(1);
+      // No series is an error (KEDA keeps its replicas), not a 0 that scales in.
+      expect(metadataOf(o).ignoreNullValues).toBe('false');
+      expect(o.spec.triggers[0].metricType ?? 'AverageValue').toBe('AverageValue');
+    }
+    const registry = new Metrics({ defaultMetrics: false }).registry;
+    for (const name of ['eas_queue_depth', 'eas_queue_in_flight']) expect(registry.getSingleMetric(name)).toBeDefined();
+  });
+
+  it('scales the pod that carries the sidecar, one run per pod: minReplicaCount 1, threshold = DISPATCH_CONCURRENCY', () => {
+    expect(so.spec.scaleTargetRef.kind ?? 'Deployment').toBe('Deployment');
+    expect(dep.kind).toBe('Deployment');
+    // At 0 pods nothing would accept runs or report the queue: the sidecar shares the app's pod.
+    expect(sidecar).toBeDefined();
+    expect(so.spec.minReplicaCount).toBeGreaterThanOrEqual(1);
+    expect(Number(metadataOf(so).threshold)).toBe(sidecarConfig.dispatchConcurrency);
+    expect(so.spec.maxReplicaCount).toBeGreaterThan(so.spec.minReplicaCount);
+  });
+
+  it('cools down no sooner than a run may take, and gives a pod taken away mid-run that long to finish', () => {
+    const graceS = Math.max(
+      sidecarConfig.gracePeriodMs / 1000,
+      ...[...sidecarConfig.queues.values()].map((q) => (q.gracePeriodMs ?? 0) / 1000),
+      ...sidecarConfig.routes.map((r) => (r.gracePeriodMs ?? 0) / 1000),
+    );
+    expect(graceS).toBe(900);
+    expect(so.spec.cooldownPeriod).toBeGreaterThanOrEqual(graceS);
+    expect(example[0].spec.cooldownPeriod).toBeGreaterThanOrEqual(graceS);
+    expect(pod.terminationGracePeriodSeconds).toBeGreaterThan(graceS);
+  });
+
+  it("gives runs turned away by a starting app (backpressure) at least 390 s of tries, against the default's 151 s", () => {
+    const guaranteed = (retries: number, maxDelayMs: number) =>
+      Array.from({ length: retries }, (_, k) => backoffDelay(k, null, maxDelayMs, () => 0)).reduce((a, b) => a + b, 0);
+    const queue = sidecarConfig.queues.get(QUERY.exec(metadataOf(so).query)![1]!)!;
+    expect(guaranteed(queue.maxBackpressureRetries, queue.backpressureMaxDelayMs)).toBeGreaterThanOrEqual(390_000);
+    expect(Math.floor(guaranteed(10, 60_000) / 1000)).toBe(151); // max_backpressure_retries and backpressure_max_delay defaults
+    // Every path of the app is in that queue.
+    expect(sidecarConfig.routes.map((r) => [r.prefix, r.queue])).toEqual([['/', queue.name]]);
+  });
+
+  it('lets Prometheus scrape the sidecars: admin port off loopback with ADMIN_TOKEN from the Secret, the port named and admitted', () => {
+    const adminPort = sidecarConfig.adminAddr.port;
+    expect(sidecarConfig.adminAddr.host).toBe('0.0.0.0');
+    expect(env('ADMIN_TOKEN').valueFrom.secretKeyRef).toMatchObject({ key: 'ADMIN_TOKEN' });
+    expect(env('ADMIN_TOKEN').valueFrom.secretKeyRef.name).toMatch(/^async-sidecar(-[a-z0-9]{10})?$/);
+    expect(sidecar.ports).toEqual([{ name: 'metrics', containerPort: adminPort, protocol: 'TCP' }]);
+    expect(dep.spec.template.metadata.annotations).toMatchObject({ 'prometheus.io/scrape': 'true', 'prometheus.io/port': String(adminPort) });
+    const np = objs.find((o) => o.kind === 'NetworkPolicy' && o.metadata.name === 'async-app-metrics');
+    expect(np.spec.podSelector.matchLabels).toEqual(dep.spec.selector.matchLabels);
+    expect(np.spec.ingress).toEqual([
+      { from: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } } }], ports: [{ port: 'metrics', protocol: 'TCP' }] },
+    ]);
+    // The Prometheus KEDA asks is in the namespace the policy admits.
+    expect(new URL(metadataOf(so).serverAddress).hostname).toMatch(/\.monitoring\.svc$/);
+    // Every plain env value is a known setting that passes its schema.
+    const byEnv = new Map(Object.values(SETTINGS).map((x) => [x.env, x]));
+    for (const e of sidecar.env) if (e.value !== undefined) expect([e.name, byEnv.get(e.name)?.schema.safeParse(e.value).success]).toEqual([e.name, true]);
+    // The CONFIG_FILE is the generated ConfigMap, mounted read-only.
+    const volume = pod.volumes.find((v: Obj) => v.name === sidecar.volumeMounts.find((m: Obj) => m.mountPath === '/etc/async-sidecar').name);
+    expect(volume.configMap.name).toBe(configMap('async-sidecar-queues').metadata.name);
+  });
+
+  it("the scale-to-zero example scales an app of its own Deployment, the one deploy/envoy-gateway's sidecar replays to", () => {
+    const o = example[0];
+    expect(o.spec.minReplicaCount).toBe(0);
+    const egSidecar = yamlDocs(join(ROOT, 'deploy', 'envoy-gateway', 'sidecar.yaml'))[0].spec.template.spec.containers[0];
+    const egEnv = (name: string) => egSidecar.env.find((e: Obj) => e.name === name).value;
+    expect(new URL(egEnv('DISPATCH_URL')).hostname).toBe(o.spec.scaleTargetRef.name);
+    expect(o.spec.cooldownPeriod).toBeGreaterThanOrEqual(Number(egEnv('RESPONSE_GRACE_PERIOD')));
   });
 });

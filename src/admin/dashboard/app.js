@@ -1,9 +1,10 @@
 // Runs dashboard for envoy-async-sidecar. Plain browser JavaScript: no framework, no build step.
-// Talks only to the runs API of the admin port it was served from (docs/CONTRACT.md §5).
+// Talks only to the admin port it was served from: its runs API (docs/CONTRACT.md §5) and /queues.
 'use strict';
 
 (() => {
   const API = document.querySelector('meta[name="eas-runs-api"]').getAttribute('content') || '/v1/runs';
+  const QUEUES_API = '/queues';
   const TOKEN_KEY = 'eas-admin-token';
   const POLL_MS = 2000;
   const STATS_LIMIT = 500;
@@ -11,7 +12,7 @@
   const CHART_MINUTES = 30;
   const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
-  const STATUSES = ['queued', 'running', 'succeeded', 'failed', 'timed_out', 'cancelled'];
+  const STATUSES = ['queued', 'running', 'succeeded', 'failed', 'timed_out', 'cancelled', 'expired'];
   const LABEL = {
     queued: 'Queued',
     running: 'Running',
@@ -19,6 +20,12 @@
     failed: 'Failed',
     timed_out: 'Timed out',
     cancelled: 'Cancelled',
+    expired: 'Expired',
+  };
+  /** Why a queued run waits after the app turned it away (README "Queues"). */
+  const QUEUE_REASON = {
+    upstream_busy: 'The app answered 429 (busy)',
+    upstream_unavailable: 'The app answered 503 or refused the connection',
   };
   const WEBHOOK_LABEL = { none: 'None', pending: 'Pending', delivered: 'Delivered', failed: 'Failed' };
   /** Chart series, bottom to top. "active" stacks queued and running runs. */
@@ -27,6 +34,7 @@
     { key: 'failed', label: 'Failed' },
     { key: 'timed_out', label: 'Timed out' },
     { key: 'cancelled', label: 'Cancelled' },
+    { key: 'expired', label: 'Expired' },
     { key: 'active', label: 'In progress' },
   ];
 
@@ -36,6 +44,8 @@
     liveText: $('live-text'),
     tokenButton: $('token-button'),
     counts: $('counts'),
+    queuesBody: $('queues-body'),
+    queuesNote: $('queues-note'),
     countsScope: $('counts-scope'),
     chart: $('chart'),
     chartSummary: $('chart-summary'),
@@ -68,6 +78,9 @@
     needToken: false,
     runs: [],
     table: [],
+    /** The last answer of /queues, and why the latest call failed (null when it worked). */
+    queues: [],
+    queuesProblem: null,
     selectedId: null,
     selected: null,
     lastRow: null,
@@ -179,10 +192,15 @@
 
   // ---- API -------------------------------------------------------------------------------------
 
-  async function api(path, method = 'GET') {
+  /** A call to the runs API (`path` is relative to its prefix). */
+  function api(path, method = 'GET') {
+    return admin(API + path, method);
+  }
+
+  async function admin(url, method = 'GET') {
     const headers = { accept: 'application/json' };
     if (state.token) headers.authorization = `Bearer ${state.token}`;
-    const res = await fetch(API + path, { method, headers, cache: 'no-store', credentials: 'omit' });
+    const res = await fetch(url, { method, headers, cache: 'no-store', credentials: 'omit' });
     if (res.status === 401) throw new AuthError('unauthorized');
     let body = null;
     try {
@@ -198,9 +216,16 @@
   async function load() {
     const filter = els.filter.value;
     const search = els.search.value.trim().toLowerCase();
-    const all = await api(`?limit=${STATS_LIMIT}`);
+    const [all, queues] = await Promise.all([api(`?limit=${STATS_LIMIT}`), admin(QUEUES_API)]);
     if (all.status !== 200) throw new Error(all.body?.error?.message || `runs API answered ${all.status}`);
     state.runs = all.body.runs;
+    // The queues' counts come from Redis too, but a failure there must not hide the runs.
+    if (queues.status === 200) {
+      state.queues = queues.body.queues;
+      state.queuesProblem = null;
+    } else {
+      state.queuesProblem = queues.body?.error?.message || `${QUEUES_API} answered ${queues.status}`;
+    }
     let table = state.runs;
     if (filter) {
       const filtered = await api(`?status=${encodeURIComponent(filter)}&limit=${TABLE_LIMIT}`);
@@ -267,6 +292,7 @@
     els.authBanner.hidden = true;
     els.tokenButton.hidden = !state.token;
     renderCounts();
+    renderQueues();
     renderChart();
     renderTable();
     renderDetail();
@@ -307,6 +333,54 @@
     return h('span', { class: `dot dot-${status}`, 'aria-hidden': 'true' });
   }
 
+  function renderQueues() {
+    els.queuesNote.hidden = state.queuesProblem === null;
+    els.queuesNote.textContent = state.queuesProblem === null ? '' : `Queue counts not updated: ${state.queuesProblem}`;
+    const rows = new Map([...els.queuesBody.children].map((tr) => [tr.dataset.queue, tr]));
+    const wanted = state.queues.map((q) => {
+      const tr = rows.get(q.name) || createQueueRow(q.name);
+      fillQueueRow(tr, q);
+      return tr;
+    });
+    const same = wanted.length === els.queuesBody.children.length && wanted.every((tr, i) => els.queuesBody.children[i] === tr);
+    if (!same) els.queuesBody.replaceChildren(...wanted);
+    // Bar widths through the CSSOM: the page's CSP allows no inline style attributes.
+    for (const fill of els.queuesBody.querySelectorAll('.slots-fill')) fill.style.width = `${fill.dataset.pct}%`;
+  }
+
+  function createQueueRow(name) {
+    const tr = h('tr', { 'data-queue': name, class: 'queue-row' });
+    for (let i = 0; i < 5; i++) tr.append(h('td'));
+    for (const i of [1, 2, 4]) tr.cells[i].className = 'num';
+    return tr;
+  }
+
+  function fillQueueRow(tr, q) {
+    const [name, queued, backingOff, slots, oldest] = tr.cells;
+    const limit = q.max_concurrency;
+    const age = q.oldest_queued_age_ms === null ? null : duration(q.oldest_queued_age_ms);
+    tr.setAttribute(
+      'aria-label',
+      `Queue ${q.name}: ${q.queued} queued, ${q.backing_off} backing off, ${q.in_flight} in flight of ${limit === null ? 'no limit' : limit}` +
+        (age ? `, oldest queued ${age}` : ''),
+    );
+    setCell(name, q.name, () => h('span', { class: 'queue-name' }, q.name));
+    setCell(queued, String(q.queued), () => h('span', { class: q.queued ? 'count-n' : 'muted' }, String(q.queued)));
+    setCell(backingOff, String(q.backing_off), () => h('span', { class: q.backing_off ? 'backing-off' : 'muted' }, String(q.backing_off)));
+    const full = limit !== null && q.in_flight >= limit;
+    setCell(slots, `${q.in_flight}|${limit}`, () => [
+      h('span', { class: `slots-text${full ? ' slots-full' : ''}` }, `${q.in_flight} / ${limit === null ? 'no limit' : limit}`),
+      limit === null
+        ? null
+        : h(
+            'span',
+            { class: 'slots-bar', 'aria-hidden': 'true' },
+            h('span', { class: `slots-fill${full ? ' slots-fill-full' : ''}`, 'data-pct': String(Math.min(100, Math.round((q.in_flight / limit) * 100))) }),
+          ),
+    ]);
+    setCell(oldest, age || 'none', () => (age ? h('span', {}, age) : h('span', { class: 'muted' }, '—')));
+  }
+
   function renderChart() {
     const W = Math.max(320, Math.round(els.chart.clientWidth || 640)),
       H = 150,
@@ -324,6 +398,7 @@
       failed: 0,
       timed_out: 0,
       cancelled: 0,
+      expired: 0,
       active: 0,
     }));
     let total = 0;
@@ -408,9 +483,9 @@
 
   function createRow(id) {
     const tr = h('tr', { tabindex: '0', 'data-id': id, class: 'run-row' });
-    for (let i = 0; i < 6; i++) tr.append(h('td'));
-    tr.cells[3].className = 'num';
+    for (let i = 0; i < 7; i++) tr.append(h('td'));
     tr.cells[4].className = 'num';
+    tr.cells[5].className = 'num';
     return tr;
   }
 
@@ -428,7 +503,7 @@
   }
 
   function fillRow(tr, run) {
-    const [status, req, created, dur, upstream, webhook] = tr.cells;
+    const [status, req, queue, created, dur, upstream, webhook] = tr.cells;
     tr.dataset.status = run.status;
     markSelected(tr, run.run_id === state.selectedId);
     tr.setAttribute('aria-label', `${LABEL[run.status]} run ${run.run_id}, ${run.request.method} ${run.request.path}`);
@@ -442,6 +517,11 @@
       ),
       h('code', { class: 'run-id', title: run.run_id }, run.run_id.slice(0, 8)),
     ]);
+    const where = standing(run);
+    setCell(queue, `${run.queue}|${where}`, () => [
+      h('span', { class: 'queue-name' }, run.queue),
+      where ? h('span', { class: `queue-where${run.next_attempt_at ? ' backing-off' : ''}` }, where) : null,
+    ]);
     const rel = ago(run.created_at);
     setCell(created, `${run.created_at}|${rel}`, () => h('time', { datetime: run.created_at, title: new Date(run.created_at).toLocaleString() }, rel));
     const d = runDuration(run);
@@ -452,6 +532,14 @@
     setCell(upstream, String(code), () => (code ? h('span', { class: `code ${codeClass(code)}` }, String(code)) : h('span', { class: 'muted' }, '—')));
     const wh = webhookText(run.webhook);
     setCell(webhook, wh || 'none', () => (wh ? h('span', { class: `wh wh-${run.webhook.status}` }, wh) : h('span', { class: 'muted' }, '—')));
+  }
+
+  /** Where a queued run stands: its place in line, or that it is backing off; null once taken. */
+  function standing(run) {
+    if (run.status !== 'queued') return null;
+    if (run.next_attempt_at) return 'backing off';
+    if (run.queue_position === null || run.queue_position === undefined) return null;
+    return run.queue_position === 0 ? 'next in line' : `${run.queue_position} ahead`;
   }
 
   function kv(pairs) {
@@ -483,6 +571,50 @@
     if (run.gone) parts.push(h('p', { class: 'notice' }, 'This run is no longer in the store (expired).'));
     if (run.error) {
       parts.push(h('div', { class: 'error-box', id: 'detail-error' }, h('strong', {}, run.error.code), h('span', {}, run.error.message)));
+    }
+
+    parts.push(h('h3', {}, 'Queue'));
+    const where = standing(run);
+    parts.push(
+      kv([
+        ['Queue', h('span', { class: 'queue-name', id: 'detail-queue' }, run.queue)],
+        ['Priority', run.priority],
+        where && ['Standing', h('span', { id: 'detail-standing' }, where)],
+        run.status === 'queued' && run.queue_reason && ['Waiting because', QUEUE_REASON[run.queue_reason] || run.queue_reason],
+        run.status === 'queued' && run.next_attempt_at && ['Next attempt', h('time', { datetime: run.next_attempt_at }, clock(run.next_attempt_at, true))],
+      ]),
+    );
+    if (run.dispatch_history && run.dispatch_history.length) {
+      parts.push(
+        h(
+          'table',
+          { class: 'history', id: 'dispatch-history' },
+          h('caption', { class: 'visually-hidden' }, 'Tries the app turned away'),
+          h(
+            'thead',
+            {},
+            h(
+              'tr',
+              {},
+              ['Attempt', 'Time', 'App said', 'Retry in'].map((t) => h('th', { scope: 'col' }, t)),
+            ),
+          ),
+          h(
+            'tbody',
+            {},
+            run.dispatch_history.map((a) =>
+              h(
+                'tr',
+                {},
+                h('td', {}, String(a.attempt)),
+                h('td', {}, h('time', { datetime: a.at, title: a.at }, clock(a.at, true))),
+                h('td', {}, a.status_code === null ? (a.error === 'connection_refused' ? 'connection refused' : a.error || '—') : String(a.status_code)),
+                h('td', {}, duration(a.retry_in_ms)),
+              ),
+            ),
+          ),
+        ),
+      );
     }
 
     parts.push(h('h3', {}, 'Timeline'));
