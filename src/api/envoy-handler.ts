@@ -25,12 +25,14 @@ export function createEnvoyHandler(acceptor: AsyncAcceptor, runsApi: RunsApi, ma
       if (!asyncRequest) return { kind: 'pass' };
       const refusal = acceptor.precheck(head, asyncRequest);
       if (refusal) return { kind: 'reply', decision: 'rejected', reply: async () => refusal };
+      const holdMs = acceptor.holdMs(head);
       return {
         kind: 'body',
         decision: 'accepted',
         maxBytes: maxBodyBytes,
         tooLarge: () => acceptor.tooLarge(),
-        onBody: (body) => acceptor.accept(head, asyncRequest, body),
+        onBody: (body, signal) => acceptor.accept(head, asyncRequest, body, signal),
+        ...(holdMs !== undefined ? { holdMs } : {}),
       };
     },
   };
