@@ -44,12 +44,19 @@ export const badInputDrill: Drill = {
         const before = app.requests.length;
         const r = await envoy.process({ method, path, headers, body });
         const p = parseAnswer(r.status, r.body);
-        const note = r.status === 200 && app.requests.length > before && !path.startsWith('/v1/runs') ? 'passed through to the app' : undefined;
+        // A run answered with the app's response (Prefer: wait) carries x-async-run-id; a pass-through does not.
+        const sync = r.headers['x-async-run-id'] !== undefined;
+        const note = sync
+          ? "the app's own answer (Prefer: wait)"
+          : r.status === 200 && app.requests.length > before && !path.startsWith('/v1/runs')
+            ? 'passed through to the app'
+            : undefined;
         return { ...p, note };
       };
       const post = (path: string, headers: Array<[string, string]> = [], body: Buffer | string = '{}') =>
         send('POST', path, [['content-type', 'application/json'], ...headers], body);
       const hook = (u: string) => post(`/x?async=true&webhookEndpoint=${encodeURIComponent(u)}`);
+      const hookWith = (u: string, headers: Array<[string, string]>) => post(`/x?async=true&webhookEndpoint=${encodeURIComponent(u)}`, headers);
       const hookRaw = (q: string) => post(`/x?async=true&webhookEndpoint=${q}`);
       const owned = await post('/x?async=true', [['authorization', 'Bearer alice']]);
       const id = owned.id!;
@@ -64,6 +71,22 @@ export const badInputDrill: Drill = {
         { group: 'trigger', input: 'Prefer: respond-async', send: () => post('/x', [['prefer', 'respond-async']]) },
         { group: 'trigger', input: 'Prefer: RESPOND-ASYNC, wait=5', send: () => post('/x', [['prefer', 'RESPOND-ASYNC, wait=5']]) },
         { group: 'trigger', input: 'Prefer: respond-asyncx', send: () => post('/x', [['prefer', 'respond-asyncx']]) },
+        ...['wait=abc', 'wait=1.5', 'wait=600', 'wait'].map((v) => ({
+          group: 'trigger',
+          input: `Prefer: respond-async, ${v}`,
+          send: () => post('/x', [['prefer', `respond-async, ${v}`]]),
+        })),
+        ...['started,completed', 'started', 'logs,completed', ''].map((v) => ({
+          group: 'webhookEvents',
+          input: `webhookEvents=${v}`,
+          send: () => post(`/x?async=true&webhookEvents=${v}&webhookEndpoint=${encodeURIComponent('https://example.com/hook')}`),
+        })),
+        { group: 'webhookEvents', input: 'webhookEvents without webhookEndpoint', send: () => post('/x?async=true&webhookEvents=started,completed') },
+        {
+          group: 'X-Webhook-Secret',
+          input: 'X-Webhook-Secret: s3cret (no WEBHOOK_SECRET_ENCRYPTION_KEY)',
+          send: () => hookWith('https://example.com/hook', [['x-webhook-secret', 's3cret']]),
+        },
         { group: 'webhookEndpoint', input: 'https://example.com/hook', send: () => hook('https://example.com/hook') },
         ...[
           'ftp://example.com/h',

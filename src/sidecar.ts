@@ -2,14 +2,14 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { placementFor, type Config } from './config';
-import { AsyncAcceptor, OpenApiDocument, RunsApi, createEnvoyHandler } from './api';
+import { AsyncAcceptor, OpenApiDocument, RunsApi, SyncWait, createEnvoyHandler } from './api';
 import { AdminServer } from './admin';
 import { Dispatcher } from './dispatch';
 import { ExtProcServer } from './extproc';
 import { RunEvents, RunStore, connectRedis, connectSubscriber, evictionPolicyProblem } from './runs';
 import { Metrics, type Logger } from './telemetry';
 import { startTracing } from './tracing';
-import { DeliveryWorker, WebhookSender, validateWebhookUrl } from './webhooks';
+import { DeliveryWorker, SecretBox, WebhookSender, validateWebhookUrl } from './webhooks';
 
 /** The longest ?wait=N the runs API accepts (docs/CONTRACT.md §5). */
 const MAX_WAIT_SECONDS = 60;
@@ -74,6 +74,9 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
   events.start().catch((err: Error) => logger.warn({ err }, 'could not subscribe to run events yet'));
 
   let draining = false;
+  // Aborted when the stop begins: requests held for their result (Prefer: wait) get their 202 at once.
+  const stopping = new AbortController();
+  const secretBox = new SecretBox(config.webhook.secretEncryptionKeys);
   const networkPolicy = { allowPrivateNetworks: config.webhook.allowPrivateNetworks, allowedHosts: config.webhook.allowedHosts };
   const runsApi = new RunsApi(
     store,
@@ -97,6 +100,16 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
         placementFor: (path) => placementFor(config, path),
         validateWebhookUrl: (raw) => validateWebhookUrl(raw, networkPolicy),
         isAccepting: () => !draining,
+        syncWait: new SyncWait(
+          store,
+          events,
+          // What one ImmediateResponse can carry: the ext_proc server's message limit is MAX_BODY_BYTES plus room for the rest.
+          { maxSeconds: config.maxSyncWaitSeconds, maxBodyBytes: config.maxBodyBytes },
+          metrics,
+          logger,
+          stopping.signal,
+        ),
+        sealWebhookSecret: secretBox.enabled ? (secret, runId) => secretBox.seal(secret, runId) : null,
       },
       metrics,
       logger,
@@ -134,6 +147,7 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
         timeoutMs: config.webhook.timeoutMs,
         visibilityMs: config.webhook.visibilityMs,
         tracing,
+        secrets: secretBox,
       },
       metrics,
       logger,
@@ -153,6 +167,7 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
           windowMs: config.webhook.visibilityMs,
           hasCapacity: () => worker.hasCapacity(),
           deliver: (d) => worker.deliverNow(d),
+          wake: () => worker.wake(),
         },
         tracing,
       },
@@ -217,6 +232,7 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
     stop: () =>
       (stopped ??= (async () => {
         draining = true;
+        stopping.abort();
         logger.info({ grace_ms: config.shutdownGraceMs }, 'shutting down: refusing new runs, finishing in-flight ones');
         // Each step on its own: one that fails must not skip the rest (closing Redis above all).
         const step = async (name: string, run: () => unknown) => {

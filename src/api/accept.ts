@@ -5,6 +5,8 @@ import { mayHaveRun, newRunId, queueTag, type NewRun, type RunStore, type Trigge
 import type { AcceptSpan } from '../tracing';
 import { apiError, ownerRequired, type ApiErrorCode, type ApiErrorOptions } from './errors';
 import { headerValue, headerValues, paramValue, parseQuery, preferName, preferTokens, splitPath } from './request-parts';
+import type { SyncWait } from './sync-wait';
+import { parseWebhookOptions, WEBHOOK_SECRET_HEADER } from './webhook-options';
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1) and headers the replay sets itself. */
 const DROPPED_HEADERS = new Set([
@@ -22,7 +24,15 @@ const DROPPED_HEADERS = new Set([
   'expect',
   'http2-settings',
   'x-async-run-id',
+  // Meant for the sidecar, and a secret: never stored with the request or replayed.
+  WEBHOOK_SECRET_HEADER,
 ]);
+
+/** Query parameters meant for the sidecar: not in the replay. */
+const SIDECAR_PARAMS: ReadonlySet<string | null> = new Set(['async', 'webhookEndpoint', 'webhookEvents']);
+
+/** Prefer tokens meant for the sidecar (RFC 7240 respond-async and wait, and the run's priority): not in the replay. */
+const SIDECAR_PREFERENCES: ReadonlySet<string> = new Set(['respond-async', 'wait', 'priority']);
 
 export interface AcceptOptions {
   runsApiPrefix: string;
@@ -38,6 +48,10 @@ export interface AcceptOptions {
   ) => { ok: true; url: URL } | { ok: false; code: 'invalid_webhook_endpoint' | 'webhook_endpoint_not_allowed'; message: string };
   /** False while the process is shutting down: new runs go to another replica. */
   isAccepting: () => boolean;
+  /** Prefer: wait (sync if fast); without it the preference is ignored. */
+  syncWait?: SyncWait;
+  /** Seals an X-Webhook-Secret for its run (null: no key configured, the header is refused). */
+  sealWebhookSecret?: ((secret: Buffer, runId: string) => string) | null;
 }
 
 /** Run priorities, highest first (index = the stored priority). */
@@ -68,7 +82,7 @@ export function requestedPriority(head: RequestHead, routeDefault: Priority): nu
 export interface AsyncRequest {
   trigger: Trigger;
   pathname: string;
-  /** The query without async and webhookEndpoint, other parameters as they were. */
+  /** The query without async, webhookEndpoint and webhookEvents, other parameters as they were. */
   query: string;
   webhookEndpoint: string | null;
   /** The query's webhookEndpoint could not be decoded. */
@@ -95,7 +109,7 @@ export function parseAsyncRequest(head: RequestHead): AsyncRequest | null {
     trigger,
     pathname,
     query: params
-      .filter((p) => p.name !== 'async' && p.name !== 'webhookEndpoint')
+      .filter((p) => !SIDECAR_PARAMS.has(p.name))
       .map((p) => p.raw)
       .join('&'),
     webhookEndpoint: hookValue,
@@ -113,7 +127,7 @@ export function replayHeaders(head: RequestHead, runId: string): Array<[string, 
     // override the dispatch listener's 12-hour route timeout.
     if (hopByHop.has(k) || k.startsWith('x-envoy-')) continue;
     if (k === 'prefer') {
-      const kept = preferTokens([v]).filter((t) => preferName(t) !== 'respond-async' && preferName(t) !== 'priority');
+      const kept = preferTokens([v]).filter((t) => !SIDECAR_PREFERENCES.has(preferName(t)));
       if (kept.length > 0) out.push([k, kept.join(', ')]);
       continue;
     }
@@ -153,15 +167,24 @@ export class AsyncAcceptor {
     if (requestedPriority(head, 'high') === null) {
       return this.reject('invalid_priority', 'Prefer: priority must be high, normal or low.');
     }
+    if (this.options.syncWait?.seconds(head) === 'invalid') return this.reject('invalid_wait', 'Prefer: wait must be a whole number of seconds.');
+    const webhook = parseWebhookOptions(head, req.webhookEndpoint !== null, !!this.options.sealWebhookSecret);
+    if (!webhook.ok) return this.reject(webhook.code, webhook.message);
     return null;
+  }
+
+  /** How long Envoy must hold the answer once the body is in (Prefer: wait), if at all. */
+  holdMs(head: RequestHead): number | undefined {
+    return this.options.syncWait?.holdMs(head);
   }
 
   tooLarge(): HttpReply {
     return this.reject('body_too_large', `The request body exceeds the limit of ${this.options.maxBodyBytes} bytes.`);
   }
 
-  /** `span`: the request's accept span when tracing is on; its context is stored with the run. */
-  async accept(head: RequestHead, req: AsyncRequest, body: Buffer, span?: AcceptSpan): Promise<HttpReply> {
+  /** `signal`: the client went away (a held `Prefer: wait`); `span`: the request's accept span when tracing is on (its context is stored with the run). */
+  async accept(head: RequestHead, req: AsyncRequest, body: Buffer, signal?: AbortSignal, span?: AcceptSpan): Promise<HttpReply> {
+    const receivedAt = Date.now();
     if (body.length > this.options.maxBodyBytes) return this.tooLarge();
     const placement = this.options.placementFor(req.pathname);
     const queue = placement.queue.name;
@@ -186,6 +209,9 @@ export class AsyncAcceptor {
       run.trace = span.runTrace;
       span.runCreated(run);
     }
+    const webhook = parseWebhookOptions(head, req.webhookEndpoint !== null, !!this.options.sealWebhookSecret);
+    if (webhook.ok && webhook.options.started) run.webhookStarted = true;
+    if (webhook.ok && webhook.options.secret) run.webhookSecret = this.options.sealWebhookSecret!(webhook.options.secret, id);
     try {
       await this.store.create(run);
     } catch (err) {
@@ -224,7 +250,10 @@ export class AsyncAcceptor {
       ['location', `${this.options.runsApiPrefix}/${id}`],
     ];
     if (req.trigger === 'prefer') headers.push(['preference-applied', 'respond-async']);
-    return { status: 202, headers, body: `{"run_id":"${id}"}\n`, details: 'async_run_accepted' };
+    const accepted: HttpReply = { status: 202, headers, body: `{"run_id":"${id}"}\n`, details: 'async_run_accepted' };
+    const wait = this.options.syncWait?.seconds(head);
+    if (typeof wait === 'number' && wait > 0) return this.options.syncWait!.answer(accepted, { id, owner: run.owner }, wait, receivedAt, signal);
+    return accepted;
   }
 
   private reject(code: ApiErrorCode, message: string, options?: ApiErrorOptions): HttpReply {

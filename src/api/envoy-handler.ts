@@ -34,12 +34,16 @@ export function createEnvoyHandler(
       const span = tracing.startAccept(head, metadata);
       const refusal = acceptor.precheck(head, asyncRequest);
       if (refusal) return { kind: 'reply', decision: 'rejected', reply: async () => (span ? span.end(refusal) : refusal) };
+      const holdMs = acceptor.holdMs(head);
       return {
         kind: 'body',
         decision: 'accepted',
         maxBytes: maxBodyBytes,
         tooLarge: () => (span ? span.end(acceptor.tooLarge()) : acceptor.tooLarge()),
-        onBody: span ? (body) => acceptor.accept(head, asyncRequest, body, span).then((r) => span.end(r)) : (body) => acceptor.accept(head, asyncRequest, body),
+        onBody: span
+          ? (body, signal) => acceptor.accept(head, asyncRequest, body, signal, span).then((r) => span.end(r))
+          : (body, signal) => acceptor.accept(head, asyncRequest, body, signal),
+        ...(holdMs !== undefined ? { holdMs } : {}),
       };
     },
   };

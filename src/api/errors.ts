@@ -11,12 +11,15 @@ export const API_ERRORS = {
   invalid_webhook_endpoint: { status: 400 },
   webhook_endpoint_not_allowed: { status: 400 },
   invalid_priority: { status: 400 },
+  invalid_webhook_events: { status: 400 },
+  invalid_webhook_secret: { status: 400 },
+  webhook_secret_unsupported: { status: 400 },
   owner_required: { status: 401 },
   body_too_large: { status: 413 },
   shutting_down: { status: 503, retryAfterS: 1 },
   store_unavailable: { status: 503, retryAfterS: 1 },
   store_uncertain: { status: 503, retryAfterS: 1 },
-  // the runs API
+  // the runs API (invalid_wait also for an async request's Prefer: wait)
   invalid_wait: { status: 400 },
   invalid_status: { status: 400 },
   invalid_limit: { status: 400 },

@@ -59,6 +59,8 @@ export interface Config {
   maxDispatchAttempts: number;
   maxBodyBytes: number;
   maxResultBytes: number;
+  /** The longest `Prefer: wait` hold, seconds (0: none). */
+  maxSyncWaitSeconds: number;
   runsApiPrefix: string;
   ownerHeader: string;
   ownerRequired: boolean;
@@ -75,6 +77,8 @@ export interface Config {
     allowPrivateNetworks: boolean;
     allowedHosts: string[];
     maxBodyBytes: number;
+    /** Keys (32 bytes each) for the stored X-Webhook-Secret values: the first encrypts. */
+    secretEncryptionKeys: Buffer[];
   };
   publicBaseUrl: string;
   shutdownGraceMs: number;
@@ -200,6 +204,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, argv: readonly 
   const role = parseRole(argv);
   const s = <K extends SettingKey>(key: K) => readSetting(key, env);
   const secret = s('webhookSecret');
+  const encryptionKey = s('webhookSecretEncryptionKey');
   const adminToken = s('adminToken');
   const extprocToken = readToken(s('extprocToken'), s('extprocTokenFile'));
   const maxBodyBytes = s('maxBodyBytes');
@@ -243,6 +248,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, argv: readonly 
     maxDispatchAttempts: s('maxDispatchAttempts'),
     maxBodyBytes,
     maxResultBytes: s('maxResultBytes'),
+    maxSyncWaitSeconds: s('maxSyncWait'),
     runsApiPrefix: s('runsApiPrefix'),
     ownerHeader: s('ownerHeader'),
     ownerRequired: s('ownerRequired'),
@@ -261,6 +267,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, argv: readonly 
         .map((h) => h.trim().toLowerCase())
         .filter(Boolean),
       maxBodyBytes: s('webhookMaxBodyBytes'),
+      secretEncryptionKeys: encryptionKey === '' ? [] : encryptionKey.split(/[\s,]+/).map((k) => Buffer.from(k, 'base64')),
     },
     publicBaseUrl: s('publicBaseUrl').replace(/\/+$/, ''),
     shutdownGraceMs: Math.round(s('shutdownGrace') * 1000),

@@ -93,6 +93,21 @@ function webhookSecretProblem(secret: string): string | null {
   return null;
 }
 
+/** AES-256-GCM: a key is base64 of exactly 32 bytes. */
+function encryptionKeyProblem(key: string): string | null {
+  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(key)) return 'must be base64';
+  const bytes = Buffer.from(key, 'base64');
+  if (bytes.toString('base64').replace(/=+$/, '') !== key.replace(/=+$/, '')) return 'is not valid base64';
+  if (bytes.length !== 32) return `must decode to 32 bytes (this one is ${bytes.length})`;
+  return null;
+}
+
+/**
+ * The longest `Prefer: wait` hold: Envoy must let the sidecar extend its message timeout that
+ * far plus the answer's margin (envoy/envoy.yaml: max_message_timeout 65 s).
+ */
+export const MAX_SYNC_WAIT_SECONDS = 60;
+
 export const SETTINGS = {
   extprocAddr: {
     env: 'EXTPROC_ADDR',
@@ -223,6 +238,13 @@ export const SETTINGS = {
     schema: positiveInt(256 * 1024 * 1024),
     description: 'Largest upstream response body stored with a run; the rest is read and dropped (`response.truncated`).',
   },
+  maxSyncWait: {
+    env: 'MAX_SYNC_WAIT',
+    default: '60',
+    schema: z.coerce.number().int().min(0).max(MAX_SYNC_WAIT_SECONDS),
+    description:
+      'Longest `Prefer: wait=N` (seconds) an async request is held for its run\'s result before the 202 (README "Sync if fast"); 0 turns holding off. Envoy\'s max_message_timeout must be at least this + 2 s (envoy/envoy.yaml: 65 s); Envoy Gateway has none: 0.',
+  },
   runsApiPrefix: {
     env: 'RUNS_API_PREFIX',
     default: '/v1/runs',
@@ -267,6 +289,23 @@ export const SETTINGS = {
         });
       }),
     description: 'Standard Webhooks signing secret(s), `whsec_<base64>`; several (space or comma separated) sign with each, for rotation.',
+  },
+  webhookSecretEncryptionKey: {
+    env: 'WEBHOOK_SECRET_ENCRYPTION_KEY',
+    default: '',
+    secret: true,
+    schema: z
+      .string()
+      .trim()
+      .superRefine((v, ctx) => {
+        if (v === '') return;
+        v.split(/[\s,]+/).forEach((key, i) => {
+          const problem = encryptionKeyProblem(key);
+          if (problem) ctx.addIssue({ code: 'custom', message: `key ${i + 1} ${problem}; several are separated by spaces or commas` });
+        });
+      }),
+    description:
+      'AES-256-GCM key(s), base64 of 32 bytes, that encrypt the per-request `X-Webhook-Secret` (Cerebrium-compatible signatures) stored with a run; the first encrypts, every one decrypts (rotation). Unset: requests with `X-Webhook-Secret` get 400.',
   },
   webhookTimeout: {
     env: 'WEBHOOK_TIMEOUT',

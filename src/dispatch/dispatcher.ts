@@ -210,6 +210,8 @@ export class Dispatcher extends ClaimLoop<LeasedRun> {
     this.metrics.queueWait.observe(Math.max(0, run.startedAt - run.queuedAt) / 1000);
     // The path only: a query string may carry credentials.
     entry.log.info({ attempt: run.attempt, method: run.method, path: run.target.split('?', 1)[0] }, 'run started');
+    // Its `started` event is due (the claim scheduled it): sent before the app answers, where it can be.
+    if (run.startedEvent) this.options.handOff?.wake?.();
     try {
       await this.execute(entry);
     } finally {

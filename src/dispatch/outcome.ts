@@ -1,5 +1,5 @@
 import type { Logger, Metrics } from '../telemetry';
-import type { ClaimedDelivery, ClaimedRun, DispatchOutcome } from '../runs';
+import type { ClaimedDelivery, ClaimedRun, DispatchOutcome, HandedOffWebhook } from '../runs';
 import { retryUntil } from '../work';
 
 /**
@@ -11,12 +11,14 @@ export interface WebhookHandOff {
   windowMs: number;
   hasCapacity(): boolean;
   deliver(delivery: ClaimedDelivery): void;
+  /** Deliveries are due (a run's `started` event): take them now rather than at the next poll. */
+  wake?(): void;
 }
 
 /** What recording an outcome returned: see RunStore#complete. */
 export interface Completion {
   recorded: boolean;
-  webhook: { url: string; webhookId: string } | null;
+  webhook: HandedOffWebhook | null;
 }
 
 export interface OutcomeRecorderOptions {
@@ -52,6 +54,7 @@ export class OutcomeRecorder {
     if (webhook && handOff) {
       handOff.deliver({
         runId: run.id,
+        event: 'completed',
         url: webhook.url,
         webhookId: webhook.webhookId,
         runStatus: outcome.status,
@@ -62,6 +65,9 @@ export class OutcomeRecorder {
         tries: 0,
         queue: run.queue,
         trace: run.trace,
+        startedAt: run.startedAt,
+        timestampS: webhook.notBeforeS,
+        sealedSecret: webhook.sealedSecret,
       });
     }
     if (recorded) {

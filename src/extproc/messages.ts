@@ -51,12 +51,21 @@ export function toRequestHead(map: HeaderMap__Output | undefined, endOfStream: b
   return { method, path, authority, scheme, headers, endOfStream };
 }
 
-/** Header options with the value in raw_value: Envoy ignores `value` in responses. */
+/**
+ * Header options with the value in raw_value: Envoy ignores `value` in responses. The first value
+ * of a name replaces what Envoy would set (content-type); a repeated name (an app's set-cookie
+ * lines) is added as another line. ext_proc's MutationUtils::applyHeaderMutations reads only the
+ * deprecated `append` for that, not `append_action` (measured on Envoy 1.40: with
+ * APPEND_IF_EXISTS_OR_ADD the last set-cookie replaced the others).
+ */
 function setHeaders(headers: Array<[string, string]>): HeaderValueOption[] {
-  return headers.map(([key, value]) => ({
-    header: { key, raw_value: Buffer.from(value, 'latin1') },
-    append_action: 'OVERWRITE_IF_EXISTS_OR_ADD',
-  }));
+  const seen = new Set<string>();
+  return headers.map(([key, value]) => {
+    const header = { key, raw_value: Buffer.from(value, 'latin1') };
+    if (seen.has(key)) return { header, append: { value: true } };
+    seen.add(key);
+    return { header, append_action: 'OVERWRITE_IF_EXISTS_OR_ADD' };
+  });
 }
 
 export function immediateResponse(reply: HttpReply): ProcessingResponse {

@@ -31,7 +31,16 @@ export interface StreamCallbacks {
 
 type State =
   | { name: 'headers' }
-  | { name: 'body'; chunks: Buffer[]; size: number; maxBytes: number; tooLarge: () => HttpReply; onBody: (b: Buffer) => Promise<HttpReply>; decision: string }
+  | {
+      name: 'body';
+      chunks: Buffer[];
+      size: number;
+      maxBytes: number;
+      tooLarge: () => HttpReply;
+      onBody: (b: Buffer, signal?: AbortSignal) => Promise<HttpReply>;
+      holdMs: number | undefined;
+      decision: string;
+    }
   | { name: 'answering' }
   | { name: 'passed' }
   | { name: 'done' };
@@ -127,7 +136,7 @@ export class StreamProcessor {
       const abort = (this.abort = new AbortController());
       return this.answer(() => decision.reply(abort.signal), decision.decision);
     }
-    if (head.endOfStream) return this.answer(() => decision.onBody(Buffer.alloc(0)), decision.decision);
+    if (head.endOfStream) return this.answerBody(decision.onBody, Buffer.alloc(0), decision.holdMs, decision.decision);
     const declared = Number(head.headers.find(([k]) => k === 'content-length')?.[1] ?? NaN);
     if (declared > decision.maxBytes) return this.answer(async () => decision.tooLarge(), 'too_large');
     this.state = {
@@ -137,6 +146,7 @@ export class StreamProcessor {
       maxBytes: decision.maxBytes,
       tooLarge: decision.tooLarge,
       onBody: decision.onBody,
+      holdMs: decision.holdMs,
       decision: decision.decision,
     };
     this.cb.send(CONTINUE_WITH_BUFFERED_BODY);
@@ -157,7 +167,15 @@ export class StreamProcessor {
 
   private finishBody(state: Extract<State, { name: 'body' }>): void {
     const body = state.chunks.length === 1 ? state.chunks[0]! : Buffer.concat(state.chunks, state.size);
-    this.answer(() => state.onBody(body), state.decision);
+    this.answerBody(state.onBody, body, state.holdMs, state.decision);
+  }
+
+  /** The answer to a whole body; with `holdMs`, Envoy is first asked to wait that long for it (the message being answered). */
+  private answerBody(onBody: (b: Buffer, signal?: AbortSignal) => Promise<HttpReply>, body: Buffer, holdMs: number | undefined, decision: string): void {
+    if (holdMs === undefined) return this.answer(() => onBody(body), decision);
+    this.cb.send(overrideMessageTimeout(holdMs));
+    const abort = (this.abort = new AbortController());
+    this.answer(() => onBody(body, abort.signal), decision);
   }
 
   /** Resolves once no answer is being prepared (a client that half-closed waits for it). */

@@ -29,8 +29,19 @@ export type HeadDecision =
    * signal aborts when Envoy closes the stream first (client gone, timeout).
    */
   | { kind: 'reply'; reply: (signal: AbortSignal) => Promise<HttpReply>; holdMs?: number; decision: string }
-  /** Needs the whole body first (up to maxBytes, else 413), then answers. */
-  | { kind: 'body'; maxBytes: number; tooLarge: () => HttpReply; onBody: (body: Buffer) => Promise<HttpReply>; decision: string };
+  /**
+   * Needs the whole body first (up to maxBytes, else 413), then answers. `holdMs` asks Envoy to
+   * wait that long for the answer once the body is in; the signal (made only then) aborts when
+   * Envoy closes the stream first.
+   */
+  | {
+      kind: 'body';
+      maxBytes: number;
+      tooLarge: () => HttpReply;
+      onBody: (body: Buffer, signal?: AbortSignal) => Promise<HttpReply>;
+      holdMs?: number;
+      decision: string;
+    };
 
 /** Reads one value of the stream's gRPC metadata (what Envoy's `initial_metadata` and tracer add). */
 export type StreamMetadata = (name: string) => string | undefined;

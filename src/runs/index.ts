@@ -1,7 +1,16 @@
 import { Redis, ReplyError } from 'ioredis';
 import { REDIS_BACKOFF, backoffDelayMs } from '../work';
 
-export { RunStore, REDELIVER_MIN_INTERVAL_MS, type RunStoreOptions, type CancelResult, type RedeliverResult, type QueueStats } from './store';
+export {
+  RunStore,
+  REDELIVER_MIN_INTERVAL_MS,
+  startedWebhookId,
+  type RunStoreOptions,
+  type CancelResult,
+  type RedeliverResult,
+  type QueueStats,
+  type HandedOffWebhook,
+} from './store';
 export { RunEvents } from './events';
 export { RunKeys, QueueKeys, newRunId, queueTag, tagOfRunId } from './keys';
 export * from './types';

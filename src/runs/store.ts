@@ -11,9 +11,11 @@ import type {
   QueuePolicy,
   RunStatus,
   RunView,
+  StartedEventStatus,
   StoredResult,
   StoredRun,
   WebhookAttemptRecord,
+  WebhookEvent,
   WebhookStatus,
 } from './types';
 
@@ -112,11 +114,25 @@ function byName<const F extends readonly string[]>(fields: F, row: ReadonlyArray
 }
 
 /** Run fields a claim returns after its head (id, attempt, started_at, body, body size). */
-const CLAIM_FIELDS = ['queued_at', 'method', 'target', 'headers', 'grace_ms', 'queue', 'bp_tries', 'trace'] as const;
+const CLAIM_FIELDS = ['queued_at', 'method', 'target', 'headers', 'grace_ms', 'queue', 'bp_tries', 'ws_status', 'trace'] as const;
 const CLAIM_FIELD_LIST = CLAIM_FIELDS.join(',');
 
-/** Run fields a webhook claim returns after its head (id, body, body size). */
-const DELIVERY_FIELDS = ['webhook_url', 'wh_id', 'status', 'error', 'res_status', 'res_content_type', 'wh_try', 'queue', 'trace'] as const;
+/** Run fields a webhook claim returns after its head (id, body, body size, event). */
+const DELIVERY_FIELDS = [
+  'webhook_url',
+  'wh_id',
+  'status',
+  'error',
+  'res_status',
+  'res_content_type',
+  'wh_try',
+  'ws_try',
+  'started_at',
+  'ws_ts',
+  'wh_secret',
+  'queue',
+  'trace',
+] as const;
 const DELIVERY_FIELD_LIST = DELIVERY_FIELDS.join(',');
 
 /** Run fields the runs API shows, read after the queue position (read_run). */
@@ -146,6 +162,11 @@ const RUN_VIEW_FIELDS = [
   'wh_last_status',
   'wh_next_at',
   'wh_log',
+  'ws_status',
+  'ws_attempts',
+  'ws_last_status',
+  'ws_next_at',
+  'ws_log',
 ] as const;
 const RUN_VIEW_FIELD_LIST = RUN_VIEW_FIELDS.join(',');
 
@@ -182,8 +203,26 @@ function toClaimedRun(r: ReadonlyArray<Buffer | number | null>): ClaimedRun {
     queue: str(f.queue),
     backpressureTries: Number(str(f.bp_tries) || 0),
     trace: str(f.trace) || null,
+    startedEvent: str(f.ws_status) === 'pending',
   };
 }
+
+/** The `started` event's webhook-id: the run's own plus a suffix, stable across its attempts. */
+export function startedWebhookId(webhookId: string): string {
+  return `${webhookId}_started`;
+}
+
+/** A final webhook handed to the worker that completed its run (RunStore#complete). */
+export interface HandedOffWebhook {
+  url: string;
+  webhookId: string;
+  sealedSecret: string | null;
+  /** The earliest webhook-timestamp it may carry: after the run's `started` event's (null: none sent). */
+  notBeforeS: number | null;
+}
+
+/** One second after the `started` event's webhook-timestamp (as stored), or null when it had none. */
+const afterStarted = (ts: string): number | null => (ts === '' ? null : Number(ts) + 1);
 
 /** A queue found in the registry but no longer configured: its runs are served, without limits. */
 const unlimited = (name: string): QueuePolicy => ({ name, maxConcurrency: null, maxQueueTimeMs: null, fairShare: true });
@@ -298,6 +337,8 @@ export class RunStore {
     ];
     // Tracing (src/tracing): the accept span's context travels with the run; no field when off.
     if (run.trace !== undefined) fields.push('trace', run.trace);
+    if (run.webhookUrl && run.webhookStarted) fields.push('ws_status', 'waiting');
+    if (run.webhookUrl && run.webhookSecret) fields.push('wh_secret', run.webhookSecret);
     const args = named(
       {
         id: run.id,
@@ -352,7 +393,7 @@ export class RunStore {
     run: ClaimedRun,
     outcome: DispatchOutcome,
     options: { handOffWindowMs?: number; claimNext?: number } = {},
-  ): Promise<{ recorded: boolean; webhook: { url: string; webhookId: string } | null; next: ClaimedRun[] }> {
+  ): Promise<{ recorded: boolean; webhook: HandedOffWebhook | null; next: ClaimedRun[] }> {
     const fields: ScriptArg[] = [];
     if (outcome.response) {
       const r = outcome.response;
@@ -386,10 +427,13 @@ export class RunStore {
     );
     // Buffer replies: the runs taken along carry binary bodies.
     const done = (await this.script('completeRun', true)(this.runKey(run.id), q.keys.webhooks, ...args)) as
-      0 | [number, Buffer, Buffer, Array<Array<Buffer | number | null>>];
+      0 | [number, Buffer, Buffer, Array<Array<Buffer | number | null>>, Buffer, Buffer];
     if (done === 0) return { recorded: false, webhook: null, next: [] };
     const url = str(done[1]);
-    return { recorded: true, webhook: url ? { url, webhookId: str(done[2]) } : null, next: done[3].map(toClaimedRun) };
+    const webhook: HandedOffWebhook | null = url
+      ? { url, webhookId: str(done[2]), sealedSecret: str(done[4]) || null, notBeforeS: afterStarted(str(done[5])) }
+      : null;
+    return { recorded: true, webhook, next: done[3].map(toClaimedRun) };
   }
 
   /**
@@ -560,6 +604,15 @@ export class RunStore {
         last_status_code: num(v.wh_last_status),
         next_attempt_at: v.wh_status === 'pending' ? iso(v.wh_next_at) : null,
         history: lines<WebhookAttemptRecord>(v.wh_log),
+        started: v.ws_status
+          ? {
+              status: v.ws_status as StartedEventStatus,
+              attempts: Number(v.ws_attempts ?? 0),
+              last_status_code: num(v.ws_last_status),
+              next_attempt_at: v.ws_status === 'pending' ? iso(v.ws_next_at) : null,
+              history: lines<WebhookAttemptRecord>(v.ws_log),
+            }
+          : null,
       },
     };
     return { view, owner: v.owner ?? '' };
@@ -567,19 +620,24 @@ export class RunStore {
 
   /**
    * A run's stored response, if `owner` (a fingerprint; null = the unscoped admin API) may see it.
-   * Missing and not visible are the same null, decided in Redis before the body is read.
+   * Missing and not visible are the same null, decided in Redis before the body is read. A body
+   * over `maxBodyBytes` is left in Redis (`body` null, `size` says how large it is).
    */
-  async getResult(id: string, owner: string | null): Promise<StoredResult | null> {
+  async getResult(id: string, owner: string | null, maxBodyBytes = 0): Promise<StoredResult | null> {
     if (tagOfRunId(id) === null) return null;
-    const f = (await this.script('readResult', true)(this.keys.run(id), ...named({ owner: owner ?? '', admin: owner === null ? '1' : '0' }))) as
-      Buffer[] | null;
+    const f = (await this.script('readResult', true)(
+      this.keys.run(id),
+      ...named({ owner: owner ?? '', admin: owner === null ? '1' : '0', max_bytes: maxBodyBytes }),
+    )) as Array<Buffer | number | null> | null;
     if (!f) return null;
     return {
-      status: str(f[0]) as RunStatus,
-      statusCode: Number(str(f[1]) || 0),
-      contentType: str(f[2]) || null,
-      headers: f[3]?.length ? (JSON.parse(str(f[3])) as Array<[string, string]>) : [],
-      body: f[4] ?? Buffer.alloc(0),
+      status: str(f[0] as Buffer) as RunStatus,
+      statusCode: Number(str(f[1] as Buffer) || 0),
+      contentType: str(f[2] as Buffer) || null,
+      headers: (f[3] as Buffer | null)?.length ? (JSON.parse(str(f[3] as Buffer)) as Array<[string, string]>) : [],
+      body: (f[4] as Buffer | null) ?? null,
+      truncated: str(f[5] as Buffer) === '1',
+      size: Number(f[6] ?? 0),
     };
   }
 
@@ -591,20 +649,26 @@ export class RunStore {
       const args = named({ base, visibility_ms: visibilityMs, limit: limit - out.length, inline_bytes: CLAIM_INLINE_BODY_BYTES, fields: DELIVERY_FIELD_LIST });
       const rows = (await this.script('claimWebhooks', true)(`${base}:webhooks`, ...args)) as Array<Array<Buffer | number | null>>;
       for (const r of rows) {
-        const f = byName(DELIVERY_FIELDS, r as Array<Buffer | null>, 3);
-        const hasResponse = str(f.res_status) !== '';
+        const f = byName(DELIVERY_FIELDS, r as Array<Buffer | null>, 4);
+        const event = str(r[3] as Buffer) as WebhookEvent;
+        const started = event === 'started';
+        const hasResponse = !started && str(f.res_status) !== '';
         const inline = (r[1] as Buffer | null) ?? null;
         out.push({
           runId: str(r[0] as Buffer),
+          event,
           url: str(f.webhook_url),
-          webhookId: str(f.wh_id),
-          runStatus: str(f.status) as RunStatus,
-          error: str(f.error) || null,
-          upstreamStatus: num(str(f.res_status)),
-          contentType: str(f.res_content_type) || null,
+          webhookId: started ? startedWebhookId(str(f.wh_id)) : str(f.wh_id),
+          runStatus: started ? 'running' : (str(f.status) as RunStatus),
+          error: started ? null : str(f.error) || null,
+          upstreamStatus: started ? null : num(str(f.res_status)),
+          contentType: started ? null : str(f.res_content_type) || null,
           body: hasResponse ? (inline ?? Buffer.alloc(0)) : null,
           bodyPending: hasResponse && inline === null && Number(r[2]) > 0,
-          tries: Number(str(f.wh_try) || 0),
+          tries: Number(str(started ? f.ws_try : f.wh_try) || 0),
+          startedAt: num(str(f.started_at)),
+          timestampS: started ? num(str(f.ws_ts)) : afterStarted(str(f.ws_ts)),
+          sealedSecret: str(f.wh_secret) || null,
           queue: str(f.queue) || 'default',
           trace: str(f.trace) || null,
         });
@@ -613,10 +677,12 @@ export class RunStore {
     return out;
   }
 
-  async recordWebhookAttempt(runId: string, record: WebhookAttemptRecord, retryDelayMs: number | null): Promise<void> {
+  /** Records an attempt of a run's final webhook (`completed`) or of its `started` event. */
+  async recordWebhookAttempt(runId: string, record: WebhookAttemptRecord, retryDelayMs: number | null, event: WebhookEvent = 'completed'): Promise<void> {
     const base = this.keys.base(tagOfRunId(runId) ?? 'none');
     const args = named({
       id: runId,
+      event,
       outcome: record.outcome,
       record: JSON.stringify(record),
       delay_ms: retryDelayMs ?? -1,

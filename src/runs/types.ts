@@ -4,6 +4,14 @@ export const RUN_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'timed_
 export type RunStatus = (typeof RUN_STATUSES)[number];
 export type FinalStatus = Exclude<RunStatus, 'queued' | 'running'>;
 export type WebhookStatus = 'none' | 'pending' | 'delivered' | 'failed';
+/**
+ * The `started` event's delivery (webhookEvents=started): waiting for the app call to begin,
+ * pending, delivered, failed, or skipped (the run ended before its app call began, or before the
+ * event's first attempt when it was cancelled).
+ */
+export type StartedEventStatus = 'waiting' | 'pending' | 'delivered' | 'failed' | 'skipped';
+/** What a webhook reports: the app call began (`started`, on request) or the run ended (`completed`). */
+export type WebhookEvent = 'started' | 'completed';
 export type Trigger = 'query' | 'prefer';
 
 export const FINAL_STATUSES: ReadonlySet<RunStatus> = new Set(['succeeded', 'failed', 'timed_out', 'cancelled', 'expired']);
@@ -36,6 +44,10 @@ export interface NewRun {
   trace?: string;
   /** 0 high, 1 normal (the default), 2 low. */
   priority?: number;
+  /** Also send the `started` event (webhookEvents=started). */
+  webhookStarted?: boolean;
+  /** The X-Webhook-Secret for Cerebrium-compatible signatures, sealed (src/webhooks/secret-box.ts). */
+  webhookSecret?: string;
 }
 
 /**
@@ -66,6 +78,8 @@ export interface ClaimedRun {
   backpressureTries: number;
   /** The accept span's trace context, null when the run has none. */
   trace: string | null;
+  /** A `started` event is due for this run (the claim scheduled it, or it waits for a retry). */
+  startedEvent: boolean;
 }
 
 /** How a dispatch ended, as the worker reports it. */
@@ -99,8 +113,9 @@ export const DISPATCH_ERRORS = [
 export type DispatchErrorCode = (typeof DISPATCH_ERRORS)[number];
 
 /**
- * Why a webhook attempt got no status: the first seven are retried, the last three end the
- * delivery (FINAL_ERRORS in src/webhooks/retry.ts).
+ * Why a webhook attempt got no status: the first seven are retried, the last four end the
+ * delivery (FINAL_ERRORS in src/webhooks/retry.ts). `secret_unreadable`: the run's X-Webhook-Secret
+ * could not be decrypted with any WEBHOOK_SECRET_ENCRYPTION_KEY, so nothing was sent.
  */
 export const ATTEMPT_ERRORS = [
   'timeout',
@@ -113,6 +128,7 @@ export const ATTEMPT_ERRORS = [
   'blocked_address',
   'invalid_url',
   'invalid_request',
+  'secret_unreadable',
 ] as const;
 export type AttemptErrorCode = (typeof ATTEMPT_ERRORS)[number];
 
@@ -161,6 +177,14 @@ export interface RunView {
     last_status_code: number | null;
     next_attempt_at: string | null;
     history: WebhookAttemptRecord[];
+    /** The `started` event's delivery; null when the run did not ask for it. */
+    started: {
+      status: StartedEventStatus;
+      attempts: number;
+      last_status_code: number | null;
+      next_attempt_at: string | null;
+      history: WebhookAttemptRecord[];
+    } | null;
   };
 }
 
@@ -175,12 +199,19 @@ export interface StoredResult {
   statusCode: number;
   contentType: string | null;
   headers: Array<[string, string]>;
-  body: Buffer;
+  /** null: larger than the caller could take (getResult's maxBodyBytes), left unread. */
+  body: Buffer | null;
+  /** Bytes of the stored body. */
+  size: number;
+  /** The body was over MAX_RESULT_BYTES: only its first bytes were kept. */
+  truncated: boolean;
 }
 
 /** A due webhook delivery taken by a worker. */
 export interface ClaimedDelivery {
   runId: string;
+  /** `started`: the app call began (its body is built from `startedAt`); `completed`: the run ended. */
+  event: WebhookEvent;
   url: string;
   webhookId: string;
   runStatus: RunStatus;
@@ -195,4 +226,14 @@ export interface ClaimedDelivery {
   /** The run's queue and trace context (its accept span's; null when it has none), for its spans. */
   queue: string;
   trace: string | null;
+  /** When the run's app call first began (ms): the `started` event's body. */
+  startedAt: number | null;
+  /**
+   * `started`: the webhook-timestamp to sign with (Unix seconds, set when it was taken);
+   * `completed`: the earliest one, a second after the `started` event's, so that the final webhook
+   * is always the later. null: none.
+   */
+  timestampS: number | null;
+  /** The run's sealed X-Webhook-Secret (Cerebrium-compatible signatures), or null. */
+  sealedSecret: string | null;
 }

@@ -10,7 +10,10 @@ export function createLogger(level: string, destination?: pino.DestinationStream
       level,
       base: { service: 'envoy-async-sidecar' },
       timestamp: pino.stdTimeFunctions.isoTime,
-      redact: { paths: ['headers.authorization', 'headers.cookie', 'adminToken', 'webhook.secrets'], censor: '[redacted]' },
+      redact: {
+        paths: ['headers.authorization', 'headers.cookie', 'headers["x-webhook-secret"]', 'adminToken', 'webhook.secrets', 'webhook.secretEncryptionKeys'],
+        censor: '[redacted]',
+      },
     },
     destination,
   );
@@ -31,6 +34,12 @@ export class Metrics {
     name: 'eas_runs_rejected_total',
     help: 'Async requests refused, by error code.',
     labelNames: ['code'] as const,
+    registers: [this.registry],
+  });
+  readonly syncWaits = new Counter({
+    name: 'eas_sync_waits_total',
+    help: "Async requests held for their result (Prefer: wait), by answer: result (the app's response) or why the 202 came instead (timeout, no_response, too_large, truncated, shutdown, store_error).",
+    labelNames: ['outcome'] as const,
     registers: [this.registry],
   });
   readonly runsFinished = new Counter({

@@ -38,3 +38,13 @@ export function buildWebhookBody(input: WebhookBodyInput, maxBytes: number, resu
   const contentType = up.contentType !== null && up.contentType.trim() !== '' ? up.contentType : 'application/octet-stream';
   return { body: up.body, contentType };
 }
+
+/**
+ * The body of a run's `started` event (webhookEvents=started, README "Webhook events"): JSON
+ * `{"event":"started","run_id","status":"running","started_at"}`, `started_at` being when the app
+ * call first began (ISO 8601, ms). The final webhook's webhook-timestamp is always later.
+ */
+export function buildStartedBody(runId: string, startedAtMs: number): WebhookBody {
+  const value = { event: 'started', run_id: runId, status: 'running', started_at: new Date(startedAtMs).toISOString() };
+  return { body: Buffer.from(JSON.stringify(value), 'utf8'), contentType: 'application/json' };
+}

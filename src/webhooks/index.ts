@@ -4,3 +4,4 @@ export { validateWebhookUrl, type NetworkPolicy, type UrlCheck } from './policy'
 export { createDnsResolver, type Resolver } from './guard';
 export { WebhookSender, type AttemptResult, type WebhookDelivery, type WebhookSenderOptions } from './sender';
 export { DeliveryWorker, type DeliveryWorkerOptions } from './worker';
+export { SecretBox } from './secret-box';

@@ -29,13 +29,18 @@ export function parseRetrySchedule(spec: string): number[] {
 export type AttemptOutcome = 'delivered' | 'retry' | 'failed';
 
 /** Errors that end a delivery at once (the others, connection errors and timeouts, are retried). */
-const FINAL_ERRORS: ReadonlySet<AttemptErrorCode | string> = new Set<AttemptErrorCode>(['blocked_address', 'invalid_url', 'invalid_request']);
+const FINAL_ERRORS: ReadonlySet<AttemptErrorCode | string> = new Set<AttemptErrorCode>([
+  'blocked_address',
+  'invalid_url',
+  'invalid_request',
+  'secret_unreadable',
+]);
 
 /**
  * What an attempt means for the delivery (docs/CONTRACT.md §4): 2xx delivered; 408, 429 and 5xx retried;
  * every other status failed (3xx too: redirects are never followed). With no status: a
- * connection error, timeout or DNS failure is retried; `blocked_address`, `invalid_url` and
- * `invalid_request` fail.
+ * connection error, timeout or DNS failure is retried; `blocked_address`, `invalid_url`,
+ * `invalid_request` and `secret_unreadable` fail.
  */
 export function classifyAttempt(result: { statusCode: number | null; error?: string | null }): AttemptOutcome {
   const s = result.statusCode;

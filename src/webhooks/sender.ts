@@ -2,9 +2,9 @@ import { performance } from 'node:perf_hooks';
 import { Agent } from 'undici';
 import { checkDeliveryTarget, PinnedLookup, systemResolver, type Resolver } from './guard';
 import type { NetworkPolicy } from './policy';
-import type { AttemptErrorCode } from '../runs/types';
+import type { AttemptErrorCode, WebhookEvent } from '../runs/types';
 import { classifyAttempt, parseRetryAfter, type AttemptOutcome } from './retry';
-import { WebhookSigner } from './signing';
+import { cerebriumSignature, WebhookSigner } from './signing';
 
 export interface WebhookSenderOptions {
   /** `whsec_<base64>` secrets; each signs every attempt (none: no `webhook-signature`). */
@@ -32,6 +32,16 @@ export interface WebhookDelivery {
   contentType: string;
   /** `traceparent` (and `tracestate`) of the attempt's span, when tracing is on. */
   traceHeaders?: ReadonlyArray<[string, string]>;
+  /** What it reports (`x-async-webhook-event`); default `completed`. */
+  event?: WebhookEvent;
+  /**
+   * The webhook-timestamp, Unix seconds: exactly `timestampS` when set, else now but never before
+   * `notBeforeS` (a final webhook is later than its run's `started` event).
+   */
+  timestampS?: number | null;
+  notBeforeS?: number | null;
+  /** The run's X-Webhook-Secret: adds Cerebrium's signature headers (`X-Request-Id` = the run id). */
+  cerebriumSecret?: Buffer | null;
 }
 
 export interface AttemptResult {
@@ -109,15 +119,22 @@ export class WebhookSender {
       if (!target.ok) return finish(null, target.error);
       if (target.addresses !== null) release = this.pins.pin(url.hostname, target.addresses);
 
+      const seconds = d.timestampS ?? Math.max(Math.floor(Date.now() / 1000), d.notBeforeS ?? 0);
       const headers: Record<string, string> = {
         'content-type': d.contentType,
         'user-agent': this.userAgent,
         'x-async-run-id': d.runId,
         'x-async-run-status': d.runStatus,
-        ...this.signer.headers(d.webhookId, d.body),
+        'x-async-webhook-event': d.event ?? 'completed',
+        ...this.signer.headers(d.webhookId, d.body, new Date(seconds * 1000)),
       };
       if (d.upstreamStatus !== null) headers['x-async-upstream-status'] = String(d.upstreamStatus);
       for (const [k, v] of d.traceHeaders ?? []) headers[k] = v;
+      if (d.cerebriumSecret) {
+        headers['x-request-id'] = d.runId;
+        headers['x-cerebrium-webhook-timestamp'] = String(seconds);
+        headers['x-cerebrium-webhook-signature'] = cerebriumSignature(d.cerebriumSecret, d.runId, seconds, d.body);
+      }
 
       const res = await this.agent.request({
         origin: url.origin,

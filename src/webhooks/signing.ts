@@ -1,3 +1,4 @@
+import { createHmac } from 'node:crypto';
 import { Webhook } from 'standardwebhooks';
 
 const SECRET_FORMAT = /^whsec_[A-Za-z0-9+/]+={0,2}$/;
@@ -42,4 +43,15 @@ export class WebhookSigner {
     if (signature !== null) out['webhook-signature'] = signature;
     return out;
   }
+}
+
+/**
+ * Cerebrium's webhook signature, for receivers written against Cerebrium
+ * (https://docs.cerebrium.ai/cerebrium/endpoints/webhook): `v1,` + the hex HMAC-SHA256, keyed with
+ * the request's `X-Webhook-Secret`, of `<X-Request-Id>.<X-Cerebrium-Webhook-Timestamp>.<body>`.
+ * The body's bytes are signed as they are sent (for UTF-8 text, what that page's Python computes).
+ */
+export function cerebriumSignature(secret: Buffer, requestId: string, timestampS: number, body: Buffer): string {
+  const mac = createHmac('sha256', secret).update(`${requestId}.${timestampS}.`, 'latin1').update(body);
+  return `v1,${mac.digest('hex')}`;
 }

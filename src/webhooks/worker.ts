@@ -2,9 +2,10 @@ import { RedisErrorReporter, type Logger, type Metrics } from '../telemetry';
 import { ClaimLoop, retryUntil } from '../work';
 import type { ClaimedDelivery, RunStore } from '../runs';
 import { NO_TRACING, type Tracing } from '../tracing';
-import { buildWebhookBody } from './body';
+import { buildStartedBody, buildWebhookBody, type WebhookBody } from './body';
 import { nextAttemptDelayMs } from './retry';
-import type { WebhookSender } from './sender';
+import type { SecretBox } from './secret-box';
+import type { AttemptResult, WebhookSender } from './sender';
 
 export interface DeliveryWorkerOptions {
   /** Delays before each attempt of a delivery (ms); its length is the number of attempts. */
@@ -20,6 +21,8 @@ export interface DeliveryWorkerOptions {
   pollIntervalMs?: number;
   /** A span per attempt (src/tracing); NO_TRACING by default. */
   tracing?: Tracing;
+  /** Opens the runs' sealed X-Webhook-Secret values (Cerebrium-compatible signatures). */
+  secrets?: SecretBox;
 }
 
 /**
@@ -53,6 +56,11 @@ export class DeliveryWorker extends ClaimLoop<ClaimedDelivery> {
     this.begin(d);
   }
 
+  /** Deliveries became due (a run's `started` event): claim now instead of at the next poll. */
+  wake(): void {
+    this.fill();
+  }
+
   /** Takes due deliveries, hidden from other workers for the visibility window. */
   protected async claim(max: number): Promise<number> {
     const deliveries = await this.store.claimWebhooks(max, this.options.visibilityMs);
@@ -71,7 +79,7 @@ export class DeliveryWorker extends ClaimLoop<ClaimedDelivery> {
   protected async handle(d: ClaimedDelivery): Promise<void> {
     // This delivery's logger: every line carries its run_id and webhook_id.
     const tracing = this.options.tracing ?? NO_TRACING;
-    const log = this.logger.child({ run_id: d.runId, webhook_id: d.webhookId, ...tracing.logFields(d.trace) });
+    const log = this.logger.child({ run_id: d.runId, webhook_id: d.webhookId, event: d.event, ...tracing.logFields(d.trace) });
     if (d.bodyPending) {
       // Left out of the claim for its size. If it cannot be read now, the delivery stays claimed
       // until its visibility window ends and is taken again then: repeated, never lost.
@@ -87,29 +95,45 @@ export class DeliveryWorker extends ClaimLoop<ClaimedDelivery> {
         return;
       }
     }
-    const payload = buildWebhookBody(
-      {
-        runId: d.runId,
-        status: d.runStatus,
-        error: d.error,
-        upstream: d.upstreamStatus === null ? null : { statusCode: d.upstreamStatus, contentType: d.contentType, body: d.body ?? Buffer.alloc(0) },
-      },
-      this.options.maxBodyBytes,
-      this.options.resultUrl(d.runId),
-    );
+    const payload: WebhookBody =
+      d.event === 'started'
+        ? buildStartedBody(d.runId, d.startedAt ?? Date.now())
+        : buildWebhookBody(
+            {
+              runId: d.runId,
+              status: d.runStatus,
+              error: d.error,
+              upstream: d.upstreamStatus === null ? null : { statusCode: d.upstreamStatus, contentType: d.contentType, body: d.body ?? Buffer.alloc(0) },
+            },
+            this.options.maxBodyBytes,
+            this.options.resultUrl(d.runId),
+          );
     const startedAt = new Date();
+    let cerebriumSecret: Buffer | null = null;
+    if (d.sealedSecret !== null) cerebriumSecret = this.options.secrets?.open(d.sealedSecret, d.runId) ?? null;
     // Tracing: a CLIENT span per attempt, whose traceparent the POST carries (null when off).
     const span = tracing.startWebhook(d);
-    const result = await this.sender.send({
-      url: d.url,
-      webhookId: d.webhookId,
-      runId: d.runId,
-      runStatus: d.runStatus,
-      upstreamStatus: d.upstreamStatus,
-      body: payload.body,
-      contentType: payload.contentType,
-      traceHeaders: span?.headers,
-    });
+    let result: AttemptResult;
+    if (d.sealedSecret !== null && cerebriumSecret === null) {
+      // Sent without it, the receiver could not verify the webhook: nothing is sent, and the
+      // delivery ends (the key that sealed it is no longer configured).
+      log.error("the run's X-Webhook-Secret cannot be decrypted with any WEBHOOK_SECRET_ENCRYPTION_KEY; webhook not sent");
+      result = { outcome: 'failed', statusCode: null, error: 'secret_unreadable', durationMs: 0, retryAfterMs: null };
+    } else {
+      result = await this.sender.send({
+        url: d.url,
+        webhookId: d.webhookId,
+        runId: d.runId,
+        runStatus: d.runStatus,
+        upstreamStatus: d.upstreamStatus,
+        body: payload.body,
+        contentType: payload.contentType,
+        event: d.event,
+        ...(d.event === 'started' ? { timestampS: d.timestampS } : { notBeforeS: d.timestampS }),
+        cerebriumSecret,
+        traceHeaders: span?.headers,
+      });
+    }
     let outcome = result.outcome;
     let delay: number | null = null;
     if (outcome === 'retry') {
@@ -126,7 +150,7 @@ export class DeliveryWorker extends ClaimLoop<ClaimedDelivery> {
       outcome,
     };
     log.info({ attempt: d.tries + 1, outcome, status_code: result.statusCode, error: result.error, retry_in_ms: delay }, 'webhook attempt');
-    await retryUntil(() => this.store.recordWebhookAttempt(d.runId, record, delay), {
+    await retryUntil(() => this.store.recordWebhookAttempt(d.runId, record, delay, d.event), {
       onError: (err) => this.redisErrors.report('record_webhook_attempt', err, { run_id: d.runId }, 'could not record a webhook attempt; retrying'),
       // The delivery stays claimed for its visibility window; if we stop, another worker
       // (or this one after restart) sends it again, so a delivery may be repeated, never lost.

@@ -82,7 +82,7 @@ beforeAll(async () => {
   redis = await RedisServer.start();
   app = await Upstream.start();
   // As deploy/envoy-gateway/sidecar.yaml runs it (replays straight to the app's Service), on loopback.
-  sidecar = await startTestSidecar({ REDIS_URL: redis.url, DISPATCH_URL: app.url });
+  sidecar = await startTestSidecar({ REDIS_URL: redis.url, DISPATCH_URL: app.url, MAX_SYNC_WAIT: '0' });
 });
 afterAll(async () => {
   await sidecar?.stop();

@@ -241,7 +241,7 @@ describeWithEnvoy('envoy/snippets/composite-filter.yaml on the real Envoy: one f
 
       const id2 = runId(await send(`${envoy.url}/predict?async=1`, { body: 'b', headers: AUTH }));
       await replayOf(id2);
-      const id3 = runId(await send(`${envoy.url}/predict`, { body: 'c', headers: { ...AUTH, prefer: 'wait=1, Respond-Async' } }));
+      const id3 = runId(await send(`${envoy.url}/predict`, { body: 'c', headers: { ...AUTH, prefer: 'handling=lenient, Respond-Async' } }));
       await replayOf(id3);
 
       const run = await eventually(

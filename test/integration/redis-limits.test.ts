@@ -75,7 +75,7 @@ describe('Redis over maxmemory (noeviction)', () => {
     const [run] = await store.claim('w1', 1);
     await store.complete('w1', run!, outcome(Buffer.from('done')));
     await client.config('SET', 'maxmemory', '1');
-    expect((await store.getResult(id(1), 'owner-a'))!.body.toString()).toBe('done');
+    expect((await store.getResult(id(1), 'owner-a'))!.body!.toString()).toBe('done');
   });
 });
 
@@ -97,7 +97,7 @@ describe('run results are read for their owner only', () => {
     expect(Math.abs(probe - unknown)).toBeLessThan(1024);
 
     const mine = await store.getResult(id(1), 'owner-a');
-    expect(mine!.body.equals(big)).toBe(true);
+    expect(mine!.body!.equals(big)).toBe(true);
     expect((await store.getResult(id(1), null))!.statusCode).toBe(200); // the unscoped admin API
   });
 });

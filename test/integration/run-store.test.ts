@@ -242,7 +242,11 @@ describe('run store (one Lua script per state change)', () => {
       { status: 'failed', response: null, error: { code: 'upstream_unreachable', message: 'y' } },
       { handOffWindowMs: 300 },
     );
-    expect(done).toEqual({ recorded: true, webhook: { url: 'https://hooks.example/x', webhookId: expect.stringMatching(/^msg_/) }, next: [] });
+    expect(done).toEqual({
+      recorded: true,
+      webhook: { url: 'https://hooks.example/x', webhookId: expect.stringMatching(/^msg_/), sealedSecret: null, notBeforeS: null },
+      next: [],
+    });
     expect(await store.claimWebhooks(10, 10_000)).toEqual([]);
     await new Promise((r) => setTimeout(r, 350));
     expect((await store.claimWebhooks(10, 10_000)).map((d) => d.runId)).toEqual([id(1)]);

@@ -28,6 +28,8 @@ export interface ReceivedRequest {
 export interface WebhookReceiverOptions {
   /** Answers in order, one per request; once used up, every request gets 200. */
   responses?: ScriptedResponse[];
+  /** Answers by what was received (before `responses`); undefined falls through to them. */
+  respond?: (req: ReceivedRequest) => ScriptedResponse | undefined;
   /** Loopback address to listen on (default 127.0.0.1). */
   listenHost?: string;
   /** Port to listen on (default: any free port). */
@@ -58,6 +60,7 @@ export class WebhookReceiver {
   private readonly timers = new Set<NodeJS.Timeout>();
   private waiters: Array<() => void> = [];
   private readonly checkContract: boolean;
+  private readonly respond: WebhookReceiverOptions['respond'];
 
   private constructor(
     private readonly server: Server,
@@ -65,6 +68,7 @@ export class WebhookReceiver {
   ) {
     this.script = [...(opts.responses ?? [])];
     this.checkContract = opts.checkContract ?? true;
+    this.respond = opts.respond;
     this.port = (server.address() as AddressInfo).port;
     const host = opts.urlHost ?? opts.listenHost ?? '127.0.0.1';
     const hostPart = host.includes(':') ? `[${host}]` : host;
@@ -147,7 +151,7 @@ export class WebhookReceiver {
         if (problems.length > 0) this.contractViolations.push(`${received.method} ${received.url}: ${problems.join('; ')}`);
       }
       for (const w of [...this.waiters]) w();
-      this.answer(res, this.script.shift() ?? 200);
+      this.answer(res, this.respond?.(received) ?? this.script.shift() ?? 200);
     });
   }
 

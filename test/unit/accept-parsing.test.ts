@@ -99,8 +99,9 @@ describe('run priority from Prefer (README "Queues")', () => {
     expect(requestedPriority(head('priority=high'), 'low')).toBe(2);
     expect(requestedPriority(head('priority=urgent'), 'normal')).toBeNull();
   });
-  it('keeps the priority token from the app', () => {
-    expect(replayHeaders(head('respond-async, priority=low, wait=5'), 'id')).toContainEqual(['prefer', 'wait=5']);
+  it("keeps the sidecar's tokens (respond-async, priority, wait) from the app, and the others", () => {
+    expect(replayHeaders(head('respond-async, priority=low, wait=5, handling=lenient'), 'id')).toContainEqual(['prefer', 'handling=lenient']);
+    expect(replayHeaders(head('respond-async, wait=5'), 'id').some(([k]) => k === 'prefer')).toBe(false);
   });
 });
 

@@ -219,6 +219,8 @@ describe('deploy/envoy-gateway agrees with envoy/envoy.yaml and the sidecar', ()
     expect(env('EXTPROC_TOKEN')).toBeUndefined();
     expect(env('EXTPROC_TOKEN_FILE')).toBeUndefined();
     expect(env('ADMIN_ADDR').value).toBe(SETTINGS.adminAddr.default);
+    // No max_message_timeout here: a Prefer: wait hold would outlast the accept policy's messageTimeout.
+    expect(env('MAX_SYNC_WAIT').value).toBe('0');
     const app = route.spec.rules.find((r: Obj) => r.name === 'app').backendRefs[0];
     expect(env('DISPATCH_URL').value).toBe(`http://${app.name}:${app.port}`);
     for (const r of route.spec.rules) expect(r.backendRefs).toEqual([app]);

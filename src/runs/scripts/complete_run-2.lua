@@ -9,7 +9,9 @@
 -- claim (lib.lua): base, queue, lease_ms, limit, queue_time_ms, ttl_ms, channel, inline_bytes,
 -- fields; then the outcome's hash fields as field1, value1, ...
 -- Returns 0 when the run was not this worker's, else { finished_at, webhook url, webhook id,
--- claimed runs (as claim_runs returns them) } ('' for url and id when nothing was handed off).
+-- claimed runs (as claim_runs returns them), sealed webhook secret, the started event's
+-- webhook-timestamp } ('' for url and id when nothing was handed off, and for the last two when
+-- the run has none).
 local o, rest = options()
 local cur = redis.call('HMGET', KEYS[1], 'status', 'worker', 'attempt')
 if cur[1] ~= 'running' or cur[2] ~= o.worker or cur[3] ~= o.attempt then return 0 end
@@ -24,6 +26,7 @@ local url = finish(KEYS[1], KEYS[2], o.id, o.status, now, tonumber(o.ttl_ms), o.
 local claimed = {}
 if tonumber(o.next) > 0 then claimed = claim(o, now, KEYS[2], tonumber(o.next)) end
 if url and window > 0 then
-  return { now, url, redis.call('HGET', KEYS[1], 'wh_id'), claimed }
+  local w = redis.call('HMGET', KEYS[1], 'wh_id', 'wh_secret', 'ws_ts')
+  return { now, url, w[1], claimed, w[2] or '', w[3] or '' }
 end
-return { now, '', '', claimed }
+return { now, '', '', claimed, '', '' }

@@ -26,21 +26,49 @@ local function split(s)
   return out
 end
 
+-- The `started` event (webhookEvents=started) of a run that ends. A run has one entry in the
+-- webhooks set, and its `started` event goes before its final webhook, never after it: the final
+-- waits for a started event whose first attempt is still to come or whose attempt is in flight
+-- (`ws_lease`), and that attempt's record schedules the final; a started event waiting for a retry
+-- is given up (failed), and one whose app call never began is skipped.
+-- `f` holds the run's ws_status, ws_try and ws_lease. Returns true when the final webhook waits
+-- for the started event.
+local function settle_started(run_key, webhooks_key, id, status, now, f)
+  if f[1] == 'waiting' then
+    redis.call('HSET', run_key, 'ws_status', 'skipped')
+    return false
+  end
+  if f[1] ~= 'pending' then return false end
+  if f[3] and f[3] ~= '' and tonumber(f[3]) > now then return true end
+  local tries = tonumber(f[2] or '0') or 0
+  if tries == 0 and status ~= 'cancelled' then return true end
+  local given_up = 'failed'
+  if tries == 0 then given_up = 'skipped' end
+  redis.call('HSET', run_key, 'ws_status', given_up, 'ws_next_at', '')
+  redis.call('ZREM', webhooks_key, id)
+  return false
+end
+
 -- Puts a run in a final state. A run with a webhook (not cancelled) is kept until its delivery
 -- ends, and its delivery is due at `due` (now, or later when the caller delivers it at once and
--- only needs the entry as a fallback); any other run expires ttl_ms after now.
+-- only needs the entry as a fallback), unless it waits for the run's `started` event
+-- (settle_started); any other run expires ttl_ms after now.
 -- Returns the webhook URL when a delivery was scheduled, else false.
 -- The request's headers (Authorization, Cookie), query and body are dropped here: nothing reads
 -- them after the last dispatch, and they should not sit in Redis for RUN_TTL.
 local function finish(run_key, webhooks_key, id, status, now, ttl_ms, channel, due)
   redis.call('HSET', run_key, 'status', status, 'finished_at', now)
   redis.call('HDEL', run_key, 'worker', 'headers', 'body', 'target', 'queue_reason', 'next_attempt_at')
-  local url = redis.call('HGET', run_key, 'webhook_url')
+  local f = redis.call('HMGET', run_key, 'webhook_url', 'ws_status', 'ws_try', 'ws_lease')
+  local url = f[1]
+  local waits = settle_started(run_key, webhooks_key, id, status, now, { f[2], f[3], f[4] })
   local scheduled = false
   if url and url ~= '' and status ~= 'cancelled' then
     redis.call('HSET', run_key, 'wh_status', 'pending', 'wh_next_at', now, 'wh_try', 0)
-    redis.call('ZADD', webhooks_key, due or now, id)
-    scheduled = url
+    if not waits then
+      redis.call('ZADD', webhooks_key, due or now, id)
+      scheduled = url
+    end
   else
     if status == 'cancelled' then redis.call('HSET', run_key, 'wh_status', 'none') end
     redis.call('PEXPIRE', run_key, ttl_ms)
@@ -157,7 +185,7 @@ local function claim(o, now, webhooks_key, max)
     local id = line_pop(qp)
     if not id then break end
     local key = base .. ':run:' .. id
-    local f = redis.call('HMGET', key, 'status', 'created_at')
+    local f = redis.call('HMGET', key, 'status', 'created_at', 'ws_status')
     if f[1] == 'queued' then
       redis.call('ZREM', queued_key, id)
       if queue_time > 0 and now - tonumber(f[2]) > queue_time then
@@ -169,6 +197,11 @@ local function claim(o, now, webhooks_key, max)
         redis.call('HSET', key, 'status', 'running', 'worker', o.worker)
         redis.call('HDEL', key, 'queue_reason', 'next_attempt_at')
         redis.call('HSETNX', key, 'started_at', now)
+        -- The `started` event (webhookEvents=started) is due when the app call first begins.
+        if f[3] == 'waiting' then
+          redis.call('HSET', key, 'ws_status', 'pending', 'ws_next_at', now)
+          redis.call('ZADD', webhooks_key, now, id)
+        end
         redis.call('ZADD', leases_key, now + tonumber(o.lease_ms), id)
         local body, size
         body, inline, size = read_within(key, 'body', inline)
