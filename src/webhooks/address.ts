@@ -20,9 +20,18 @@ function v4(text: string): number {
   return n;
 }
 
+/** A range constant's base address and prefix length ("10.0.0.0/8"); a typo throws at module load. */
+function splitCidr(cidr: string, bits: 32 | 128): [base: string, prefix: number] {
+  const m = /^([^/]+)\/(\d+)$/.exec(cidr);
+  const base = m?.[1];
+  const prefix = Number(m?.[2]);
+  if (base === undefined || !(prefix <= bits)) throw new Error(`bad range constant ${cidr}`);
+  return [base, prefix];
+}
+
 function r4(cidr: string, label: string): V4Range {
-  const [base, prefix] = cidr.split('/');
-  return [v4(base), Number(prefix), label];
+  const [base, prefix] = splitCidr(cidr, 32);
+  return [v4(base), prefix, label];
 }
 
 /** IPv4 ranges that webhooks never reach unless allowed (IANA special-purpose registry and more). */
@@ -66,8 +75,15 @@ export function parseIPv4(text: string): number | null {
   return n;
 }
 
+/** An IPv6 address as its eight 16-bit words, most significant first. */
+export type IPv6Words = [number, number, number, number, number, number, number, number];
+
+function isEightWords(words: number[]): words is IPv6Words {
+  return words.length === 8;
+}
+
 /** IPv6 (with optional dotted IPv4 tail and zone id) to eight 16-bit words, or null. */
-export function parseIPv6(text: string): number[] | null {
+export function parseIPv6(text: string): IPv6Words | null {
   let s = text;
   if (s.startsWith('[') && s.endsWith(']')) s = s.slice(1, -1);
   const zone = s.indexOf('%');
@@ -92,7 +108,7 @@ export function parseIPv6(text: string): number[] | null {
   } else {
     all = words(s);
   }
-  if (all.length !== 8 || all.some((w) => !Number.isInteger(w) || w < 0 || w > 0xffff)) return null;
+  if (!isEightWords(all) || all.some((w) => !Number.isInteger(w) || w < 0 || w > 0xffff)) return null;
   return all;
 }
 
@@ -109,7 +125,7 @@ function v4ToString(n: number): string {
  * host (IPv4-mapped ::ffff:a.b.c.d, well-known NAT64 64:ff9b::a.b.c.d, 6to4 2002:AABB:CCDD::),
  * or null.
  */
-export function embeddedIPv4(w: readonly number[]): number | null {
+export function embeddedIPv4(w: Readonly<IPv6Words>): number | null {
   const zero = (from: number, to: number) => w.slice(from, to).every((x) => x === 0);
   if (zero(0, 5) && w[5] === 0xffff) return wordsToV4(w[6], w[7]); // ::ffff:0:0/96
   if (w[0] === 0x64 && w[1] === 0xff9b && zero(2, 6)) return wordsToV4(w[6], w[7]); // 64:ff9b::/96
@@ -117,23 +133,23 @@ export function embeddedIPv4(w: readonly number[]): number | null {
   return null;
 }
 
-type V6Range = readonly [words: readonly number[], prefix: number, label: string];
-
-function r6(cidr: string, label: string): V6Range {
-  const [base, prefix] = cidr.split('/');
-  const w = parseIPv6(base);
-  if (w === null) throw new Error(`bad IPv6 constant ${cidr}`);
-  return [w, Number(prefix), label];
+/** The address as one 128-bit number, so that a prefix is a shift. */
+function v6ToBigInt(w: Readonly<IPv6Words>): bigint {
+  return w.reduce((n, word) => (n << 16n) | BigInt(word), 0n);
 }
 
-function inV6(w: readonly number[], [base, prefix]: V6Range): boolean {
-  for (let i = 0; i < 8; i++) {
-    const bits = Math.max(0, Math.min(16, prefix - i * 16));
-    if (bits === 0) return true;
-    const mask = (0xffff << (16 - bits)) & 0xffff;
-    if ((w[i] & mask) !== (base[i] & mask)) return false;
-  }
-  return true;
+type V6Range = readonly [base: bigint, prefix: number, label: string];
+
+function r6(cidr: string, label: string): V6Range {
+  const [base, prefix] = splitCidr(cidr, 128);
+  const w = parseIPv6(base);
+  if (w === null) throw new Error(`bad IPv6 constant ${cidr}`);
+  return [v6ToBigInt(w), prefix, label];
+}
+
+function inV6(ip: bigint, [base, prefix]: V6Range): boolean {
+  const hostBits = BigInt(128 - prefix);
+  return ip >> hostBits === base >> hostBits;
 }
 
 /** Blocked ranges inside 2000::/3 (everything outside 2000::/3 is blocked anyway). */
@@ -160,9 +176,10 @@ export function blockedReason(ip: string): string | null {
     const inner = blockedReason(v4ToString(embedded));
     return inner === null ? null : `embeds ${v4ToString(embedded)}: ${inner}`;
   }
-  const meta = METADATA_V6.find((r) => inV6(w, r));
+  const n = v6ToBigInt(w);
+  const meta = METADATA_V6.find((r) => inV6(n, r));
   if (meta) return meta[2];
-  if (!inV6(w, GLOBAL_UNICAST)) {
+  if (!inV6(n, GLOBAL_UNICAST)) {
     if (w.every((x) => x === 0)) return 'unspecified';
     if (w.slice(0, 7).every((x) => x === 0) && w[7] === 1) return 'loopback';
     if ((w[0] & 0xffc0) === 0xfe80) return 'link-local';
@@ -170,7 +187,7 @@ export function blockedReason(ip: string): string | null {
     if ((w[0] & 0xff00) === 0xff00) return 'multicast';
     return 'not global unicast (outside 2000::/3)';
   }
-  const hit = BLOCKED_V6_GLOBAL.find((r) => inV6(w, r));
+  const hit = BLOCKED_V6_GLOBAL.find((r) => inV6(n, r));
   return hit ? hit[2] : null;
 }
 

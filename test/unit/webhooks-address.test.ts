@@ -54,6 +54,11 @@ const blocked: Array<[string, string]> = [
   ['2001::1', 'Teredo'],
   ['2001:db8::1', 'documentation'],
   ['3fff::1', 'documentation (RFC 9637)'],
+  ['2001:1ff:ffff::1', 'last /32 of 2001::/23'],
+  ['2001:db8:ffff::1', 'documentation, upper end'],
+  ['3fff:fff::1', 'documentation (RFC 9637), upper end'],
+  ['1fff:ffff::1', 'just below 2000::/3'],
+  ['4000::1', 'just above 2000::/3'],
   ['100::1', 'discard-only'],
   ['5f00::1', 'SRv6 SID'],
   ['localhost', 'not an IP'],
@@ -81,6 +86,12 @@ const open: string[] = [
   '::ffff:8.8.8.8',
   '64:ff9b::8.8.8.8',
   '2002:808:808::1',
+  '2001:200::1', // just above 2001::/23
+  '2001:db7:ffff::1', // just below 2001:db8::/32
+  '2001:db9::1', // just above 2001:db8::/32
+  '3fff:1000::1', // just above 3fff::/20
+  '2000::1', // first of 2000::/3
+  '3fff:ffff:ffff:ffff:ffff:ffff:ffff:fffe', // near the top of 2000::/3
 ];
 
 describe('isBlockedAddress', () => {
