@@ -21,8 +21,9 @@ export function parseRetrySchedule(spec: string): number[] {
   if (parts.length === 0 || parts.every((p) => p === '')) throw new Error('retry schedule is empty');
   return parts.map((p) => {
     const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$/i.exec(p);
-    if (!m) throw new Error(`invalid retry schedule entry "${p}" (expected e.g. 0, 500ms, 5s, 5m, 2h)`);
-    return Math.round(Number(m[1]) * UNIT_MS[(m[2] ?? 's').toLowerCase()]);
+    const unitMs = UNIT_MS[(m?.[2] ?? 's').toLowerCase()];
+    if (!m || unitMs === undefined) throw new Error(`invalid retry schedule entry "${p}" (expected e.g. 0, 500ms, 5s, 5m, 2h)`);
+    return Math.round(Number(m[1]) * unitMs);
   });
 }
 
@@ -64,8 +65,10 @@ export function nextAttemptDelayMs(
   retryAfterMs?: number | null,
   random: () => number = Math.random,
 ): number | null {
-  if (!Number.isInteger(attemptNumber) || attemptNumber < 1 || attemptNumber >= schedule.length) return null;
-  const step = Math.max(0, schedule[attemptNumber]);
+  if (!Number.isInteger(attemptNumber) || attemptNumber < 1) return null;
+  const scheduled = schedule[attemptNumber];
+  if (scheduled === undefined) return null; // past the last entry
+  const step = Math.max(0, scheduled);
   const r = Math.min(1, Math.max(0, random()));
   const jittered = Math.max(0, Math.round(step * (1 - RETRY_JITTER + 2 * RETRY_JITTER * r)));
   if (retryAfterMs == null || !Number.isFinite(retryAfterMs) || retryAfterMs <= 0) return jittered;
