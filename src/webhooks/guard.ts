@@ -152,7 +152,8 @@ export class PinnedLookup {
     const entry = this.pins.get(hostname.toLowerCase());
     let list = entry?.addresses ?? [];
     if (opts.family === 4 || opts.family === 6) list = list.filter((a) => a.family === opts.family);
-    if (list.length === 0) {
+    const [first] = list;
+    if (first === undefined) {
       const err: NodeJS.ErrnoException = new Error(`getaddrinfo ENOTFOUND ${hostname} (no checked address pinned)`);
       err.code = 'ENOTFOUND';
       process.nextTick(() => cb(err, opts.all ? [] : ''));
@@ -165,6 +166,6 @@ export class PinnedLookup {
           list.map((a) => ({ address: a.address, family: a.family })),
         ),
       );
-    else process.nextTick(() => cb(null, list[0].address, list[0].family));
+    else process.nextTick(() => cb(null, first.address, first.family));
   };
 }
