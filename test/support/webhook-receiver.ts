@@ -130,7 +130,8 @@ export class WebhookReceiver {
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       const rawHeaders: Array<[string, string]> = [];
-      for (let i = 0; i < req.rawHeaders.length; i += 2) rawHeaders.push([req.rawHeaders[i].toLowerCase(), req.rawHeaders[i + 1]]);
+      // rawHeaders alternates name and value.
+      for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) rawHeaders.push([req.rawHeaders[i]!.toLowerCase(), req.rawHeaders[i + 1]!]);
       const headers: Record<string, string> = {};
       for (const [k, v] of rawHeaders) headers[k] = k in headers ? `${headers[k]}, ${v}` : v;
       const socket = req.socket as Socket & Partial<Pick<TLSSocket, 'servername'>>;

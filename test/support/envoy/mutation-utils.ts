@@ -79,5 +79,5 @@ export function setHeader(h: HeaderList, name: string, value: string): void {
 }
 
 export function removeHeader(h: HeaderList, name: string): void {
-  for (let i = h.length - 1; i >= 0; i--) if (h[i][0] === name) h.splice(i, 1);
+  h.splice(0, h.length, ...h.filter(([k]) => k !== name)); // in place: callers hold the list
 }

@@ -223,8 +223,7 @@ export class EnvoyStandIn {
       if (!res.writableFinished) ac.abort(); // downstream reset: Envoy destroys the filter (onDestroy)
     });
     for await (const c of req) chunks.push(c as Buffer);
-    const headers: HeaderList = [];
-    for (let i = 0; i < req.rawHeaders.length; i += 2) headers.push([req.rawHeaders[i].toLowerCase(), req.rawHeaders[i + 1]]);
+    const headers = headerList(req);
     const trailers = Object.keys(req.trailers).length ? (req.trailers as Record<string, string>) : undefined;
     try {
       const remoteAddress = req.socket.remoteAddress?.replace(/^::ffff:/, '');
@@ -248,8 +247,7 @@ export class EnvoyStandIn {
 
   /** The dispatch listener: HCM + router only (no ext_proc), streaming both ways, route timeout honoured. */
   private serveDispatch(req: http.IncomingMessage, res: http.ServerResponse): void {
-    const headers: HeaderList = [];
-    for (let i = 0; i < req.rawHeaders.length; i += 2) headers.push([req.rawHeaders[i].toLowerCase(), req.rawHeaders[i + 1]]);
+    const headers = headerList(req);
     const route = matchRoute(this.dispatch!.hcm.routes, req.url ?? '/', headers);
     if (!route?.cluster) {
       res.writeHead(404, { server: 'envoy', 'content-length': '0' });
@@ -453,6 +451,13 @@ export class EnvoyStandIn {
     this.openPerClient.set(client, (this.openPerClient.get(client) ?? 0) + 1);
     return stream;
   }
+}
+
+/** The request's headers in arrival order, names lower-cased (rawHeaders alternates name and value). */
+function headerList(req: http.IncomingMessage): HeaderList {
+  const headers: HeaderList = [];
+  for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) headers.push([req.rawHeaders[i]!.toLowerCase(), req.rawHeaders[i + 1]!]);
+  return headers;
 }
 
 function isLoopback(ip: string): boolean {
