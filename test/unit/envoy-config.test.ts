@@ -83,7 +83,7 @@ describe('envoy/envoy.yaml topology', () => {
   });
 
   it('enables ext_proc on the runs API route, headers only', () => {
-    const r = routes[0];
+    const r = routes[0]!;
     expect(r.match.prefix).toBe('/v1/runs');
     expect(routeMode(r)).toEqual({
       request_header_mode: 'SEND',
@@ -115,7 +115,7 @@ describe('envoy/envoy.yaml topology', () => {
   });
 
   it('ends with a catch-all route that leaves ext_proc disabled', () => {
-    const last = routes[routes.length - 1];
+    const last = routes.at(-1)!;
     expect(last.match).toMatchObject({ prefix: '/', query_parameters: [], headers: [] });
     expect(last.cluster).toBe('app');
     expect(last.perFilterConfig[EXT_PROC]).toBeUndefined();
@@ -125,7 +125,7 @@ describe('envoy/envoy.yaml topology', () => {
     expect(dispatch.hcm.httpFilters.map((f) => f.name)).toEqual(['envoy.filters.http.router']);
     expect(dispatch.hcm.extProc).toBeUndefined();
     expect(dispatch.hcm.routes).toHaveLength(1);
-    const r = dispatch.hcm.routes[0];
+    const r = dispatch.hcm.routes[0]!;
     expect(r.cluster).toBe('app');
     expect(r.timeoutMs).toBeGreaterThanOrEqual(43_200_000);
     expect(r.idleTimeoutMs ?? 0).toBeGreaterThanOrEqual(43_200_000);
@@ -133,18 +133,18 @@ describe('envoy/envoy.yaml topology', () => {
   });
 
   it('reaches the sidecar over HTTP/2 with raised circuit breakers and a gRPC health check', () => {
-    const s = cfg.clusters.async_sidecar;
+    const s = cfg.clusters.async_sidecar!;
     expect(s.endpoint).toBe('sidecar:50051');
     expect(s.http2).toBe(true);
-    const t = s.circuitBreakers[0];
+    const t = s.circuitBreakers[0]!;
     expect(Number(t.max_requests)).toBeGreaterThanOrEqual(100_000);
     expect(Number(t.max_pending_requests)).toBeGreaterThanOrEqual(100_000);
     expect(s.healthChecks[0]).toHaveProperty('grpc_health_check');
-    expect(cfg.clusters.app.endpoint).toBe('app:8000');
+    expect(cfg.clusters.app?.endpoint).toBe('app:8000');
   });
 
   it("opens a new sidecar connection before Node's HTTP/2 reset limit (1,000 per connection) is reached", () => {
-    const limit = cfg.clusters.async_sidecar.maxRequestsPerConnection;
+    const limit = cfg.clusters.async_sidecar!.maxRequestsPerConnection;
     expect(limit).not.toBeNull();
     expect(limit!).toBeGreaterThan(0);
     expect(limit!).toBeLessThan(1000);

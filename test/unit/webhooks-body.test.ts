@@ -72,8 +72,9 @@ describe('WebhookSigner', () => {
     const h = signer.headers('msg_1', body);
     expect(h['webhook-id']).toBe('msg_1');
     expect(h['webhook-timestamp']).toMatch(/^\d{10}$/);
-    expect(h['webhook-signature'].split(' ')).toHaveLength(2);
-    for (const s of h['webhook-signature'].split(' ')) expect(s).toMatch(/^v1,[A-Za-z0-9+/]+=*$/);
+    const signatures = h['webhook-signature']?.split(' ');
+    expect(signatures).toHaveLength(2);
+    for (const s of signatures!) expect(s).toMatch(/^v1,[A-Za-z0-9+/]+=*$/);
     expect(new Webhook(s1).verify(body, h)).toEqual({ hello: 'wörld' });
     expect(new Webhook(s2).verify(body, h)).toEqual({ hello: 'wörld' });
     expect(() => new Webhook(`whsec_${Buffer.from('wrong').toString('base64')}`).verify(body, h)).toThrow();
@@ -89,10 +90,8 @@ describe('WebhookSigner', () => {
 });
 
 describe('PinnedLookup', () => {
-  const addrs: ResolvedAddress[] = [
-    { address: '127.0.0.1', family: 4 },
-    { address: '::1', family: 6 },
-  ];
+  const v4: ResolvedAddress = { address: '127.0.0.1', family: 4 };
+  const addrs: ResolvedAddress[] = [v4, { address: '::1', family: 6 }];
   const call = (p: PinnedLookup, host: string, opts: object) =>
     new Promise<{ err: NodeJS.ErrnoException | null; address: unknown; family?: number }>((resolve) =>
       p.lookup(host, opts, (err, address, family) => resolve({ err, address, family })),
@@ -104,9 +103,9 @@ describe('PinnedLookup', () => {
     expect(await call(p, 'hook.example', {})).toMatchObject({ err: null, address: '127.0.0.1', family: 4 });
     expect(await call(p, 'hook.example', { family: 6 })).toMatchObject({ err: null, address: '::1', family: 6 });
     expect((await call(p, 'other.example', { all: true })).err?.code).toBe('ENOTFOUND');
-    const release2 = p.pin('hook.example', [addrs[0]]);
+    const release2 = p.pin('hook.example', [v4]);
     release();
-    expect(await call(p, 'hook.example', { all: true })).toMatchObject({ address: [addrs[0]] });
+    expect(await call(p, 'hook.example', { all: true })).toMatchObject({ address: [v4] });
     release2();
     release2();
     expect(p.size).toBe(0);
