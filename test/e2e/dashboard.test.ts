@@ -64,7 +64,7 @@ run('runs dashboard in headless Chromium', () => {
   let userDataDir: string;
   const configFile = writeConfigFile(QUEUES_CONFIG);
   const pageErrors: string[] = [];
-  const ids: Record<string, string[]> = { ok: [], fail: [], slow: [], timeout: [], queued: [] };
+  const ids = { ok: [] as string[], fail: [] as string[], slow: [] as string[], timeout: [] as string[], queued: [] as string[] };
 
   async function create(path: string, opts: { webhook?: boolean; graceMs?: number; queue?: string } = {}): Promise<string> {
     const id = newRunId(queueTag(opts.queue ?? 'default'));

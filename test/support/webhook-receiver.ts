@@ -50,6 +50,13 @@ export interface WebhookReceiverOptions {
 /** A real HTTP(S) webhook receiver on loopback for tests; records every request. */
 export class WebhookReceiver {
   readonly requests: ReceivedRequest[] = [];
+
+  /** The `i`-th request received (0 = first); throws when fewer came, so a test fails with a reason. */
+  nth(i: number): ReceivedRequest {
+    const req = this.requests[i];
+    if (req === undefined) throw new Error(`the receiver got ${this.requests.length} requests, not ${i + 1}`);
+    return req;
+  }
   /** Requests that openapi/openapi.yaml's `webhooks` do not describe, with why. */
   readonly contractViolations: string[] = [];
   readonly url: string;
