@@ -7,17 +7,12 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Arguments by name: ARGV is name1, value1, name2, value2, ... up to an empty name, then an
--- optional list (ids, hash fields). Returns the options and the index where the list starts.
--- One builder per script in store.ts writes them; a script reads `o.name`, so adding an option
--- changes two places that name it, and the order matters nowhere.
+-- Arguments by name: ARGV[1] is a JSON object of strings (one builder per script in store.ts
+-- writes it), then an optional list (ids, hash fields). Returns the options and the index where
+-- the list starts. A script reads `o.name`, so adding an option changes the two places that name
+-- it, and the order matters nowhere.
 local function options()
-  local o, i = {}, 1
-  while i <= #ARGV and ARGV[i] ~= '' do
-    o[ARGV[i]] = ARGV[i + 1]
-    i = i + 2
-  end
-  return o, i + 1
+  return cjson.decode(ARGV[1]), 2
 end
 
 local function split(s)
