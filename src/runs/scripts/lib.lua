@@ -7,6 +7,10 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- Run events go out with PUBLISH on one Redis, and with SPUBLISH on a shard channel of the
+-- script's own slot on a Cluster (option `sharded` = '1'; src/runs/events.ts).
+local publish_command = 'PUBLISH'
+
 -- Arguments by name: ARGV is name1, value1, name2, value2, ... up to an empty name, then an
 -- optional list (ids, hash fields). Returns the options and the index where the list starts.
 -- One builder per script in store.ts writes them; a script reads `o.name`, so adding an option
@@ -17,7 +21,12 @@ local function options()
     o[ARGV[i]] = ARGV[i + 1]
     i = i + 2
   end
+  if o.sharded == '1' then publish_command = 'SPUBLISH' end
   return o, i + 1
+end
+
+local function notify(channel, message)
+  redis.call(publish_command, channel, message)
 end
 
 local function split(s)
@@ -45,7 +54,7 @@ local function finish(run_key, webhooks_key, id, status, now, ttl_ms, channel, d
     if status == 'cancelled' then redis.call('HSET', run_key, 'wh_status', 'none') end
     redis.call('PEXPIRE', run_key, ttl_ms)
   end
-  redis.call('PUBLISH', channel, 'done:' .. id)
+  notify(channel, 'done:' .. id)
   return scheduled
 end
 
@@ -109,7 +118,7 @@ local function requeue(base, queue, id, key, channel)
   redis.call('HDEL', key, 'worker')
   line_push(qp, id, f[1], f[2], true)
   redis.call('ZADD', queued_key, f[3], id)
-  if redis.call('ZCARD', queued_key) == 1 then redis.call('PUBLISH', channel, 'queued:' .. queue) end
+  if redis.call('ZCARD', queued_key) == 1 then notify(channel, 'queued:' .. queue) end
 end
 
 -- running -> queued for a run its worker took but never started: back at the head of its line
