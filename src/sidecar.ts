@@ -265,7 +265,15 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
         await step('webhook sender', () => sender?.close());
         await step('admin server', () => admin.stop());
         await step('run events', () => events.stop());
-        for (const c of connections) await step('redis', () => c.quit().catch(() => c.disconnect()));
+        // QUIT lets pending replies arrive; disconnect() then also ends what QUIT leaves behind
+        // (ioredis' Sentinel failover detector keeps its own connections to the sentinels).
+        for (const c of connections)
+          await step('redis', () =>
+            c.quit().then(
+              () => c.disconnect(),
+              () => c.disconnect(),
+            ),
+          );
         logger.info('stopped');
       })()),
   };
