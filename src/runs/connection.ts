@@ -54,8 +54,8 @@ export function isCluster(client: RedisClient): client is Cluster {
  *   command and the sidecar would never recover by itself;
  * - a command is never sent twice: its caller already got an error (a client got 503 for a run
  *   that must then not appear). For a Cluster that also means no retry of a command whose
- *   connection closed (`retryDelayOnFailover: 0`); redirections (MOVED, ASK) and TRYAGAIN /
- *   CLUSTERDOWN are retried, since Redis did not run the command, within the same command timeout;
+ *   connection closed (`retryDelayOnFailover: 0`); redirections (MOVED, ASK) are followed, since
+ *   Redis did not run the command, within the same command timeout;
  * - no auto-pipelining: ioredis does not apply commandTimeout to auto-pipelined commands, and a
  *   blackholed Redis then held async requests past Envoy's message timeout (measured by the
  *   redis-blackhole drill: p99 2,003 ms with it, 1,015 ms without).
@@ -74,7 +74,7 @@ export function connectRedis(target: string | RedisTarget, options: { commandTim
     // Without an offline queue, ioredis refuses a command for a node whose connection is still
     // being set up ("Connection is closed."), which its own ready check (CLUSTER INFO, sent while
     // the pool's nodes connect) then kept running into, reconnecting for ever. So: no ready check
-    // (the slot table is enough; CLUSTERDOWN replies are retried), and every node is connected as
+    // (the slot table is enough; a shard that is down answers CLUSTERDOWN), and every node is connected as
     // soon as the pool has it instead of by the first command that needs it.
     const cluster = new Cluster(t.nodes, { ...clusterOptions(t.url, perNode), enableReadyCheck: false });
     cluster.on('+node', (node: Redis) => {
@@ -119,8 +119,11 @@ function clusterOptions(url: string, perNode: RedisOptions): ClusterOptions {
     // Reads go to primaries: a replica may not have a run yet that its primary just answered 202 for.
     scaleReads: 'master',
     retryDelayOnFailover: 0,
-    retryDelayOnClusterDown: 100,
-    retryDelayOnTryAgain: 100,
+    // CLUSTERDOWN and TRYAGAIN are answers: the command did not run. Passed on at once, a client is
+    // told `store_unavailable` (nothing stored); retried until the command timeout, the last try
+    // would time out and tell it `store_uncertain` about a run that was never written.
+    retryDelayOnClusterDown: 0,
+    retryDelayOnTryAgain: 0,
     clusterRetryStrategy: retryStrategy,
     lazyConnect: true,
     // TLS certificates name the host the client was given, not the address CLUSTER SLOTS reports
