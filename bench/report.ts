@@ -249,12 +249,23 @@ function longRunsView(l: LongRunsResults) {
 }
 
 function durabilityView(r: DurabilityResults) {
+  // Rows of results written before the replica rows name their fsync policy only.
+  const label = (d: DurabilityResults['rows'][number]) => d.setting ?? `appendfsync ${d.fsync}`;
   const da = r.rows.find((d) => d.fsync === 'always');
   const de = r.rows.find((d) => d.fsync === 'everysec');
+  const ack0 = r.rows.find((d) => d.minReplicasAck === 0);
+  const ack1 = r.rows.find((d) => d.minReplicasAck === 1);
   return {
     seconds: r.seconds,
-    rows: r.rows.map((d) => ({ fsync: d.fsync, runsPerSec: fmt(d.runsPerSec), stored: fmt(d.stored), cpu: fmt(d.cpuUsPerRun), meanMs: d.meanMs.toFixed(2) })),
+    rows: r.rows.map((d) => ({
+      setting: label(d),
+      runsPerSec: fmt(d.runsPerSec),
+      stored: fmt(d.stored),
+      cpu: fmt(d.cpuUsPerRun),
+      meanMs: d.meanMs.toFixed(2),
+    })),
     alwaysVsEverysec: da && de ? (da.runsPerSec / de.runsPerSec).toFixed(2) : null,
+    ackVsNone: ack0 && ack1 ? (ack1.runsPerSec / ack0.runsPerSec).toFixed(2) : null,
   };
 }
 

@@ -4,6 +4,7 @@ import { fuzzDrill } from './fuzz';
 import type { Drill } from './lib';
 import { killSidecarDrill } from './kill-sidecar';
 import { redisBlackholeDrill } from './redis-blackhole';
+import { clusterFailoverDrill, sentinelFailoverDrill } from './redis-failover';
 import { redisRestartDrill } from './redis-restart';
 import { threeReplicasDrill } from './three-replicas';
 import { webhookOutageDrill } from './webhook-outage';
@@ -13,6 +14,8 @@ export const ALL_DRILLS: Drill[] = [
   killSidecarDrill,
   redisRestartDrill,
   redisBlackholeDrill,
+  clusterFailoverDrill,
+  sentinelFailoverDrill,
   webhookOutageDrill,
   threeReplicasDrill,
   badInputDrill,

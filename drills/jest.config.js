@@ -1,6 +1,6 @@
 /**
  * `npm run drills`: every reliability drill, one after the other, then docs/RELIABILITY.md.
- * DRILLS=full for the larger sizes; DRILLS_ONLY=id1,id2 to run some (the report is then not written).
+ * DRILLS=full for the larger sizes; DRILLS_ONLY=id1,id2 to run some (only their rows and sections of the report are rewritten).
  * @type {import('jest').Config}
  */
 module.exports = {

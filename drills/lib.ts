@@ -1,7 +1,7 @@
-import { Redis } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
 import { connect } from 'node:net';
 import { request } from 'undici';
-import { RunKeys } from '../src/runs/keys';
+import { RunKeys, tagOfRunId } from '../src/runs/keys';
 import { freePort } from '../test/support/ports';
 import { RealEnvoy } from '../test/support/real-envoy';
 import { ensureBuilt, spawnSidecar, type SidecarProcess } from '../test/support/process';
@@ -75,33 +75,44 @@ export class Recorder {
 
 /** Reads runs straight from Redis, the way an operator would check them. */
 export class Inspector {
-  readonly redis: Redis;
+  readonly redis: Redis | Cluster;
   readonly keys = new RunKeys('eas');
 
-  constructor(url: string) {
-    this.redis = new Redis(url, { maxRetriesPerRequest: 1, lazyConnect: false, retryStrategy: () => 200 });
+  /** A Redis URL, or a client of another topology (a Cluster, or a Redis found through Sentinel). */
+  constructor(target: string | Redis | Cluster) {
+    if (typeof target !== 'string') this.redis = target;
+    else this.redis = new Redis(target, { maxRetriesPerRequest: 1, lazyConnect: false, retryStrategy: () => 200 });
     this.redis.on('error', () => undefined);
   }
 
-  /** status, error code and attempts per id ('' status = missing). */
+  /** status, error code and attempts per id ('' status = missing). One pipeline per run tag: a Cluster pipeline stays in one slot. */
   async runs(ids: string[]): Promise<Map<string, { status: string; error: string; attempt: number; method: string; finishedAt: number }>> {
     const out = new Map<string, { status: string; error: string; attempt: number; method: string; finishedAt: number }>();
-    for (let i = 0; i < ids.length; i += 500) {
-      const slice = ids.slice(i, i + 500);
-      const p = this.redis.pipeline();
-      for (const id of slice) p.hmget(this.keys.run(id), 'status', 'error', 'attempt', 'method', 'finished_at');
-      const rows = (await p.exec()) ?? [];
-      slice.forEach((id, j) => {
-        const f = (rows[j]?.[1] ?? []) as Array<string | null>;
-        out.set(id, { status: f[0] ?? '', error: f[1] ?? '', attempt: Number(f[2] ?? 0), method: f[3] ?? '', finishedAt: Number(f[4] ?? 0) });
-      });
+    const byTag = new Map<string, string[]>();
+    for (const id of ids) {
+      const tag = tagOfRunId(id);
+      if (tag === null) out.set(id, { status: '', error: '', attempt: 0, method: '', finishedAt: 0 });
+      else byTag.set(tag, [...(byTag.get(tag) ?? []), id]);
     }
-    return out;
+    for (const group of byTag.values()) {
+      for (let i = 0; i < group.length; i += 500) {
+        const slice = group.slice(i, i + 500);
+        const p = this.redis.pipeline();
+        for (const id of slice) p.hmget(this.keys.run(id), 'status', 'error', 'attempt', 'method', 'finished_at');
+        const rows = (await p.exec()) ?? [];
+        slice.forEach((id, j) => {
+          const f = (rows[j]?.[1] ?? []) as Array<string | null>;
+          out.set(id, { status: f[0] ?? '', error: f[1] ?? '', attempt: Number(f[2] ?? 0), method: f[3] ?? '', finishedAt: Number(f[4] ?? 0) });
+        });
+      }
+    }
+    return new Map(ids.map((id) => [id, out.get(id)!]));
   }
 
-  /** Every run id in the creation index. */
-  async allIds(): Promise<string[]> {
-    return this.redis.zrange(this.keys.queue('default').index, '0', '-1');
+  /** Every run id in the creation index of the queues' tags (default: the `default` queue). */
+  async allIds(queues: readonly string[] = ['default']): Promise<string[]> {
+    const indexes = [...new Set(queues.map((q) => this.keys.queue(q).index))];
+    return (await Promise.all(indexes.map((k) => this.redis.zrange(k, '0', '-1')))).flat();
   }
 
   /** Polls until every id is in a final state (or missing), or the deadline; returns the last read. */
@@ -245,11 +256,11 @@ export async function load(opts: {
   return out;
 }
 
-/** Parses an answer through Envoy into status, run id and error code. */
+/** Parses an answer through Envoy into status, run id (of a 202, or the one an error names) and error code. */
 export function parseAnswer(status: number, body: Buffer): { status: number; id?: string; code?: string } {
   try {
-    const j = JSON.parse(body.toString()) as { run_id?: string; error?: { code?: string } };
-    return { status, id: j.run_id, code: j.error?.code };
+    const j = JSON.parse(body.toString()) as { run_id?: string; error?: { code?: string; run_id?: string } };
+    return { status, id: j.run_id ?? j.error?.run_id, code: j.error?.code };
   } catch {
     return { status };
   }

@@ -1,12 +1,23 @@
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
-import type { Redis } from 'ioredis';
 import { placementFor, type Config } from './config';
 import { AsyncAcceptor, OpenApiDocument, RunsApi, SyncWait, createEnvoyHandler } from './api';
 import { AdminServer } from './admin';
 import { Dispatcher } from './dispatch';
 import { ExtProcServer } from './extproc';
-import { RunEvents, RunStore, connectRedis, connectSubscriber, evictionPolicyProblem } from './runs';
+import {
+  RunEvents,
+  RunStore,
+  connectRedis,
+  connectSubscriber,
+  evictionPolicyProblems,
+  isCluster,
+  primariesHealth,
+  redisTopology,
+  replicasHealth,
+  type RedisClient,
+  type RedisTopology,
+} from './runs';
 import { Metrics, type Logger } from './telemetry';
 import { startTracing } from './tracing';
 import { DeliveryWorker, SecretBox, WebhookSender, validateWebhookUrl } from './webhooks';
@@ -31,24 +42,32 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
   const workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   // Off (no SDK loaded) unless an OTLP endpoint is configured.
   const tracing = await startTracing(config.tracing, logger);
-  const redis = connectRedis(config.redisUrl, { commandTimeoutMs: config.redisCommandTimeoutMs, name: 'eas' });
-  const subscriber = connectSubscriber(config.redisUrl, 'eas-events');
+  const redis = connectRedis(config.redis, { commandTimeoutMs: config.redisCommandTimeoutMs, name: 'eas' });
+  const subscriber = connectSubscriber(config.redis, 'eas-events');
   redis.on('error', () => undefined); // reported by the parts that make calls, and by /readyz
   subscriber.on('error', () => undefined);
   redis.connect().catch((err: Error) => logger.warn({ err }, 'Redis not reachable yet; retrying in the background'));
-  // Checked on every (re)connect: a failover can land on a primary configured differently.
-  redis.on('ready', () => {
-    evictionPolicyProblem(redis).then(
-      (policy) => {
-        if (policy)
+  // Checked on every (re)connect, and on a Cluster at each refresh of its slot table: a failover
+  // can land on a primary configured differently. Logged once per node and policy.
+  const evicting = new Map<string, string>();
+  const checkEviction = () => {
+    evictionPolicyProblems(redis).then(
+      (problems) => {
+        if (!isCluster(redis)) evicting.clear();
+        for (const { node, policy } of problems) {
+          if (evicting.get(node) === policy) continue;
+          evicting.set(node, policy);
           logger.error(
-            { maxmemory_policy: policy },
-            `Redis evicts keys (maxmemory-policy ${policy}): accepted runs can be lost when it fills up; set maxmemory-policy noeviction`,
+            { maxmemory_policy: policy, node },
+            `Redis evicts keys (maxmemory-policy ${policy} on ${node}): accepted runs can be lost when it fills up; set maxmemory-policy noeviction`,
           );
+        }
       },
       () => undefined,
     );
-  });
+  };
+  redis.on('ready', checkEviction);
+  if (isCluster(redis)) redis.on('refresh', checkEviction);
 
   const storeOptions = {
     keyPrefix: config.redisKeyPrefix,
@@ -59,19 +78,33 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
     queues: config.queues,
   };
   const store = new RunStore(redis, storeOptions);
+  const connections: RedisClient[] = [redis];
+  const connect = (name: string, commandTimeoutMs: number): RedisClient => {
+    const c = connectRedis(config.redis, { commandTimeoutMs, name });
+    c.on('error', () => undefined);
+    c.connect().catch(() => undefined);
+    connections.push(c);
+    return c;
+  };
   // The dispatcher and the delivery worker get their own connection with a longer command
   // timeout: their replies carry bodies, and a large one must not time out the accept path's.
-  let workerRedis: Redis | null = null;
-  let workerStore = store;
-  if (config.role !== 'extproc') {
-    workerRedis = connectRedis(config.redisUrl, { commandTimeoutMs: config.redisWorkerCommandTimeoutMs, name: 'eas-worker' });
-    workerRedis.on('error', () => undefined);
-    workerRedis.connect().catch(() => undefined);
-    workerStore = new RunStore(workerRedis, storeOptions);
-  }
-  const events = new RunEvents(subscriber, store.keys.events);
-  await subscriber.connect().catch(() => undefined);
-  events.start().catch((err: Error) => logger.warn({ err }, 'could not subscribe to run events yet'));
+  const workerStore = config.role === 'extproc' ? store : new RunStore(connect('eas-worker', config.redisWorkerCommandTimeoutMs), storeOptions);
+  // With REDIS_MIN_REPLICAS_ACK, new runs are written on a connection of their own: each batch's
+  // WAIT holds its connection until the replicas answer, which must not delay the runs API.
+  const acceptStore =
+    config.role === 'worker' || config.redisMinReplicasAck === 0
+      ? store
+      : new RunStore(connect('eas-accept', config.redisCommandTimeoutMs), {
+          ...storeOptions,
+          minReplicasAck: config.redisMinReplicasAck,
+          replicaAckBudgetMs: config.redisCommandTimeoutMs,
+        });
+  const events = new RunEvents(subscriber, store.events);
+  // Queues learnt from the registry later (by the worker's store) have their own event channel on a Cluster.
+  for (const s of new Set([store, workerStore])) s.onQueueAdded((tag) => void events.watchTag(tag).catch(() => undefined));
+  if (!isCluster(subscriber)) await subscriber.connect().catch(() => undefined);
+  else subscriber.connect().catch(() => undefined);
+  events.start(store.eventChannels()).catch((err: Error) => logger.warn({ err }, 'could not subscribe to run events yet'));
 
   let draining = false;
   // Aborted when the stop begins: requests held for their result (Prefer: wait) get their 202 at once.
@@ -91,7 +124,7 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
   let extproc: ExtProcServer | null = null;
   if (config.role !== 'worker') {
     const acceptor = new AsyncAcceptor(
-      store,
+      acceptStore,
       {
         runsApiPrefix: config.runsApiPrefix,
         ownerHeader: config.ownerHeader,
@@ -187,12 +220,18 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
     {
       live: () => true,
       ready: async () => {
+        const topology = await topologyOf(redis, config.redis);
         const checks: Record<string, string> = {};
-        checks.redis = (await pingRedis(redis)) ? 'ok' : 'unreachable';
+        // A Cluster with a shard failing over still takes runs for the others: degraded, not down.
+        checks.redis = primariesHealth(topology);
+        if (config.redisMinReplicasAck > 0) checks.replicas = replicasHealth(topology, config.redisMinReplicasAck);
         checks.draining = draining ? 'yes' : 'no';
-        return { ready: checks.redis === 'ok' && !draining, checks };
+        return { ready: checks.redis !== 'unreachable' && !draining, checks, redis: topology };
       },
       beforeScrape: async () => {
+        const topology = await topologyOf(redis, config.redis);
+        metrics.redisNodeUp.reset();
+        for (const n of topology.nodes) metrics.redisNodeUp.set({ node: n.address, role: n.role }, n.reachable ? 1 : 0);
         for (const q of await store.queueStats()) {
           metrics.queueDepth.set({ queue: q.queue }, q.queued);
           metrics.queueDelayed.set({ queue: q.queue }, q.delayed);
@@ -249,14 +288,26 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
         await step('admin server', () => admin.stop());
         await step('tracing', () => tracing.shutdown());
         await step('run events', () => events.stop());
-        await step('redis', () => redis.quit().catch(() => redis.disconnect()));
-        await step('worker redis', () => workerRedis?.quit().catch(() => workerRedis?.disconnect()));
+        // QUIT lets pending replies arrive; disconnect() then also ends what QUIT leaves behind
+        // (ioredis' Sentinel failover detector keeps its own connections to the sentinels).
+        for (const c of connections)
+          await step('redis', () =>
+            c.quit().then(
+              () => c.disconnect(),
+              () => c.disconnect(),
+            ),
+          );
         logger.info('stopped');
       })()),
   };
 }
 
-async function pingRedis(redis: Redis): Promise<boolean> {
+/** The store's nodes and which answer; a failure to read them is reported as every known node unreachable. */
+async function topologyOf(redis: RedisClient, target: Config['redis']): Promise<RedisTopology> {
+  return redisTopology(redis, target).catch(() => ({ mode: target.mode, nodes: [] }));
+}
+
+async function pingRedis(redis: RedisClient): Promise<boolean> {
   if (redis.status !== 'ready') return false;
   try {
     return (await redis.ping()) === 'PONG';

@@ -31,7 +31,7 @@ export interface AdminChecks {
   /** Process is alive and not wedged. */
   live(): boolean;
   /** Dependencies reachable and not draining; reasons when not. */
-  ready(): Promise<{ ready: boolean; checks: Record<string, string> }>;
+  ready(): Promise<{ ready: boolean; checks: Record<string, string>; redis?: unknown }>;
   /** Called before a scrape, to read gauges that live in Redis. */
   beforeScrape?(): Promise<void>;
 }
@@ -134,7 +134,8 @@ export class AdminServer {
     }
     if (pathname === '/readyz') {
       const r = await this.checks.ready();
-      return send(res, jsonReply(r.ready ? 200 : 503, { status: r.ready ? 'ready' : 'not_ready', checks: r.checks }));
+      const body = { status: r.ready ? 'ready' : 'not_ready', checks: r.checks, ...(r.redis === undefined ? {} : { redis: r.redis }) };
+      return send(res, jsonReply(r.ready ? 200 : 503, body));
     }
     if (pathname === '/metrics') {
       await this.checks.beforeScrape?.().catch(() => undefined);

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { HttpReply, RequestHead } from '../extproc';
 import type { Metrics, Logger } from '../telemetry';
-import { mayHaveRun, newRunId, queueTag, type NewRun, type RunStore, type Trigger } from '../runs';
+import { NotReplicatedError, mayHaveRun, newRunId, queueTag, type NewRun, type RunStore, type Trigger } from '../runs';
 import type { AcceptSpan } from '../tracing';
 import { apiError, ownerRequired, type ApiErrorCode, type ApiErrorOptions } from './errors';
 import { headerValue, headerValues, paramValue, parseQuery, preferName, preferTokens, splitPath } from './request-parts';
@@ -216,6 +216,17 @@ export class AsyncAcceptor {
       await this.store.create(run);
     } catch (err) {
       this.metrics.redisErrors.inc({ operation: 'create_run' });
+      const location: Array<[string, string]> = [['location', `${this.options.runsApiPrefix}/${id}`]];
+      if (err instanceof NotReplicatedError) {
+        // Stored on the primary, not (yet) on enough replicas: the run will run unless that
+        // primary fails before it replicates. The client decides, with the run id to look up.
+        this.logger.error({ err, request_id: run.requestId, run_id: id, acknowledged: err.acknowledged }, 'a new run was not confirmed by enough replicas');
+        return this.reject(
+          'store_not_replicated',
+          `The run was stored, but not confirmed by ${err.required} Redis replica(s) in time (REDIS_MIN_REPLICAS_ACK); a failover could lose it. Look it up at ${this.options.runsApiPrefix}/${id} before retrying.`,
+          { headers: location, fields: { run_id: id } },
+        );
+      }
       // A lost reply (timeout, connection closed mid-command) means the script may have run: the
       // run may exist, and a blind retry could start the app twice.
       const uncertain = mayHaveRun(err);
@@ -224,7 +235,7 @@ export class AsyncAcceptor {
         return this.reject(
           'store_uncertain',
           `Redis did not confirm the run (no reply: a timeout or a dropped connection); it may have been stored. Look it up at ${this.options.runsApiPrefix}/${id} before retrying.`,
-          { headers: [['location', `${this.options.runsApiPrefix}/${id}`]], fields: { run_id: id } },
+          { headers: location, fields: { run_id: id } },
         );
       }
       return this.reject('store_unavailable', 'The run could not be stored; nothing was accepted. Retry later.');

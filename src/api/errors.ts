@@ -19,6 +19,7 @@ export const API_ERRORS = {
   shutting_down: { status: 503, retryAfterS: 1 },
   store_unavailable: { status: 503, retryAfterS: 1 },
   store_uncertain: { status: 503, retryAfterS: 1 },
+  store_not_replicated: { status: 503, retryAfterS: 1 },
   // the runs API (invalid_wait also for an async request's Prefer: wait)
   invalid_wait: { status: 400 },
   invalid_status: { status: 400 },

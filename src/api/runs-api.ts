@@ -125,6 +125,7 @@ export class RunsApi {
     // Subscribe before reading, so that an end between the read and the wait is not missed.
     const waiter = this.events.whenDone(id, wait * 1000, signal);
     try {
+      await waiter.listening;
       const first = await this.store.get(id);
       if (!first || !this.visible(first.owner, req, scope)) return notFound();
       if (isFinal(first.view.status)) return jsonReply(200, first.view);

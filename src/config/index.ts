@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { parseConfigFile, type QueueSettings, type RouteSettings } from './config-file';
 import { packageVersion } from './package';
+import type { RedisTarget } from '../runs/connection';
 import { LOG_LEVELS, OTLP_PROTOCOLS, REDISPATCH_POLICIES, SETTINGS, TRACE_SAMPLERS, type SettingKey, type SettingSpec, type SettingValue } from './settings';
 
 export { SETTINGS } from './settings';
@@ -39,6 +40,10 @@ export interface Config {
   /** Host names (lower case) the admin port answers to besides IP literals and localhost. */
   adminAllowedHosts: string[];
   redisUrl: string;
+  /** One Redis (REDIS_URL), a Cluster (REDIS_CLUSTER_NODES) or a Sentinel-managed primary (REDIS_SENTINELS). */
+  redis: RedisTarget;
+  /** REDIS_MIN_REPLICAS_ACK: replicas that must confirm a new run before its 202. */
+  redisMinReplicasAck: number;
   redisKeyPrefix: string;
   redisCommandTimeoutMs: number;
   /**
@@ -199,6 +204,24 @@ function tracingConfig(s: <K extends SettingKey>(key: K) => SettingValue<K>): Tr
   return { url, protocol, serviceName: s('otelServiceName'), sampler: { name: s('otelTracesSampler'), ratio: arg === '' ? 1 : arg } };
 }
 
+/** Which Redis topology the settings name; at most one of REDIS_CLUSTER_NODES and REDIS_SENTINELS. */
+function redisTarget(url: string, clusterNodes: HostPort[], sentinels: HostPort[], sentinelName: string): RedisTarget {
+  if (clusterNodes.length > 0 && sentinels.length > 0) {
+    throw new ConfigError('invalid REDIS_CLUSTER_NODES with REDIS_SENTINELS: a Redis Cluster fails over by itself; set one of them');
+  }
+  if (clusterNodes.length > 0) {
+    const db = new URL(url).pathname.replace(/^\//, '');
+    if (db !== '' && db !== '0') throw new ConfigError(`invalid REDIS_URL database /${db} with REDIS_CLUSTER_NODES: a Redis Cluster has database 0 only`);
+    return { mode: 'cluster', url, nodes: clusterNodes };
+  }
+  if (sentinels.length > 0) {
+    if (sentinelName === '') throw new ConfigError('invalid REDIS_SENTINELS without REDIS_SENTINEL_NAME: name the primary the sentinels monitor');
+    return { mode: 'sentinel', url, sentinels, name: sentinelName };
+  }
+  if (sentinelName !== '') throw new ConfigError('invalid REDIS_SENTINEL_NAME without REDIS_SENTINELS: list the sentinels (host:port, comma-separated)');
+  return { mode: 'single', url };
+}
+
 /** Parses and validates the environment and arguments; throws ConfigError, HelpRequested or VersionRequested. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env, argv: readonly string[] = process.argv.slice(2)): Config {
   const role = parseRole(argv);
@@ -218,6 +241,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, argv: readonly 
       `invalid ADMIN_ADDR=${JSON.stringify(`${adminAddr.host}:${adminAddr.port}`)} without ADMIN_TOKEN: the admin port serves every tenant's runs, so off loopback it needs ADMIN_TOKEN`,
     );
   }
+  const redis = redisTarget(s('redisUrl'), s('redisClusterNodes'), s('redisSentinels'), s('redisSentinelName'));
   if (bufferBudget < maxBodyBytes) {
     throw new ConfigError(
       `invalid EXTPROC_BUFFER_BUDGET_BYTES=${bufferBudget}: must be at least MAX_BODY_BYTES (${maxBodyBytes}), or no body of the largest size could be received`,
@@ -236,6 +260,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, argv: readonly 
       .map((h) => h.trim().toLowerCase())
       .filter(Boolean),
     redisUrl: s('redisUrl'),
+    redis,
+    redisMinReplicasAck: s('redisMinReplicasAck'),
     redisKeyPrefix: s('redisKeyPrefix'),
     redisCommandTimeoutMs,
     redisWorkerCommandTimeoutMs: Math.max(5000, 5 * redisCommandTimeoutMs),

@@ -63,6 +63,27 @@ const otlpProtocol = z
   .trim()
   .refine((v) => v !== 'grpc', 'this sidecar exports traces over OTLP/HTTP only; use http/protobuf (the Collector port 4318) or http/json')
   .refine((v) => v === '' || (OTLP_PROTOCOLS as readonly string[]).includes(v), 'must be http/protobuf or http/json');
+/** Comma-separated host:port entries (none: ''), as addresses. */
+const hostPortList = z
+  .string()
+  .trim()
+  .superRefine((v, ctx) => {
+    if (v === '') return;
+    for (const entry of v.split(',').map((e) => e.trim())) {
+      const r = hostPort.safeParse(entry);
+      if (!r.success)
+        ctx.addIssue({ code: 'custom', message: `${JSON.stringify(entry)} ${r.error.issues[0]?.message ?? 'is not host:port'}; separate entries with commas` });
+    }
+  })
+  .transform((v) =>
+    v === ''
+      ? []
+      : v.split(',').map((e) => {
+          const entry = e.trim();
+          const i = entry.lastIndexOf(':');
+          return { host: entry.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(entry.slice(i + 1)) };
+        }),
+  );
 const redisUrl = z
   .string()
   .trim()
@@ -175,13 +196,44 @@ export const SETTINGS = {
     default: 'redis://127.0.0.1:6379',
     schema: redisUrl,
     redact: (v: string) => v.replace(/\/\/[^@/]*@/, '//<credentials>@'),
-    description: 'Redis holding runs and the queue (redis:// or rediss://).',
+    description:
+      'Redis holding runs and the queue (redis:// or rediss://). With REDIS_CLUSTER_NODES or REDIS_SENTINELS only its credentials and TLS (and, with sentinels, its database) are used.',
+  },
+  redisClusterNodes: {
+    env: 'REDIS_CLUSTER_NODES',
+    default: '',
+    schema: hostPortList,
+    description:
+      'Comma-separated host:port seed nodes of a Redis Cluster (Redis 7 or later: sharded pub/sub). When set, the sidecar uses the Cluster client; each queue lives on the shard of its hash tag (README "Redis topologies").',
+  },
+  redisSentinels: {
+    env: 'REDIS_SENTINELS',
+    default: '',
+    schema: hostPortList,
+    description:
+      'Comma-separated host:port of Redis Sentinels. When set, the sidecar connects to the primary they name for REDIS_SENTINEL_NAME and follows their failovers.',
+  },
+  redisSentinelName: {
+    env: 'REDIS_SENTINEL_NAME',
+    default: '',
+    schema: z
+      .string()
+      .trim()
+      .regex(/^[A-Za-z0-9_.:-]*$/, 'must be a Sentinel master name ([A-Za-z0-9_.:-])'),
+    description: 'The name the sentinels monitor the primary under (`sentinel monitor <name> ...`); required with REDIS_SENTINELS.',
+  },
+  redisMinReplicasAck: {
+    env: 'REDIS_MIN_REPLICAS_ACK',
+    default: '0',
+    schema: z.coerce.number().int().min(0).max(16),
+    description:
+      "Replicas that must have a new run before its 202 is sent (WAIT on the run's primary, within REDIS_COMMAND_TIMEOUT); when fewer confirm in time the client gets 503 `store_not_replicated`. 0: the primary's answer is enough, and a failover can lose runs answered just before it.",
   },
   redisKeyPrefix: {
     env: 'REDIS_KEY_PREFIX',
     default: 'eas',
     schema: z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'must be 1-64 of [A-Za-z0-9_.:-]'),
-    description: 'Prefix of every Redis key; all keys share one Redis Cluster hash tag.',
+    description: 'Prefix of every Redis key; each queue\'s keys also carry its Redis Cluster hash tag (README "Queues").',
   },
   redisCommandTimeout: {
     env: 'REDIS_COMMAND_TIMEOUT',

@@ -9,7 +9,10 @@ import { createHash, randomUUID } from 'node:crypto';
  * same tag (1 in 65,536) only share a slot; their keys stay apart by name.
  */
 export class RunKeys {
-  /** The pub/sub channel of run events (pub/sub is not bound to a slot). */
+  /**
+   * The pub/sub channel of run events on one Redis (classic pub/sub is not bound to a slot). On a
+   * Cluster each tag has its own shard channel instead (`shardEvents`).
+   */
   readonly events: string;
   /** Names of every queue a replica has served: workers drain runs of queues no longer configured. */
   readonly queueRegistry: string;
@@ -22,6 +25,11 @@ export class RunKeys {
   /** Key base of a tag: `<prefix>:{t:XXXX}`. */
   base(tag: string): string {
     return `${this.prefix}:{t:${tag}}`;
+  }
+
+  /** The shard channel (SPUBLISH) of run events of the queues with tag `tag`, in their slot. */
+  shardEvents(tag: string): string {
+    return `${this.base(tag)}:events`;
   }
 
   /** The run hash of `id`; throws when `id` is not a run id of this layout (check with `tagOfRunId`). */

@@ -1,7 +1,10 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Redis } from 'ioredis';
-import { QueueKeys, RunKeys, tagOfRunId } from './keys';
+import type { ChainableCommander } from 'ioredis';
+import { isCluster, type RedisClient } from './connection';
+import { QueueKeys, RunKeys, queueTag, tagOfRunId } from './keys';
+import type { EventChannels } from './events';
+import { ReplicatedWriter } from './replication';
 import type {
   ClaimedDelivery,
   ClaimedRun,
@@ -27,6 +30,13 @@ export interface RunStoreOptions {
   redispatchInterrupted: 'never' | 'idempotent' | 'always';
   /** The configured queues; queues found only in the registry get no limits. Default: `default` alone, unlimited. */
   queues?: ReadonlyMap<string, QueuePolicy>;
+  /**
+   * REDIS_MIN_REPLICAS_ACK: a new run counts as stored only once this many replicas have it
+   * (`create` waits for them within `replicaAckBudgetMs`, else throws NotReplicatedError). Default 0.
+   */
+  minReplicasAck?: number;
+  /** How long `create` may take in all when it waits for replicas (the accept path's Redis budget). */
+  replicaAckBudgetMs?: number;
 }
 
 export type CancelResult = 'cancelled' | 'missing' | RunStatus;
@@ -78,20 +88,28 @@ export function scriptFile(name: string, files: readonly string[] = readdirSync(
   return { file: join(SCRIPTS_DIR, found[0]!), numberOfKeys: Number(found[0]!.slice(prefix.length, -'.lua'.length)) };
 }
 
-/** Reads the Lua scripts once; each becomes an EVALSHA command on the connection. */
-function defineScripts(redis: Redis): void {
+/**
+ * Each script's full source as Redis gets it: the shebang, lib.lua, the script's file. The
+ * shebang makes Redis judge a script whole: one that may write is refused before it starts when
+ * Redis is over maxmemory (no half-applied state change: complete_run's HSET refused while
+ * recover_runs' ZREM went through), instead of failing at its first write.
+ */
+export function scriptSources(): Map<ScriptName, { lua: string; numberOfKeys: number }> {
   const lib = readFileSync(join(SCRIPTS_DIR, 'lib.lua'), 'utf8');
   const files = readdirSync(SCRIPTS_DIR);
+  const out = new Map<ScriptName, { lua: string; numberOfKeys: number }>();
   for (const name of SCRIPT_NAMES) {
-    if (typeof (redis as unknown as Record<string, unknown>)[`eas_${name}`] === 'function') continue;
     const { file, numberOfKeys } = scriptFile(name, files);
-    const body = readFileSync(file, 'utf8');
-    // The shebang makes Redis judge a script whole: one that may write is refused before it
-    // starts when Redis is over maxmemory (no half-applied state change: complete_run's HSET
-    // refused while recover_runs' ZREM went through), instead of failing at its first write.
     const flags = READ_ONLY.has(name) ? '#!lua flags=no-writes' : '#!lua';
-    redis.defineCommand(`eas_${name}`, { numberOfKeys, lua: `${flags}\n${lib}\n${body}` });
+    out.set(name, { lua: `${flags}\n${lib}\n${readFileSync(file, 'utf8')}`, numberOfKeys });
   }
+  return out;
+}
+
+/** Each script becomes an EVALSHA command (`eas_<name>`) on the connection, once. */
+function defineScripts(redis: RedisClient): void {
+  if (typeof (redis as unknown as Record<string, unknown>).eas_enqueueRun === 'function') return;
+  for (const [name, script] of scriptSources()) redis.defineCommand(`eas_${name}`, script);
 }
 
 /**
@@ -246,16 +264,49 @@ export interface QueueStats {
  */
 export class RunStore {
   readonly keys: RunKeys;
+  /** On a Cluster run events go out on each tag's shard channel (SPUBLISH), else on one channel. */
+  readonly shardedEvents: boolean;
   private readonly queues = new Map<string, { policy: QueuePolicy; keys: QueueKeys }>();
+  private readonly queueListeners = new Set<(tag: string) => void>();
+  private readonly replicated: ReplicatedWriter | null;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly options: RunStoreOptions,
   ) {
     this.keys = new RunKeys(options.keyPrefix);
+    this.shardedEvents = isCluster(redis);
     this.addQueue(unlimited('default'));
     for (const policy of options.queues?.values() ?? []) this.addQueue(policy);
     defineScripts(redis);
+    const replicas = options.minReplicasAck ?? 0;
+    this.replicated = replicas > 0 ? new ReplicatedWriter(redis, replicas, options.replicaAckBudgetMs ?? 1000) : null;
+  }
+
+  /** Where the scripts publish run events of the queues under `base` (lib.lua `notify`). */
+  private pubsub(base: string): Record<string, ScriptArg> {
+    return this.shardedEvents ? { channel: `${base}:events`, sharded: 1 } : { channel: this.keys.events };
+  }
+
+  /** Where run events go (for RunEvents): a shard channel per tag on a Cluster, else one channel. */
+  get events(): EventChannels {
+    return { sharded: this.shardedEvents, of: (tag) => (this.shardedEvents ? this.keys.shardEvents(tag) : this.keys.events) };
+  }
+
+  /** The event channels RunEvents must listen on for the queues this store serves: one per tag, or the one channel. */
+  eventChannels(): string[] {
+    return [...new Set(this.tags().map((t) => this.events.of(t)))];
+  }
+
+  /** The distinct hash tags of the served queues. */
+  tags(): string[] {
+    return [...new Set([...this.queues.keys()].map(queueTag))];
+  }
+
+  /** Called with the tag of each queue this store starts to serve after it was built (learnt from the registry). */
+  onQueueAdded(listener: (tag: string) => void): () => void {
+    this.queueListeners.add(listener);
+    return () => this.queueListeners.delete(listener);
   }
 
   private script(name: ScriptName, buffers = false): ScriptFn {
@@ -266,6 +317,7 @@ export class RunStore {
   private addQueue(policy: QueuePolicy): { policy: QueuePolicy; keys: QueueKeys } {
     const q = { policy, keys: this.keys.queue(policy.name) };
     this.queues.set(policy.name, q);
+    for (const l of this.queueListeners) l(queueTag(policy.name));
     return q;
   }
 
@@ -350,11 +402,20 @@ export class RunStore {
         prio: run.priority ?? 1,
         // Fair share: one line per owner ('-' for requests without the owner header), taking turns.
         bucket: policy.fairShare ? run.owner || '-' : '*',
-        channel: this.keys.events,
+        ...this.pubsub(keys.base),
       },
       fields,
     );
-    await this.script('enqueueRun')(this.runKey(run.id), keys.queued, keys.index, ...args);
+    const runKey = this.runKey(run.id);
+    if (this.replicated) {
+      // One group per tag on a Cluster (one node each), the one connection otherwise.
+      const group = this.shardedEvents ? keys.base : '';
+      const enqueue = (p: ChainableCommander) =>
+        (p as unknown as Record<string, (...a: ScriptArg[]) => unknown>).eas_enqueueRun!(runKey, keys.queued, keys.index, ...args);
+      await this.replicated.write(group, enqueue);
+      return;
+    }
+    await this.script('enqueueRun')(runKey, keys.queued, keys.index, ...args);
   }
 
   private claimOptions(queue: { policy: QueuePolicy; keys: QueueKeys }, workerId: string): Record<string, ScriptArg> {
@@ -366,7 +427,7 @@ export class RunStore {
       limit: queue.policy.maxConcurrency ?? 0,
       queue_time_ms: queue.policy.maxQueueTimeMs ?? 0,
       ttl_ms: this.options.runTtlMs,
-      channel: this.keys.events,
+      ...this.pubsub(queue.keys.base),
       inline_bytes: CLAIM_INLINE_BODY_BYTES,
       fields: CLAIM_FIELD_LIST,
     };
@@ -477,7 +538,7 @@ export class RunStore {
     if (tag === null) return 'missing';
     const key = this.keys.run(id);
     const base = this.keys.base(tag);
-    const args = named({ id, base, owner: owner ?? '', admin: owner === null ? '1' : '0', ttl_ms: this.options.runTtlMs, channel: this.keys.events });
+    const args = named({ id, base, owner: owner ?? '', admin: owner === null ? '1' : '0', ttl_ms: this.options.runTtlMs, ...this.pubsub(base) });
     return (await this.script('cancelRun')(key, `${base}:webhooks`, ...args)) as CancelResult;
   }
 
@@ -520,7 +581,7 @@ export class RunStore {
       {
         base: q.keys.base,
         queue: queueName,
-        channel: this.keys.events,
+        ...this.pubsub(q.keys.base),
         ttl_ms: o.runTtlMs,
         max_attempts: o.maxDispatchAttempts,
         policy: o.redispatchInterrupted,
@@ -543,7 +604,7 @@ export class RunStore {
       queue_time_ms: q.policy.maxQueueTimeMs,
       limit,
       ttl_ms: this.options.runTtlMs,
-      channel: this.keys.events,
+      ...this.pubsub(q.keys.base),
     });
     return (await this.script('expireRuns')(q.keys.queued, q.keys.webhooks, ...args)) as string[];
   }
@@ -552,7 +613,7 @@ export class RunStore {
   async release(workerId: string, ids: string[], queueName = 'default'): Promise<number> {
     if (ids.length === 0) return 0;
     const q = this.queue(queueName);
-    const args = named({ base: q.keys.base, queue: queueName, channel: this.keys.events, worker: workerId }, ids);
+    const args = named({ base: q.keys.base, queue: queueName, ...this.pubsub(q.keys.base), worker: workerId }, ids);
     return Number(await this.script('releaseRuns')(q.keys.leases, ...args));
   }
 
@@ -564,7 +625,7 @@ export class RunStore {
   async releaseUntracked(workerId: string, held: readonly string[]): Promise<number> {
     const counts = await Promise.all(
       [...this.queues.values()].map(async (q) => {
-        const args = named({ base: q.keys.base, queue: q.policy.name, channel: this.keys.events, worker: workerId }, held);
+        const args = named({ base: q.keys.base, queue: q.policy.name, ...this.pubsub(q.keys.base), worker: workerId }, held);
         return Number(await this.script('releaseUntracked')(q.keys.leases, ...args));
       }),
     );
@@ -710,34 +771,35 @@ export class RunStore {
     return counts.reduce((a, b) => a + b, 0);
   }
 
-  /** Depth, backoff, in-flight and oldest wait of each served queue (one pipeline). */
+  /**
+   * Depth, backoff, in-flight and oldest wait of each served queue: one pipeline per queue, since a
+   * Cluster pipeline must stay within one slot (a queue's keys share its tag), sent together.
+   */
   async queueStats(): Promise<QueueStats[]> {
-    const queues = [...this.queues.values()];
-    const pipeline = this.redis.pipeline();
-    for (const q of queues) {
-      pipeline.zcard(q.keys.queued);
-      pipeline.zcard(q.keys.delayed);
-      pipeline.zcard(q.keys.leases);
-      pipeline.zrange(q.keys.queued, '0', '0', 'WITHSCORES');
-    }
-    const replies = (await pipeline.exec()) ?? [];
+    // A Cluster pipeline before the first connect would wait for it without a timeout.
+    if (isCluster(this.redis) && this.redis.status !== 'ready') throw new Error('the Redis Cluster is not connected');
     const now = Date.now();
-    return queues.map((q, i) => {
-      const at = (j: number) => {
-        const [err, value] = replies[4 * i + j] ?? [new Error('no reply'), null];
-        if (err) throw err;
-        return value;
-      };
-      const oldest = at(3) as string[];
-      return {
-        queue: q.policy.name,
-        queued: Number(at(0)),
-        delayed: Number(at(1)),
-        inFlight: Number(at(2)),
-        limit: q.policy.maxConcurrency,
-        oldestQueuedAgeMs: oldest.length === 2 ? Math.max(0, now - Number(oldest[1])) : null,
-      };
-    });
+    return Promise.all(
+      [...this.queues.values()].map(async (q) => {
+        const replies =
+          (await this.redis.pipeline().zcard(q.keys.queued).zcard(q.keys.delayed).zcard(q.keys.leases).zrange(q.keys.queued, '0', '0', 'WITHSCORES').exec()) ??
+          [];
+        const at = (j: number) => {
+          const [err, value] = replies[j] ?? [new Error('no reply'), null];
+          if (err) throw err;
+          return value;
+        };
+        const oldest = at(3) as string[];
+        return {
+          queue: q.policy.name,
+          queued: Number(at(0)),
+          delayed: Number(at(1)),
+          inFlight: Number(at(2)),
+          limit: q.policy.maxConcurrency,
+          oldestQueuedAgeMs: oldest.length === 2 ? Math.max(0, now - Number(oldest[1])) : null,
+        };
+      }),
+    );
   }
 
   /**

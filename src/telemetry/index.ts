@@ -133,6 +133,12 @@ export class Metrics {
     labelNames: ['why'] as const,
     registers: [this.registry],
   });
+  readonly redisNodeUp = new Gauge({
+    name: 'eas_redis_node_up',
+    help: 'Redis nodes of the store and whether this process reaches them (1) or not (0), by node (host:port) and role (primary, replica, sentinel, seed), read at scrape time.',
+    labelNames: ['node', 'role'] as const,
+    registers: [this.registry],
+  });
   readonly redisErrors = new Counter({
     name: 'eas_redis_errors_total',
     help: 'Redis commands that failed, by operation.',

@@ -3,6 +3,7 @@ import { fuzzDrill } from '../../drills/fuzz';
 import { killSidecarDrill } from '../../drills/kill-sidecar';
 import type { Drill } from '../../drills/lib';
 import { redisBlackholeDrill } from '../../drills/redis-blackhole';
+import { clusterFailoverDrill, sentinelFailoverDrill } from '../../drills/redis-failover';
 import { threeReplicasDrill } from '../../drills/three-replicas';
 import { webhookOutageDrill } from '../../drills/webhook-outage';
 import { describeWithEnvoy } from '../support/real-envoy';
@@ -13,7 +14,15 @@ import { describeWithEnvoy } from '../support/real-envoy';
  * Every drill but the fuzz goes through the real Envoy; the fuzz drives the gRPC server with
  * malformed ext_proc messages a real Envoy never sends, so it runs without one.
  */
-const THROUGH_ENVOY: Drill[] = [killSidecarDrill, redisBlackholeDrill, threeReplicasDrill, webhookOutageDrill, badInputDrill];
+const THROUGH_ENVOY: Drill[] = [
+  killSidecarDrill,
+  redisBlackholeDrill,
+  clusterFailoverDrill,
+  sentinelFailoverDrill,
+  threeReplicasDrill,
+  webhookOutageDrill,
+  badInputDrill,
+];
 
 function runs(drill: Drill): void {
   it(`${drill.id}: ${drill.title}`, async () => {

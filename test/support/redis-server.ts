@@ -72,6 +72,11 @@ export class RedisServer {
     await exited;
   }
 
+  /** Sends `signal` without waiting (SIGSTOP freezes the process, as a stalled machine would; SIGCONT thaws it). */
+  signal(signal: NodeJS.Signals): void {
+    if (this.running) this.child!.kill(signal);
+  }
+
   async restart(): Promise<void> {
     await this.stop('SIGTERM');
     await this.startProcess();

@@ -99,6 +99,40 @@ describe('configuration (docs/CONTRACT.md §6)', () => {
     expect(err).not.toContain('hunter2');
   });
 
+  it('names the Redis topology: one Redis, a Cluster or Sentinel, and refuses what does not fit together (README "Redis topologies")', () => {
+    expect(loadConfig({}, []).redis).toEqual({ mode: 'single', url: 'redis://127.0.0.1:6379' });
+    expect(loadConfig({}, []).redisMinReplicasAck).toBe(0);
+    const cluster = loadConfig({ REDIS_CLUSTER_NODES: 'r1:7000, 10.0.0.2:7001,[::1]:7002', REDIS_URL: 'rediss://u:p@x:1', REDIS_MIN_REPLICAS_ACK: '1' }, []);
+    expect(cluster.redis).toEqual({
+      mode: 'cluster',
+      url: 'rediss://u:p@x:1',
+      nodes: [
+        { host: 'r1', port: 7000 },
+        { host: '10.0.0.2', port: 7001 },
+        { host: '::1', port: 7002 },
+      ],
+    });
+    expect(cluster.redisMinReplicasAck).toBe(1);
+    expect(loadConfig({ REDIS_SENTINELS: 's1:26379,s2:26379', REDIS_SENTINEL_NAME: 'mymaster' }, []).redis).toEqual({
+      mode: 'sentinel',
+      url: 'redis://127.0.0.1:6379',
+      sentinels: [
+        { host: 's1', port: 26379 },
+        { host: 's2', port: 26379 },
+      ],
+      name: 'mymaster',
+    });
+    const refused: Array<[Record<string, string>, RegExp]> = [
+      [{ REDIS_CLUSTER_NODES: 'r1:7000', REDIS_SENTINELS: 's1:26379', REDIS_SENTINEL_NAME: 'm' }, /REDIS_CLUSTER_NODES with REDIS_SENTINELS/],
+      [{ REDIS_SENTINELS: 's1:26379' }, /REDIS_SENTINELS without REDIS_SENTINEL_NAME/],
+      [{ REDIS_SENTINEL_NAME: 'm' }, /REDIS_SENTINEL_NAME without REDIS_SENTINELS/],
+      [{ REDIS_CLUSTER_NODES: 'r1:7000', REDIS_URL: 'redis://x:1/2' }, /database \/2 with REDIS_CLUSTER_NODES/],
+      [{ REDIS_CLUSTER_NODES: 'r1:7000,r2' }, /REDIS_CLUSTER_NODES="r1:7000,r2": "r2" must be host:port/],
+      [{ REDIS_MIN_REPLICAS_ACK: '-1' }, /REDIS_MIN_REPLICAS_ACK="-1"/],
+    ];
+    for (const [env, message] of refused) expect(() => loadConfig(env, [])).toThrow(message);
+  });
+
   it('parses --role and refuses unknown roles and arguments', () => {
     expect(loadConfig({}, ['--role', 'worker']).role).toBe('worker');
     expect(loadConfig({}, ['--role=extproc']).role).toBe('extproc');

@@ -1,11 +1,14 @@
 /**
  * The Redis contract in one place: every script file is `<name>-<keys>.lua`, is loaded by the
  * store, names its KEYS in an Input header, and uses exactly as many keys as its file name says
- * (Redis Cluster routes a script by its declared keys, so an undeclared key is a cross-slot bug).
+ * (Redis Cluster routes a script by its declared keys, so an undeclared key is a cross-slot bug),
+ * and every script goes to Redis with a shebang: that makes Redis 7 in cluster mode refuse a
+ * script that touches a key or shard channel of another slot, which
+ * test/integration/script-slots.test.ts then checks for every script on a cluster-mode server.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { SCRIPT_NAMES, SCRIPTS_DIR, scriptFile } from '../../src/runs/store';
+import { SCRIPT_NAMES, SCRIPTS_DIR, scriptFile, scriptSources } from '../../src/runs/store';
 
 const files = readdirSync(SCRIPTS_DIR).filter((f) => f.endsWith('.lua') && f !== 'lib.lua');
 const camel = (snake: string) => snake.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
@@ -23,5 +26,9 @@ describe('Lua scripts', () => {
     expect([...used].sort((a, b) => a - b)).toEqual(Array.from({ length: numberOfKeys }, (_, i) => i + 1));
     expect(text).toMatch(/^-- KEYS: /m);
     expect(text).toMatch(/^-- .*Returns?\b/m);
+  });
+
+  it('go to Redis with a shebang (Redis then checks that each stays in one slot, and refuses a writing one over maxmemory)', () => {
+    for (const [name, { lua }] of scriptSources()) expect([name, lua.split('\n')[0]]).toEqual([name, expect.stringMatching(/^#!lua( flags=no-writes)?$/)]);
   });
 });

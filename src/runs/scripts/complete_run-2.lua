@@ -6,7 +6,7 @@
 -- step (the slot this run frees), as claim_runs would.
 -- KEYS: run, the tag's webhooks set.
 -- ARGV (by name): id, worker, attempt, status, window_ms (0 = none), next (0 = none), and for
--- claim (lib.lua): base, queue, lease_ms, limit, queue_time_ms, ttl_ms, channel, inline_bytes,
+-- claim (lib.lua): base, queue, lease_ms, limit, queue_time_ms, ttl_ms, channel, sharded, inline_bytes,
 -- fields; then the outcome's hash fields as field1, value1, ...
 -- Returns 0 when the run was not this worker's, else { finished_at, webhook url, webhook id,
 -- claimed runs (as claim_runs returns them), sealed webhook secret, the started event's

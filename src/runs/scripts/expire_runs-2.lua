@@ -2,7 +2,7 @@
 -- (runs behind a stuck or saturated app are never claimed, so claims alone cannot expire them).
 -- The queued set is scored by created_at: this touches only the runs that expire.
 -- KEYS: the queue's queued set, the tag's webhooks set.
--- ARGV (by name): base, queue, queue_time_ms, limit, ttl_ms, channel.
+-- ARGV (by name): base, queue, queue_time_ms, limit, ttl_ms, channel, sharded.
 -- Returns the ids that expired.
 local o = options()
 local now = now_ms()

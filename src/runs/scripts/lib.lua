@@ -7,12 +7,22 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- Run events go out with PUBLISH on one Redis, and with SPUBLISH on a shard channel of the
+-- script's own slot on a Cluster (option `sharded` = '1'; src/runs/events.ts).
+local publish_command = 'PUBLISH'
+
 -- Arguments by name: ARGV[1] is a JSON object of strings (one builder per script in store.ts
 -- writes it), then an optional list (ids, hash fields). Returns the options and the index where
 -- the list starts. A script reads `o.name`, so adding an option changes the two places that name
 -- it, and the order matters nowhere.
 local function options()
-  return cjson.decode(ARGV[1]), 2
+  local o = cjson.decode(ARGV[1])
+  if o.sharded == '1' then publish_command = 'SPUBLISH' end
+  return o, 2
+end
+
+local function notify(channel, message)
+  redis.call(publish_command, channel, message)
 end
 
 local function split(s)
@@ -68,7 +78,7 @@ local function finish(run_key, webhooks_key, id, status, now, ttl_ms, channel, d
     if status == 'cancelled' then redis.call('HSET', run_key, 'wh_status', 'none') end
     redis.call('PEXPIRE', run_key, ttl_ms)
   end
-  redis.call('PUBLISH', channel, 'done:' .. id)
+  notify(channel, 'done:' .. id)
   return scheduled
 end
 
@@ -132,7 +142,7 @@ local function requeue(base, queue, id, key, channel)
   redis.call('HDEL', key, 'worker')
   line_push(qp, id, f[1], f[2], true)
   redis.call('ZADD', queued_key, f[3], id)
-  if redis.call('ZCARD', queued_key) == 1 then redis.call('PUBLISH', channel, 'queued:' .. queue) end
+  if redis.call('ZCARD', queued_key) == 1 then notify(channel, 'queued:' .. queue) end
 end
 
 -- running -> queued for a run its worker took but never started: back at the head of its line

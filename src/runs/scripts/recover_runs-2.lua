@@ -1,7 +1,7 @@
 -- running -> queued (dispatched again) | failed ('interrupted'): for runs of one queue whose lease
 -- expired (their worker died), or, with explicit ids, runs a stopping worker hands back.
 -- KEYS: the queue's leases set, the tag's webhooks set.
--- ARGV (by name): base, queue, channel, ttl_ms, max_attempts, policy (never | idempotent | always),
+-- ARGV (by name): base, queue, channel, sharded, ttl_ms, max_attempts, policy (never | idempotent | always),
 -- limit, worker ('' = every expired lease); then id1, id2, ...
 -- Returns, per run acted on: { id, 'queued' | 'failed' }.
 local o, rest = options()

@@ -2,7 +2,7 @@
 -- claim (or a completion that took runs along) whose reply was lost after Redis had run it. The
 -- worker names the runs it does hold; every other run of the queue leased to it goes back to the
 -- head of its line with its attempt undone, whatever its method, since the app never saw it.
--- KEYS: the queue's leases set. ARGV (by name): base, queue, channel, worker; then held id1, id2, ...
+-- KEYS: the queue's leases set. ARGV (by name): base, queue, channel, sharded, worker; then held id1, id2, ...
 -- Returns how many runs were released.
 local o, rest = options()
 local held = {}
