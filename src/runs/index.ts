@@ -1,9 +1,18 @@
 import { Redis, ReplyError } from 'ioredis';
 import { REDIS_BACKOFF, backoffDelayMs } from '../work';
 
-export { RunStore, REDELIVER_MIN_INTERVAL_MS, type RunStoreOptions, type CancelResult, type RedeliverResult, type QueueStats } from './store';
+export {
+  RunStore,
+  REDELIVER_MIN_INTERVAL_MS,
+  type RunStoreOptions,
+  type CancelResult,
+  type CreateResult,
+  type RedeliverResult,
+  type RetryResult,
+  type QueueStats,
+} from './store';
 export { RunEvents } from './events';
-export { RunKeys, QueueKeys, newRunId, queueTag, tagOfRunId } from './keys';
+export { RunKeys, QueueKeys, newRunId, ownerBucket, queueTag, tagOfRunId } from './keys';
 export * from './types';
 
 /**

@@ -1,13 +1,14 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Redis } from 'ioredis';
-import { QueueKeys, RunKeys, tagOfRunId } from './keys';
+import { QueueKeys, RunKeys, ownerBucket, tagOfRunId } from './keys';
 import type {
   ClaimedDelivery,
   ClaimedRun,
   DispatchAttemptRecord,
   DispatchOutcome,
   NewRun,
+  PreviousOutcome,
   QueuePolicy,
   RunStatus,
   RunView,
@@ -25,10 +26,23 @@ export interface RunStoreOptions {
   redispatchInterrupted: 'never' | 'idempotent' | 'always';
   /** The configured queues; queues found only in the registry get no limits. Default: `default` alone, unlimited. */
   queues?: ReadonlyMap<string, QueuePolicy>;
+  /** How long an Idempotency-Key's record lasts after its run was accepted (IDEMPOTENCY_KEY_TTL). Default 24 h. */
+  idempotencyKeyTtlMs?: number;
 }
 
 export type CancelResult = 'cancelled' | 'missing' | RunStatus;
 export type RedeliverResult = 'ok' | 'missing' | 'not_finished' | 'no_webhook' | 'cancelled' | 'pending' | 'too_soon';
+/** A retry: 'ok' (queued again), 'missing' (also: not visible), 'pending' (its webhook is being delivered), 'dropped' (its request is gone), or the status it has. */
+export type RetryResult = 'ok' | 'missing' | 'pending' | 'dropped' | RunStatus;
+
+/**
+ * What `create` did: wrote the run, or found the Idempotency-Key's record, naming the run it
+ * created, for the same request (`replayed`) or another one (`conflict`), and wrote nothing.
+ */
+export type CreateResult = { outcome: 'created' } | { outcome: 'replayed' | 'conflict'; runId: string };
+
+/** Outcomes a run had before its retries, kept in its view (the latest). */
+export const PREVIOUS_OUTCOMES_MAX = 20;
 
 /** Webhook attempts kept in a run's history (the latest; the attempt count covers all). */
 export const WEBHOOK_HISTORY_MAX = 50;
@@ -58,6 +72,7 @@ export const SCRIPT_NAMES = [
   'readRun',
   'readResult',
   'releaseUntracked',
+  'retryRun',
 ] as const;
 type ScriptName = (typeof SCRIPT_NAMES)[number];
 /** Scripts that only read: flagged `no-writes`, so Redis runs them on replicas and under OOM too. */
@@ -146,6 +161,7 @@ const RUN_VIEW_FIELDS = [
   'wh_last_status',
   'wh_next_at',
   'wh_log',
+  'prev_log',
 ] as const;
 const RUN_VIEW_FIELD_LIST = RUN_VIEW_FIELDS.join(',');
 
@@ -166,6 +182,30 @@ const lines = <T>(log: string | null): T[] =>
  * outgrow the command timeout.
  */
 export const CLAIM_INLINE_BODY_BYTES = 1024 * 1024;
+
+/** A previous outcome as retry_run stores it (times in ms). */
+interface StoredOutcome {
+  status: RunStatus;
+  error?: string;
+  status_code?: number;
+  started_at?: number;
+  finished_at?: number;
+  attempts?: number;
+  retried_at: number;
+}
+
+function previousOutcome(o: StoredOutcome): PreviousOutcome {
+  const at = (ms: number | undefined) => (ms === undefined ? null : new Date(ms).toISOString());
+  return {
+    status: o.status,
+    error: o.error ?? null,
+    status_code: o.status_code ?? null,
+    started_at: at(o.started_at),
+    finished_at: at(o.finished_at),
+    dispatch_attempts: o.attempts ?? 0,
+    retried_at: at(o.retried_at)!,
+  };
+}
 
 function toClaimedRun(r: ReadonlyArray<Buffer | number | null>): ClaimedRun {
   const f = byName(CLAIM_FIELDS, r as ReadonlyArray<Buffer | null>, 5);
@@ -263,8 +303,12 @@ export class RunStore {
     return this.queue(name).keys;
   }
 
-  /** Writes the run and its place in its queue atomically; resolves only once Redis acknowledged both. */
-  async create(run: NewRun): Promise<void> {
+  /**
+   * Writes the run and its place in its queue atomically; resolves only once Redis acknowledged
+   * both. With `run.idempotency`, the key's record is checked and written in the same script: a
+   * record already there means nothing is written (`replayed` or `conflict`).
+   */
+  async create(run: NewRun): Promise<CreateResult> {
     const queueName = run.queue ?? 'default';
     const { policy, keys } = this.queue(queueName);
     const fields: ScriptArg[] = [
@@ -303,11 +347,26 @@ export class RunStore {
         prio: run.priority ?? 1,
         // Fair share: one line per owner ('-' for requests without the owner header), taking turns.
         bucket: policy.fairShare ? run.owner || '-' : '*',
+        owner: ownerBucket(run.owner),
         channel: this.keys.events,
+        idem_fp: run.idempotency?.fingerprint ?? '',
+        idem_ttl_ms: this.options.idempotencyKeyTtlMs ?? 86_400_000,
       },
       fields,
     );
-    await this.script('enqueueRun')(this.runKey(run.id), keys.queued, keys.index, ...args);
+    // Without a key the record's place is taken by a key of the same tag that the script leaves alone.
+    const record = run.idempotency ? keys.idempotencyRecord(run.owner, run.idempotency.key) : `${keys.base}:idem`;
+    const reply = (await this.script('enqueueRun')(
+      this.runKey(run.id),
+      keys.queued,
+      keys.index,
+      keys.indexOwners,
+      keys.ownerIndexOf(run.owner),
+      record,
+      ...args,
+    )) as [string, string | number];
+    if (reply[0] === 'created') return { outcome: 'created' };
+    return { outcome: reply[0] === 'replayed' ? 'replayed' : 'conflict', runId: String(reply[1]) };
   }
 
   private claimOptions(queue: { policy: QueuePolicy; keys: QueueKeys }, workerId: string): Record<string, ScriptArg> {
@@ -432,6 +491,25 @@ export class RunStore {
   }
 
   /**
+   * Queues a failed, timed-out or expired run again (the same id, a new attempt), if `owner` (a
+   * fingerprint; null = the unscoped admin API) may see it. One script: the owner, the status and
+   * the stored request are checked in the step that re-queues it.
+   */
+  async retry(id: string, owner: string | null = null): Promise<RetryResult> {
+    const tag = tagOfRunId(id);
+    if (tag === null) return 'missing';
+    const args = named({
+      id,
+      base: this.keys.base(tag),
+      owner: owner ?? '',
+      admin: owner === null ? '1' : '0',
+      channel: this.keys.events,
+      keep: PREVIOUS_OUTCOMES_MAX,
+    });
+    return (await this.script('retryRun')(this.keys.run(id), ...args)) as RetryResult;
+  }
+
+  /**
    * Heartbeat: extends the leases of the runs this worker holds (id, attempt, queue); returns the
    * ids it no longer holds, whose calls must stop. One script per queue, sent together.
    */
@@ -551,6 +629,7 @@ export class RunStore {
       queue_reason: queued ? v.queue_reason || null : null,
       next_attempt_at: queued ? iso(v.next_attempt_at) : null,
       dispatch_history: lines<DispatchAttemptRecord>(v.dispatch_log),
+      previous_outcomes: lines<StoredOutcome>(v.prev_log).map(previousOutcome),
       webhook: {
         status: (v.wh_status ?? 'none') as WebhookStatus,
         attempts: Number(v.wh_attempts ?? 0),
@@ -667,15 +746,17 @@ export class RunStore {
   }
 
   /**
-   * Recent runs for the admin listing, newest first, a page at a time, merged over the queues' tags.
-   * The cursor is the last entry of the previous page (created_at and id), so runs created in the
-   * same millisecond are neither skipped nor repeated.
+   * Recent runs, newest first, a page at a time, merged over the queues' tags: every run (the
+   * admin listing), or with `owner` (a fingerprint) only that owner's, read from its owner indexes
+   * alone. The cursor is the last entry of the previous page (created_at and id), so runs created
+   * in the same millisecond are neither skipped nor repeated.
    */
-  async recentIds(limit: number, after?: { createdAt: number; id: string }): Promise<Array<{ id: string; createdAt: number }>> {
+  async recentIds(limit: number, after?: { createdAt: number; id: string }, owner?: string): Promise<Array<{ id: string; createdAt: number }>> {
     const max = after === undefined ? '+inf' : String(after.createdAt);
     const all: Array<{ id: string; createdAt: number }> = [];
-    for (const base of this.bases()) {
-      const flat = await this.redis.zrevrangebyscore(`${base}:index`, max, '-inf', 'WITHSCORES', 'LIMIT', 0, limit + 64);
+    const indexes = new Set([...this.queues.values()].map((q) => (owner === undefined ? q.keys.index : q.keys.ownerIndexOf(owner))));
+    for (const index of indexes) {
+      const flat = await this.redis.zrevrangebyscore(index, max, '-inf', 'WITHSCORES', 'LIMIT', 0, limit + 64);
       for (let i = 0; i < flat.length; i += 2) {
         const entry = { id: flat[i]!, createdAt: Number(flat[i + 1]) };
         if (after && entry.createdAt === after.createdAt && entry.id >= after.id) continue;
@@ -687,11 +768,16 @@ export class RunStore {
     return all.slice(0, limit);
   }
 
-  /** Drops listing-index entries of expired runs among the next `scan` or so of each index; returns how many. */
+  /**
+   * Drops index entries of expired runs among the next `scan` or so of each listing index, and
+   * the same runs' owner-index entries; returns how many listing entries.
+   */
   async pruneIndex(scan: number): Promise<number> {
     let removed = 0;
     for (const base of this.bases()) {
-      removed += Number(await this.script('pruneIndex')(`${base}:index`, `${base}:index:prune_cursor`, ...named({ base, count: scan })));
+      removed += Number(
+        await this.script('pruneIndex')(`${base}:index`, `${base}:index:prune_cursor`, `${base}:index:owners`, ...named({ base, count: scan })),
+      );
     }
     return removed;
   }

@@ -34,6 +34,8 @@ export interface NewRun {
   queue?: string;
   /** 0 high, 1 normal (the default), 2 low. */
   priority?: number;
+  /** The request's Idempotency-Key and the fingerprint of the request it stands for (README "Idempotency-Key"). */
+  idempotency?: { key: string; fingerprint: string };
 }
 
 /**
@@ -151,6 +153,8 @@ export interface RunView {
   next_attempt_at: string | null;
   /** Tries the app turned away ("not now"), the latest 20. */
   dispatch_history: DispatchAttemptRecord[];
+  /** How the run ended before each retry (POST /v1/runs/{id}/retry), oldest first, the latest 20. */
+  previous_outcomes: PreviousOutcome[];
   webhook: {
     status: WebhookStatus;
     attempts: number;
@@ -158,6 +162,19 @@ export interface RunView {
     next_attempt_at: string | null;
     history: WebhookAttemptRecord[];
   };
+}
+
+/** How a run ended before it was retried. */
+export interface PreviousOutcome {
+  status: RunStatus;
+  error: string | null;
+  /** The upstream's status, when it answered. */
+  status_code: number | null;
+  started_at: string | null;
+  finished_at: string | null;
+  /** Dispatch attempts the run had by then, in all. */
+  dispatch_attempts: number;
+  retried_at: string;
 }
 
 /** A run's view plus what only the store needs to know to serve it. */
