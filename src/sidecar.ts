@@ -54,6 +54,7 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
     maxDispatchAttempts: config.maxDispatchAttempts,
     redispatchInterrupted: config.redispatchInterrupted,
     queues: config.queues,
+    idempotencyKeyTtlMs: config.idempotencyKeyTtlMs,
   };
   const store = new RunStore(redis, storeOptions);
   // The dispatcher and the delivery worker get their own connection with a longer command

@@ -1,8 +1,9 @@
 import { createHash } from 'node:crypto';
 import type { HttpReply, RequestHead } from '../extproc';
 import type { Metrics, Logger } from '../telemetry';
-import { mayHaveRun, newRunId, queueTag, type NewRun, type RunStore, type Trigger } from '../runs';
+import { mayHaveRun, newRunId, queueTag, type CreateResult, type NewRun, type RunStore, type Trigger } from '../runs';
 import { apiError, ownerRequired, type ApiErrorCode, type ApiErrorOptions } from './errors';
+import { parseIdempotencyKey, requestFingerprint } from './idempotency';
 import { headerValue, headerValues, paramValue, parseQuery, preferName, preferTokens, splitPath } from './request-parts';
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1) and headers the replay sets itself. */
@@ -152,6 +153,8 @@ export class AsyncAcceptor {
     if (requestedPriority(head, 'high') === null) {
       return this.reject('invalid_priority', 'Prefer: priority must be high, normal or low.');
     }
+    const key = parseIdempotencyKey(headerValues(head.headers, 'idempotency-key'));
+    if (!key.ok) return this.reject('invalid_idempotency_key', key.message);
     return null;
   }
 
@@ -161,6 +164,8 @@ export class AsyncAcceptor {
 
   async accept(head: RequestHead, req: AsyncRequest, body: Buffer): Promise<HttpReply> {
     if (body.length > this.options.maxBodyBytes) return this.tooLarge();
+    const key = parseIdempotencyKey(headerValues(head.headers, 'idempotency-key'));
+    if (!key.ok) return this.reject('invalid_idempotency_key', key.message);
     const placement = this.options.placementFor(req.pathname);
     const queue = placement.queue.name;
     const id = newRunId(queueTag(queue));
@@ -179,9 +184,11 @@ export class AsyncAcceptor {
       queue,
       // Checked by precheck: a valid value, or none.
       priority: requestedPriority(head, placement.priority) ?? 1,
+      idempotency: key.key === null ? undefined : { key: key.key, fingerprint: requestFingerprint(head.method, req.pathname, req.query, body) },
     };
+    let created: CreateResult;
     try {
-      await this.store.create(run);
+      created = await this.store.create(run);
     } catch (err) {
       this.metrics.redisErrors.inc({ operation: 'create_run' });
       // A lost reply (timeout, connection closed mid-command) means the script may have run: the
@@ -191,11 +198,23 @@ export class AsyncAcceptor {
       if (uncertain) {
         return this.reject(
           'store_uncertain',
-          `Redis did not confirm the run (no reply: a timeout or a dropped connection); it may have been stored. Look it up at ${this.options.runsApiPrefix}/${id} before retrying.`,
+          `Redis did not confirm the run (no reply: a timeout or a dropped connection); it may have been stored. Look it up at ${this.options.runsApiPrefix}/${id} before retrying${run.idempotency ? ', or retry with the same Idempotency-Key' : ''}.`,
           { headers: [['location', `${this.options.runsApiPrefix}/${id}`]], fields: { run_id: id } },
         );
       }
       return this.reject('store_unavailable', 'The run could not be stored; nothing was accepted. Retry later.');
+    }
+    if (created.outcome === 'conflict') {
+      this.logger.info({ run_id: created.runId, request_id: run.requestId, queue }, 'idempotency key reused for another request');
+      return this.reject(
+        'idempotency_key_reused',
+        'This Idempotency-Key was already used for a different request (method, path, query or body); use a new key for a new request.',
+      );
+    }
+    if (created.outcome === 'replayed') {
+      this.metrics.runsReplayed.inc();
+      this.logger.info({ run_id: created.runId, request_id: run.requestId, queue }, 'idempotent request replayed');
+      return this.accepted(created.runId, req.trigger, true);
     }
     this.metrics.runsAccepted.inc({ trigger: req.trigger });
     this.logger.info(
@@ -211,13 +230,20 @@ export class AsyncAcceptor {
       },
       'run queued',
     );
+    return this.accepted(id, req.trigger);
+  }
+
+  /** The 202 of a run (docs/CONTRACT.md §2): the same bytes for a new run and for a replay, which `idempotent-replayed` marks. */
+  private accepted(id: string, trigger: Trigger, replayed = false): HttpReply {
     const headers: Array<[string, string]> = [
       ['content-type', 'application/json'],
       ['x-request-id', id],
       ['location', `${this.options.runsApiPrefix}/${id}`],
     ];
-    if (req.trigger === 'prefer') headers.push(['preference-applied', 'respond-async']);
-    return { status: 202, headers, body: `{"run_id":"${id}"}\n`, details: 'async_run_accepted' };
+    if (trigger === 'prefer') headers.push(['preference-applied', 'respond-async']);
+    // Stripe's name for it (the draft defines none): https://docs.stripe.com/api/idempotent_requests
+    if (replayed) headers.push(['idempotent-replayed', 'true']);
+    return { status: 202, headers, body: `{"run_id":"${id}"}\n`, details: replayed ? 'async_run_replayed' : 'async_run_accepted' };
   }
 
   private reject(code: ApiErrorCode, message: string, options?: ApiErrorOptions): HttpReply {
