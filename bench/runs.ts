@@ -25,7 +25,7 @@ export function newStore(redis: Redis): RunStore {
 export async function createRuns(store: RunStore, n: number, webhookUrl: string | null): Promise<string[]> {
   const ids: string[] = [];
   for (let i = 0; i < n; i += 500) {
-    const batch: Array<Promise<void>> = [];
+    const batch: Array<Promise<unknown>> = [];
     for (let j = i; j < Math.min(n, i + 500); j++) {
       const id = newRunId(queueTag('default'));
       ids.push(id);

@@ -50,7 +50,9 @@ export const badInputDrill: Drill = {
           ? "the app's own answer (Prefer: wait)"
           : r.status === 200 && app.requests.length > before && !path.startsWith('/v1/runs')
             ? 'passed through to the app'
-            : undefined;
+            : r.headers['idempotent-replayed'] === 'true'
+              ? 'idempotent-replayed: the run the key created'
+              : undefined;
         return { ...p, note };
       };
       const post = (path: string, headers: Array<[string, string]> = [], body: Buffer | string = '{}') =>
@@ -149,6 +151,25 @@ export const badInputDrill: Drill = {
             ),
         },
         { group: 'headers', input: 'x-async-run-id: forged', send: () => post('/x?async=true', [['x-async-run-id', 'forged']]) },
+        ...['"drill-key-1"', 'drill-key-1', '""', '"unterminated', '"key";p=1', 'two,keys', 'has space', 'k'.repeat(256), '"\u00e9"'].map((v) => ({
+          group: 'Idempotency-Key',
+          input: `Idempotency-Key: ${v.length > 60 ? `${v.slice(0, 8)}…(${v.length} chars)` : v}`,
+          send: () => post('/x?async=true', [['idempotency-key', v]]),
+        })),
+        {
+          group: 'Idempotency-Key',
+          input: 'Idempotency-Key sent twice',
+          send: () =>
+            post('/x?async=true', [
+              ['idempotency-key', 'a'],
+              ['idempotency-key', 'b'],
+            ]),
+        },
+        {
+          group: 'Idempotency-Key',
+          input: 'the same key, another body',
+          send: () => post('/x?async=true', [['idempotency-key', 'drill-key-1']], '{"other":1}'),
+        },
         ...[
           'not-a-uuid',
           '00000000-0000-0000-0000-000000000000',
@@ -185,8 +206,14 @@ export const badInputDrill: Drill = {
           send: () => send(m, `/v1/runs/${id}${s}`, [['authorization', 'Bearer alice']]),
         })),
         { group: 'method', input: 'GET /v1/runs (list, through Envoy)', send: () => send('GET', '/v1/runs', [['authorization', 'Bearer alice']]) },
+        { group: 'method', input: 'GET /v1/runs/{id}/retry', send: () => send('GET', `/v1/runs/${id}/retry`, [['authorization', 'Bearer alice']]) },
+        {
+          group: 'method',
+          input: 'POST /v1/runs/{id}/retry (succeeded run)',
+          send: () => send('POST', `/v1/runs/${id}/retry`, [['authorization', 'Bearer alice']]),
+        },
         { group: 'owner', input: 'GET /v1/runs/{id}, right owner', send: () => send('GET', `/v1/runs/${id}`, [['authorization', 'Bearer alice']]) },
-        ...(['GET:', 'GET:/result', 'DELETE:', 'POST:/webhook'] as const).flatMap((ms) => {
+        ...(['GET:', 'GET:/result', 'DELETE:', 'POST:/webhook', 'POST:/retry'] as const).flatMap((ms) => {
           const [m, s] = ms.split(':') as [string, string];
           return [
             { group: 'owner', input: `${m} /v1/runs/{id}${s}, other owner`, send: () => send(m, `/v1/runs/${id}${s}`, [['authorization', 'Bearer mallory']]) },

@@ -76,6 +76,7 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
     maxDispatchAttempts: config.maxDispatchAttempts,
     redispatchInterrupted: config.redispatchInterrupted,
     queues: config.queues,
+    idempotencyKeyTtlMs: config.idempotencyKeyTtlMs,
   };
   const store = new RunStore(redis, storeOptions);
   const connections: RedisClient[] = [redis];

@@ -1,9 +1,10 @@
 import { createHash } from 'node:crypto';
 import type { HttpReply, RequestHead } from '../extproc';
 import type { Metrics, Logger } from '../telemetry';
-import { NotReplicatedError, mayHaveRun, newRunId, queueTag, type NewRun, type RunStore, type Trigger } from '../runs';
+import { NotReplicatedError, mayHaveRun, newRunId, queueTag, type CreateResult, type NewRun, type RunStore, type Trigger } from '../runs';
 import type { AcceptSpan } from '../tracing';
 import { apiError, ownerRequired, type ApiErrorCode, type ApiErrorOptions } from './errors';
+import { parseIdempotencyKey, requestFingerprint } from './idempotency';
 import { headerValue, headerValues, paramValue, parseQuery, preferName, preferTokens, splitPath } from './request-parts';
 import type { SyncWait } from './sync-wait';
 import { parseWebhookOptions, WEBHOOK_SECRET_HEADER } from './webhook-options';
@@ -170,6 +171,8 @@ export class AsyncAcceptor {
     if (this.options.syncWait?.seconds(head) === 'invalid') return this.reject('invalid_wait', 'Prefer: wait must be a whole number of seconds.');
     const webhook = parseWebhookOptions(head, req.webhookEndpoint !== null, !!this.options.sealWebhookSecret);
     if (!webhook.ok) return this.reject(webhook.code, webhook.message);
+    const key = parseIdempotencyKey(headerValues(head.headers, 'idempotency-key'));
+    if (!key.ok) return this.reject('invalid_idempotency_key', key.message);
     return null;
   }
 
@@ -186,6 +189,8 @@ export class AsyncAcceptor {
   async accept(head: RequestHead, req: AsyncRequest, body: Buffer, signal?: AbortSignal, span?: AcceptSpan): Promise<HttpReply> {
     const receivedAt = Date.now();
     if (body.length > this.options.maxBodyBytes) return this.tooLarge();
+    const key = parseIdempotencyKey(headerValues(head.headers, 'idempotency-key'));
+    if (!key.ok) return this.reject('invalid_idempotency_key', key.message);
     const placement = this.options.placementFor(req.pathname);
     const queue = placement.queue.name;
     const id = newRunId(queueTag(queue));
@@ -204,6 +209,7 @@ export class AsyncAcceptor {
       queue,
       // Checked by precheck: a valid value, or none.
       priority: requestedPriority(head, placement.priority) ?? 1,
+      idempotency: key.key === null ? undefined : { key: key.key, fingerprint: requestFingerprint(head.method, req.pathname, req.query, body) },
     };
     if (span) {
       run.trace = span.runTrace;
@@ -212,8 +218,9 @@ export class AsyncAcceptor {
     const webhook = parseWebhookOptions(head, req.webhookEndpoint !== null, !!this.options.sealWebhookSecret);
     if (webhook.ok && webhook.options.started) run.webhookStarted = true;
     if (webhook.ok && webhook.options.secret) run.webhookSecret = this.options.sealWebhookSecret!(webhook.options.secret, id);
+    let created: CreateResult;
     try {
-      await this.store.create(run);
+      created = await this.store.create(run);
     } catch (err) {
       this.metrics.redisErrors.inc({ operation: 'create_run' });
       const location: Array<[string, string]> = [['location', `${this.options.runsApiPrefix}/${id}`]];
@@ -234,11 +241,23 @@ export class AsyncAcceptor {
       if (uncertain) {
         return this.reject(
           'store_uncertain',
-          `Redis did not confirm the run (no reply: a timeout or a dropped connection); it may have been stored. Look it up at ${this.options.runsApiPrefix}/${id} before retrying.`,
+          `Redis did not confirm the run (no reply: a timeout or a dropped connection); it may have been stored. Look it up at ${this.options.runsApiPrefix}/${id} before retrying${run.idempotency ? ', or retry with the same Idempotency-Key' : ''}.`,
           { headers: location, fields: { run_id: id } },
         );
       }
       return this.reject('store_unavailable', 'The run could not be stored; nothing was accepted. Retry later.');
+    }
+    if (created.outcome === 'conflict') {
+      this.logger.info({ run_id: created.runId, request_id: run.requestId, queue }, 'idempotency key reused for another request');
+      return this.reject(
+        'idempotency_key_reused',
+        'This Idempotency-Key was already used for a different request (method, path, query or body); use a new key for a new request.',
+      );
+    }
+    if (created.outcome === 'replayed') {
+      this.metrics.runsReplayed.inc();
+      this.logger.info({ run_id: created.runId, request_id: run.requestId, queue }, 'idempotent request replayed');
+      return this.answer(this.accepted(created.runId, req.trigger, true), created.runId, run.owner, head, receivedAt, signal);
     }
     this.metrics.runsAccepted.inc({ trigger: req.trigger });
     this.logger.info(
@@ -255,16 +274,27 @@ export class AsyncAcceptor {
       },
       'run queued',
     );
+    return this.answer(this.accepted(id, req.trigger), id, run.owner, head, receivedAt, signal);
+  }
+
+  /** The 202, or with `Prefer: wait=N` the app's own answer if the run ends within N s. */
+  private answer(accepted: HttpReply, id: string, owner: string, head: RequestHead, receivedAt: number, signal?: AbortSignal): HttpReply | Promise<HttpReply> {
+    const wait = this.options.syncWait?.seconds(head);
+    if (typeof wait === 'number' && wait > 0) return this.options.syncWait!.answer(accepted, { id, owner }, wait, receivedAt, signal);
+    return accepted;
+  }
+
+  /** The 202 of a run (docs/CONTRACT.md §2): the same bytes for a new run and for a replay, which `idempotent-replayed` marks. */
+  private accepted(id: string, trigger: Trigger, replayed = false): HttpReply {
     const headers: Array<[string, string]> = [
       ['content-type', 'application/json'],
       ['x-request-id', id],
       ['location', `${this.options.runsApiPrefix}/${id}`],
     ];
-    if (req.trigger === 'prefer') headers.push(['preference-applied', 'respond-async']);
-    const accepted: HttpReply = { status: 202, headers, body: `{"run_id":"${id}"}\n`, details: 'async_run_accepted' };
-    const wait = this.options.syncWait?.seconds(head);
-    if (typeof wait === 'number' && wait > 0) return this.options.syncWait!.answer(accepted, { id, owner: run.owner }, wait, receivedAt, signal);
-    return accepted;
+    if (trigger === 'prefer') headers.push(['preference-applied', 'respond-async']);
+    // Stripe's name for it (the draft defines none): https://docs.stripe.com/api/idempotent_requests
+    if (replayed) headers.push(['idempotent-replayed', 'true']);
+    return { status: 202, headers, body: `{"run_id":"${id}"}\n`, details: replayed ? 'async_run_replayed' : 'async_run_accepted' };
   }
 
   private reject(code: ApiErrorCode, message: string, options?: ApiErrorOptions): HttpReply {

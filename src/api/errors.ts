@@ -14,8 +14,10 @@ export const API_ERRORS = {
   invalid_webhook_events: { status: 400 },
   invalid_webhook_secret: { status: 400 },
   webhook_secret_unsupported: { status: 400 },
+  invalid_idempotency_key: { status: 400 },
   owner_required: { status: 401 },
   body_too_large: { status: 413 },
+  idempotency_key_reused: { status: 422 },
   shutting_down: { status: 503, retryAfterS: 1 },
   store_unavailable: { status: 503, retryAfterS: 1 },
   store_uncertain: { status: 503, retryAfterS: 1 },
@@ -33,6 +35,7 @@ export const API_ERRORS = {
   run_cancelled: { status: 409 },
   no_webhook: { status: 409 },
   delivery_pending: { status: 409 },
+  run_not_retryable: { status: 409 },
   redeliver_too_soon: { status: 429 },
   // the admin port
   unauthorized: { status: 401 },

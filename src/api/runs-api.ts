@@ -28,7 +28,13 @@ const STATUSES: ReadonlySet<string> = new Set(RUN_STATUSES);
 /** Extra time Envoy is asked to wait beyond ?wait=N, for the answer itself to travel. */
 const WAIT_MARGIN_MS = 2000;
 
-type Route = { kind: 'list' } | { kind: 'run'; id: string } | { kind: 'result'; id: string } | { kind: 'webhook'; id: string } | { kind: 'not_found' };
+type Route =
+  | { kind: 'list' }
+  | { kind: 'run'; id: string }
+  | { kind: 'result'; id: string }
+  | { kind: 'webhook'; id: string }
+  | { kind: 'retry'; id: string }
+  | { kind: 'not_found' };
 
 /** The runs API (docs/CONTRACT.md §5) as plain functions: request in, reply out; served via ext_proc and the admin port. */
 export class RunsApi {
@@ -62,9 +68,8 @@ export class RunsApi {
         case 'not_found':
           return notFound();
         case 'list':
-          if (scope !== 'admin') return notFound();
           if (req.method !== 'GET') return methodNotAllowed('GET');
-          return await this.list(req);
+          return await this.list(req, scope);
         case 'run':
           if (req.method === 'GET') return await this.status(route.id, req, scope, signal);
           if (req.method === 'DELETE') return await this.cancel(route.id, req, scope);
@@ -75,6 +80,9 @@ export class RunsApi {
         case 'webhook':
           if (req.method !== 'POST') return methodNotAllowed('POST');
           return await this.redeliver(route.id, req, scope);
+        case 'retry':
+          if (req.method !== 'POST') return methodNotAllowed('POST');
+          return await this.retry(route.id, req, scope);
       }
     } catch (err) {
       this.metrics.redisErrors.inc({ operation: `api_${route.kind}` });
@@ -93,6 +101,7 @@ export class RunsApi {
     if (parts.length === 1) return { kind: 'run', id };
     if (parts[1] === 'result') return { kind: 'result', id };
     if (parts[1] === 'webhook') return { kind: 'webhook', id };
+    if (parts[1] === 'retry') return { kind: 'retry', id };
     return { kind: 'not_found' };
   }
 
@@ -193,7 +202,28 @@ export class RunsApi {
     return after ? jsonReply(202, after.view) : notFound();
   }
 
-  private async list(req: ApiRequest): Promise<HttpReply> {
+  private async retry(id: string, req: ApiRequest, scope: ApiScope): Promise<HttpReply> {
+    // The owner, the status and the stored request are checked in the script that re-queues it.
+    const outcome = await this.store.retry(id, this.ownerOf(req, scope));
+    if (outcome === 'missing') return notFound();
+    if (outcome === 'pending')
+      return apiError('delivery_pending', 'The webhook of the outcome this run had is still being delivered; retry the run when it is done.');
+    if (outcome === 'dropped') return apiError('run_not_retryable', 'The request of this run is no longer stored; it cannot be sent again.');
+    if (outcome !== 'ok') {
+      return apiError('run_not_retryable', `The run is ${outcome}; only a failed, timed_out or expired run can be retried.`);
+    }
+    this.logger.info({ run_id: id }, 'run queued again (retry)');
+    this.metrics.runsRetried.inc();
+    const after = await this.store.get(id);
+    return after ? jsonReply(202, after.view) : notFound();
+  }
+
+  /**
+   * A page of runs, newest first: through Envoy the caller's own (its owner indexes alone, never
+   * other tenants' runs), on the admin port every run.
+   */
+  private async list(req: ApiRequest, scope: ApiScope): Promise<HttpReply> {
+    const owner = this.ownerOf(req, scope) ?? undefined;
     const params = parseQuery(splitPath(req.path).query);
     const get = (name: string) => {
       const p = params.find((x) => x.name === name);
@@ -213,13 +243,14 @@ export class RunsApi {
     let nextCursor: string | null = null;
     // Walk the index newest first, skipping expired runs and other statuses, a page at a time.
     for (let scanned = 0; runs.length < limit && scanned < 10_000;) {
-      const entries = await this.store.recentIds(Math.max(limit * 2, 100), after);
+      const entries = await this.store.recentIds(Math.max(limit * 2, 100), after, owner);
       if (entries.length === 0) break;
       scanned += entries.length;
       const views = await Promise.all(entries.map(({ id }) => this.store.get(id)));
       for (let i = 0; i < entries.length && runs.length < limit; i++) {
         after = entries[i]!;
-        const v = views[i]?.view;
+        const run = views[i];
+        const v = run && this.visible(run.owner, req, scope) ? run.view : undefined;
         if (v && (status === null || v.status === (status as RunStatus))) runs.push(v);
       }
       if (runs.length >= limit && after) nextCursor = `${after.createdAt}_${after.id}`;

@@ -70,6 +70,8 @@ export interface Config {
   ownerHeader: string;
   ownerRequired: boolean;
   runTtlMs: number;
+  /** How long an Idempotency-Key's record lasts after its run was accepted. */
+  idempotencyKeyTtlMs: number;
   webhook: {
     secrets: string[];
     timeoutMs: number;
@@ -279,6 +281,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, argv: readonly 
     ownerHeader: s('ownerHeader'),
     ownerRequired: s('ownerRequired'),
     runTtlMs: s('runTtl') * 1000,
+    idempotencyKeyTtlMs: s('idempotencyKeyTtl') * 1000,
     webhook: {
       secrets: secret === '' ? [] : secret.split(/[\s,]+/),
       timeoutMs: webhookTimeoutMs,

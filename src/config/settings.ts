@@ -326,6 +326,13 @@ export const SETTINGS = {
     schema: positiveInt(365 * 86400),
     description: 'Seconds a run and its result are kept after it ends (and after its webhook delivery ends).',
   },
+  idempotencyKeyTtl: {
+    env: 'IDEMPOTENCY_KEY_TTL',
+    default: '86400',
+    schema: positiveInt(30 * 86400),
+    description:
+      'Seconds an `Idempotency-Key` is remembered after the run it created was accepted: a repeat within that time gets the same run (README "Idempotency-Key").',
+  },
   webhookSecret: {
     env: 'WEBHOOK_SECRET',
     default: '',

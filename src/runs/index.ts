@@ -4,13 +4,15 @@ export {
   startedWebhookId,
   type RunStoreOptions,
   type CancelResult,
+  type CreateResult,
   type RedeliverResult,
+  type RetryResult,
   type QueueStats,
   type HandedOffWebhook,
 } from './store';
 export { RunEvents, type EventChannels } from './events';
 export { NotReplicatedError } from './replication';
-export { RunKeys, QueueKeys, newRunId, queueTag, tagOfRunId } from './keys';
+export { RunKeys, QueueKeys, newRunId, ownerBucket, queueTag, tagOfRunId } from './keys';
 export {
   connectRedis,
   connectSubscriber,

@@ -58,8 +58,10 @@ export class QueueKeys {
   readonly webhooks: string;
   /** Runs under this tag by created_at, for listings. */
   readonly index: string;
-  /** Runs under this tag by created_at, per owner fingerprint: `<ownerIndex>:<owner>`. */
+  /** Runs under this tag by created_at, per owner fingerprint: `<ownerIndex>:<owner>` (`ownerIndexOf`). */
   readonly ownerIndex: string;
+  /** Run id -> the owner index it is in, so that pruning the listing index prunes the owner's too. */
+  readonly indexOwners: string;
 
   constructor(
     /** `<prefix>:{t:XXXX}`: run hashes are `<base>:run:<id>`. */
@@ -73,7 +75,27 @@ export class QueueKeys {
     this.webhooks = `${base}:webhooks`;
     this.index = `${base}:index`;
     this.ownerIndex = `${base}:owner`;
+    this.indexOwners = `${base}:index:owners`;
   }
+
+  /** The owner index of an owner fingerprint ('' = requests without the owner header). */
+  ownerIndexOf(owner: string): string {
+    return `${this.ownerIndex}:${ownerBucket(owner)}`;
+  }
+
+  /**
+   * The record of an Idempotency-Key: under the queue's tag (the enqueue script writes it with the
+   * run, in one slot), so a key is scoped per owner *and queue*: the same key sent to routes of two
+   * queues names two records. The key is hashed: any client string becomes a fixed-size name.
+   */
+  idempotencyRecord(owner: string, key: string): string {
+    return `${this.base}:idem:${ownerBucket(owner)}:${createHash('sha256').update(key, 'utf8').digest('hex')}`;
+  }
+}
+
+/** The name part of an owner fingerprint in a key: '-' for requests without the owner header. */
+export function ownerBucket(owner: string): string {
+  return owner === '' ? '-' : owner;
 }
 
 /** The hash tag of a queue: four hex digits of SHA-256(name). */

@@ -2,7 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ChainableCommander } from 'ioredis';
 import { isCluster, type RedisClient } from './connection';
-import { QueueKeys, RunKeys, queueTag, tagOfRunId } from './keys';
+import { QueueKeys, RunKeys, ownerBucket, queueTag, tagOfRunId } from './keys';
 import type { EventChannels } from './events';
 import { ReplicatedWriter } from './replication';
 import type {
@@ -11,6 +11,7 @@ import type {
   DispatchAttemptRecord,
   DispatchOutcome,
   NewRun,
+  PreviousOutcome,
   QueuePolicy,
   RunStatus,
   RunView,
@@ -37,10 +38,23 @@ export interface RunStoreOptions {
   minReplicasAck?: number;
   /** How long `create` may take in all when it waits for replicas (the accept path's Redis budget). */
   replicaAckBudgetMs?: number;
+  /** How long an Idempotency-Key's record lasts after its run was accepted (IDEMPOTENCY_KEY_TTL). Default 24 h. */
+  idempotencyKeyTtlMs?: number;
 }
 
 export type CancelResult = 'cancelled' | 'missing' | RunStatus;
 export type RedeliverResult = 'ok' | 'missing' | 'not_finished' | 'no_webhook' | 'cancelled' | 'pending' | 'too_soon';
+/** A retry: 'ok' (queued again), 'missing' (also: not visible), 'pending' (its webhook is being delivered), 'dropped' (its request is gone), or the status it has. */
+export type RetryResult = 'ok' | 'missing' | 'pending' | 'dropped' | RunStatus;
+
+/**
+ * What `create` did: wrote the run, or found the Idempotency-Key's record, naming the run it
+ * created, for the same request (`replayed`) or another one (`conflict`), and wrote nothing.
+ */
+export type CreateResult = { outcome: 'created' } | { outcome: 'replayed' | 'conflict'; runId: string };
+
+/** Outcomes a run had before its retries, kept in its view (the latest). */
+export const PREVIOUS_OUTCOMES_MAX = 20;
 
 /** Webhook attempts kept in a run's history (the latest; the attempt count covers all). */
 export const WEBHOOK_HISTORY_MAX = 50;
@@ -70,6 +84,7 @@ export const SCRIPT_NAMES = [
   'readRun',
   'readResult',
   'releaseUntracked',
+  'retryRun',
 ] as const;
 type ScriptName = (typeof SCRIPT_NAMES)[number];
 /** Scripts that only read: flagged `no-writes`, so Redis runs them on replicas and under OOM too. */
@@ -188,6 +203,7 @@ const RUN_VIEW_FIELDS = [
   'ws_last_status',
   'ws_next_at',
   'ws_log',
+  'prev_log',
 ] as const;
 const RUN_VIEW_FIELD_LIST = RUN_VIEW_FIELDS.join(',');
 
@@ -208,6 +224,30 @@ const lines = <T>(log: string | null): T[] =>
  * outgrow the command timeout.
  */
 export const CLAIM_INLINE_BODY_BYTES = 1024 * 1024;
+
+/** A previous outcome as retry_run stores it (times in ms). */
+interface StoredOutcome {
+  status: RunStatus;
+  error?: string;
+  status_code?: number;
+  started_at?: number;
+  finished_at?: number;
+  attempts?: number;
+  retried_at: number;
+}
+
+function previousOutcome(o: StoredOutcome): PreviousOutcome {
+  const at = (ms: number | undefined) => (ms === undefined ? null : new Date(ms).toISOString());
+  return {
+    status: o.status,
+    error: o.error ?? null,
+    status_code: o.status_code ?? null,
+    started_at: at(o.started_at),
+    finished_at: at(o.finished_at),
+    dispatch_attempts: o.attempts ?? 0,
+    retried_at: at(o.retried_at)!,
+  };
+}
 
 function toClaimedRun(r: ReadonlyArray<Buffer | number | null>): ClaimedRun {
   const f = byName(CLAIM_FIELDS, r as ReadonlyArray<Buffer | null>, 5);
@@ -358,8 +398,12 @@ export class RunStore {
     return this.queue(name).keys;
   }
 
-  /** Writes the run and its place in its queue atomically; resolves only once Redis acknowledged both. */
-  async create(run: NewRun): Promise<void> {
+  /**
+   * Writes the run and its place in its queue atomically; resolves only once Redis acknowledged
+   * both. With `run.idempotency`, the key's record is checked and written in the same script: a
+   * record already there means nothing is written (`replayed` or `conflict`).
+   */
+  async create(run: NewRun): Promise<CreateResult> {
     const queueName = run.queue ?? 'default';
     const { policy, keys } = this.queue(queueName);
     const fields: ScriptArg[] = [
@@ -402,20 +446,29 @@ export class RunStore {
         prio: run.priority ?? 1,
         // Fair share: one line per owner ('-' for requests without the owner header), taking turns.
         bucket: policy.fairShare ? run.owner || '-' : '*',
+        owner: ownerBucket(run.owner),
+        idem_fp: run.idempotency?.fingerprint ?? '',
+        idem_ttl_ms: this.options.idempotencyKeyTtlMs ?? 86_400_000,
         ...this.pubsub(keys.base),
       },
       fields,
     );
+    // Without a key the record's place is taken by a key of the same tag that the script leaves alone.
+    const record = run.idempotency ? keys.idempotencyRecord(run.owner, run.idempotency.key) : `${keys.base}:idem`;
     const runKey = this.runKey(run.id);
+    const enqueueKeys = [runKey, keys.queued, keys.index, keys.indexOwners, keys.ownerIndexOf(run.owner), record];
+    let reply: [string, string | number];
     if (this.replicated) {
       // One group per tag on a Cluster (one node each), the one connection otherwise.
       const group = this.shardedEvents ? keys.base : '';
       const enqueue = (p: ChainableCommander) =>
-        (p as unknown as Record<string, (...a: ScriptArg[]) => unknown>).eas_enqueueRun!(runKey, keys.queued, keys.index, ...args);
-      await this.replicated.write(group, enqueue);
-      return;
+        (p as unknown as Record<string, (...a: ScriptArg[]) => unknown>).eas_enqueueRun!(...enqueueKeys, ...args);
+      reply = (await this.replicated.write(group, enqueue)) as [string, string | number];
+    } else {
+      reply = (await this.script('enqueueRun')(...enqueueKeys, ...args)) as [string, string | number];
     }
-    await this.script('enqueueRun')(runKey, keys.queued, keys.index, ...args);
+    if (reply[0] === 'created') return { outcome: 'created' };
+    return { outcome: reply[0] === 'replayed' ? 'replayed' : 'conflict', runId: String(reply[1]) };
   }
 
   private claimOptions(queue: { policy: QueuePolicy; keys: QueueKeys }, workerId: string): Record<string, ScriptArg> {
@@ -543,6 +596,25 @@ export class RunStore {
   }
 
   /**
+   * Queues a failed, timed-out or expired run again (the same id, a new attempt), if `owner` (a
+   * fingerprint; null = the unscoped admin API) may see it. One script: the owner, the status and
+   * the stored request are checked in the step that re-queues it.
+   */
+  async retry(id: string, owner: string | null = null): Promise<RetryResult> {
+    const tag = tagOfRunId(id);
+    if (tag === null) return 'missing';
+    const args = named({
+      id,
+      base: this.keys.base(tag),
+      owner: owner ?? '',
+      admin: owner === null ? '1' : '0',
+      channel: this.keys.events,
+      keep: PREVIOUS_OUTCOMES_MAX,
+    });
+    return (await this.script('retryRun')(this.keys.run(id), ...args)) as RetryResult;
+  }
+
+  /**
    * Heartbeat: extends the leases of the runs this worker holds (id, attempt, queue); returns the
    * ids it no longer holds, whose calls must stop. One script per queue, sent together.
    */
@@ -662,6 +734,7 @@ export class RunStore {
       queue_reason: queued ? v.queue_reason || null : null,
       next_attempt_at: queued ? iso(v.next_attempt_at) : null,
       dispatch_history: lines<DispatchAttemptRecord>(v.dispatch_log),
+      previous_outcomes: lines<StoredOutcome>(v.prev_log).map(previousOutcome),
       webhook: {
         status: (v.wh_status ?? 'none') as WebhookStatus,
         attempts: Number(v.wh_attempts ?? 0),
@@ -803,15 +876,17 @@ export class RunStore {
   }
 
   /**
-   * Recent runs for the admin listing, newest first, a page at a time, merged over the queues' tags.
-   * The cursor is the last entry of the previous page (created_at and id), so runs created in the
-   * same millisecond are neither skipped nor repeated.
+   * Recent runs, newest first, a page at a time, merged over the queues' tags: every run (the
+   * admin listing), or with `owner` (a fingerprint) only that owner's, read from its owner indexes
+   * alone. The cursor is the last entry of the previous page (created_at and id), so runs created
+   * in the same millisecond are neither skipped nor repeated.
    */
-  async recentIds(limit: number, after?: { createdAt: number; id: string }): Promise<Array<{ id: string; createdAt: number }>> {
+  async recentIds(limit: number, after?: { createdAt: number; id: string }, owner?: string): Promise<Array<{ id: string; createdAt: number }>> {
     const max = after === undefined ? '+inf' : String(after.createdAt);
     const all: Array<{ id: string; createdAt: number }> = [];
-    for (const base of this.bases()) {
-      const flat = await this.redis.zrevrangebyscore(`${base}:index`, max, '-inf', 'WITHSCORES', 'LIMIT', 0, limit + 64);
+    const indexes = new Set([...this.queues.values()].map((q) => (owner === undefined ? q.keys.index : q.keys.ownerIndexOf(owner))));
+    for (const index of indexes) {
+      const flat = await this.redis.zrevrangebyscore(index, max, '-inf', 'WITHSCORES', 'LIMIT', 0, limit + 64);
       for (let i = 0; i < flat.length; i += 2) {
         const entry = { id: flat[i]!, createdAt: Number(flat[i + 1]) };
         if (after && entry.createdAt === after.createdAt && entry.id >= after.id) continue;
@@ -823,11 +898,16 @@ export class RunStore {
     return all.slice(0, limit);
   }
 
-  /** Drops listing-index entries of expired runs among the next `scan` or so of each index; returns how many. */
+  /**
+   * Drops index entries of expired runs among the next `scan` or so of each listing index, and
+   * the same runs' owner-index entries; returns how many listing entries.
+   */
   async pruneIndex(scan: number): Promise<number> {
     let removed = 0;
     for (const base of this.bases()) {
-      removed += Number(await this.script('pruneIndex')(`${base}:index`, `${base}:index:prune_cursor`, ...named({ base, count: scan })));
+      removed += Number(
+        await this.script('pruneIndex')(`${base}:index`, `${base}:index:prune_cursor`, `${base}:index:owners`, ...named({ base, count: scan })),
+      );
     }
     return removed;
   }

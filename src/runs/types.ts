@@ -48,6 +48,8 @@ export interface NewRun {
   webhookStarted?: boolean;
   /** The X-Webhook-Secret for Cerebrium-compatible signatures, sealed (src/webhooks/secret-box.ts). */
   webhookSecret?: string;
+  /** The request's Idempotency-Key and the fingerprint of the request it stands for (README "Idempotency-Key"). */
+  idempotency?: { key: string; fingerprint: string };
 }
 
 /**
@@ -171,6 +173,8 @@ export interface RunView {
   next_attempt_at: string | null;
   /** Tries the app turned away ("not now"), the latest 20. */
   dispatch_history: DispatchAttemptRecord[];
+  /** How the run ended before each retry (POST /v1/runs/{id}/retry), oldest first, the latest 20. */
+  previous_outcomes: PreviousOutcome[];
   webhook: {
     status: WebhookStatus;
     attempts: number;
@@ -186,6 +190,19 @@ export interface RunView {
       history: WebhookAttemptRecord[];
     } | null;
   };
+}
+
+/** How a run ended before it was retried. */
+export interface PreviousOutcome {
+  status: RunStatus;
+  error: string | null;
+  /** The upstream's status, when it answered. */
+  status_code: number | null;
+  started_at: string | null;
+  finished_at: string | null;
+  /** Dispatch attempts the run had by then, in all. */
+  dispatch_attempts: number;
+  retried_at: string;
 }
 
 /** A run's view plus what only the store needs to know to serve it. */

@@ -42,6 +42,16 @@ export class Metrics {
     labelNames: ['outcome'] as const,
     registers: [this.registry],
   });
+  readonly runsReplayed = new Counter({
+    name: 'eas_runs_replayed_total',
+    help: 'Async requests answered with the run their Idempotency-Key had already created (no new run).',
+    registers: [this.registry],
+  });
+  readonly runsRetried = new Counter({
+    name: 'eas_runs_retried_total',
+    help: 'Finished runs queued again by POST /v1/runs/{id}/retry.',
+    registers: [this.registry],
+  });
   readonly runsFinished = new Counter({
     name: 'eas_runs_finished_total',
     help: 'Runs that reached a final state, by status.',

@@ -294,6 +294,25 @@ describeWithEnvoy('named queues (README "Queues")', () => {
     expect(arrivals).toEqual(['/short/block']); // the app never saw them
   }, 30_000);
 
+  it('retries an expired run through Envoy: its wait counts from the retry, and it reaches the app', async () => {
+    holdPaths = (p) => p === '/short/hold';
+    await worker();
+    await accept('/short/hold');
+    await eventually(() => (held.has('/short/hold') ? true : undefined), 10_000, 'the slot taken');
+    const late = await accept('/short/late');
+    const [expired] = await allEnded([late], 15_000);
+    expect(expired!.status).toBe('expired');
+    held.get('/short/hold')!.writeHead(200).end('ok');
+    await eventually(() => (active === 0 ? true : undefined), 10_000, 'the slot free');
+    // Accepted more than max_queue_time (1 s) ago: only a wait counted from the retry lets it start.
+    const res = await request(`${envoy.url}/v1/runs/${late}/retry`, { method: 'POST' });
+    expect(res.statusCode).toBe(202);
+    await res.body.dump();
+    const [done] = await allEnded([late], 15_000);
+    expect(done).toMatchObject({ status: 'succeeded', dispatch_attempts: 1, previous_outcomes: [{ status: 'expired', error: 'queue_time_exceeded' }] });
+    expect(arrivals).toEqual(['/short/hold', '/short/late']);
+  }, 30_000);
+
   it('shows where a queued run stands, counting down as the runs ahead finish', async () => {
     holdPaths = (p) => p.startsWith('/one/pos/');
     await worker();

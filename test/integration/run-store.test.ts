@@ -287,6 +287,168 @@ describe('run store (one Lua script per state change)', () => {
     expect(await client.zcard(store.queueKeys('default').index)).toBe(250);
   });
 
+  it('creates at most one run per Idempotency-Key record, in the enqueue script', async () => {
+    const idem = { key: 'order-17', fingerprint: 'f'.repeat(64) };
+    expect(await store.create(newRun(id(1), { owner: 'a'.repeat(64), idempotency: idem }))).toEqual({ outcome: 'created' });
+    // The same request again: nothing written, the first run named.
+    expect(await store.create(newRun(id(2), { owner: 'a'.repeat(64), idempotency: idem }))).toEqual({ outcome: 'replayed', runId: id(1) });
+    // Another request under the same key: refused, nothing written.
+    expect(await store.create(newRun(id(3), { owner: 'a'.repeat(64), idempotency: { ...idem, fingerprint: 'e'.repeat(64) } }))).toEqual({
+      outcome: 'conflict',
+      runId: id(1),
+    });
+    // Another owner's key of the same name is another record.
+    expect(await store.create(newRun(id(4), { owner: 'b'.repeat(64), idempotency: idem }))).toEqual({ outcome: 'created' });
+    expect(await client.exists(store.keys.run(id(2)), store.keys.run(id(3)))).toBe(0);
+    expect(await client.zcard(store.queueKeys('default').queued)).toBe(2);
+    const record = store.queueKeys('default').idempotencyRecord('a'.repeat(64), 'order-17');
+    expect(record).toContain(`{t:${queueTag('default')}}`);
+    expect(await client.hgetall(record)).toEqual({ run_id: id(1), fp: 'f'.repeat(64) });
+    // IDEMPOTENCY_KEY_TTL (24 h unless set).
+    expect(await client.pttl(record)).toBeGreaterThan(86_000_000);
+
+    // Twenty at once (one connection each, as replicas would send them): exactly one run.
+    const clients = Array.from({ length: 20 }, () => new Redis(redis.url));
+    try {
+      const stores = clients.map(
+        (c) => new RunStore(c, { keyPrefix: 't', runTtlMs: 60_000, leaseTimeoutMs: 200, maxDispatchAttempts: 2, redispatchInterrupted: 'idempotent' }),
+      );
+      const race = { key: 'race', fingerprint: 'c'.repeat(64) };
+      const results = await Promise.all(stores.map((st, i) => st.create(newRun(id(100 + i), { idempotency: race }))));
+      const created = results.map((r, i) => (r.outcome === 'created' ? id(100 + i) : null)).filter((x) => x !== null);
+      expect(created).toHaveLength(1);
+      expect(results.filter((r) => r.outcome === 'replayed').map((r) => (r as { runId: string }).runId)).toEqual(Array(19).fill(created[0]));
+    } finally {
+      for (const c of clients) c.disconnect();
+    }
+  });
+
+  it('keeps the request of a failed run, and retries it: same id, a new attempt, the outcome it had kept', async () => {
+    await store.create(newRun(id(1), { owner: 'a'.repeat(64) }));
+    const [run] = await store.claim('w1', 1);
+    await store.complete('w1', run!, {
+      status: 'failed',
+      response: { statusCode: 500, contentType: 'text/plain', headers: [], body: Buffer.from('no'), size: 2, truncated: false },
+      error: { code: 'upstream_status', message: 'the upstream answered 500' },
+    });
+    // Kept until the run expires, for the retry.
+    const [headers, body, target] = await client.hmgetBuffer(store.keys.run(id(1)), 'headers', 'body', 'target');
+    expect([headers?.toString(), body, target?.toString()]).toEqual(['[["host","h"]]', Buffer.from([0, 1, 2, 255]), '/p?x=1']);
+    expect(await client.pttl(store.keys.run(id(1)))).toBeGreaterThan(50_000);
+
+    expect(await store.retry(id(1), 'b'.repeat(64))).toBe('missing'); // another owner: as if unknown
+    expect(await store.retry(testRunId(99))).toBe('missing');
+    expect(await store.retry(id(1), 'a'.repeat(64))).toBe('ok');
+    expect(await client.pttl(store.keys.run(id(1)))).toBe(-1); // a queued run never expires
+    const queued = (await store.get(id(1)))!.view;
+    expect(queued).toMatchObject({
+      status: 'queued',
+      response: null,
+      error: null,
+      started_at: null,
+      finished_at: null,
+      dispatch_attempts: 1,
+      queue_position: 0,
+    });
+    expect(queued.previous_outcomes).toEqual([
+      {
+        status: 'failed',
+        error: 'upstream_status',
+        status_code: 500,
+        started_at: expect.any(String),
+        finished_at: expect.any(String),
+        dispatch_attempts: 1,
+        retried_at: expect.any(String),
+      },
+    ]);
+    expect(await store.retry(id(1))).toBe('queued'); // not retryable while queued
+    const [again] = await store.claim('w1', 1);
+    expect(again).toMatchObject({ id: id(1), attempt: 2, target: '/p?x=1', headers: [['host', 'h']], body: Buffer.from([0, 1, 2, 255]) });
+    await store.complete('w1', again!, {
+      status: 'succeeded',
+      response: { statusCode: 200, contentType: 'text/plain', headers: [], body: Buffer.from('ok'), size: 2, truncated: false },
+      error: null,
+    });
+    // Succeeded: the request is dropped as before, and it cannot be retried.
+    expect(await client.hmget(store.keys.run(id(1)), 'headers', 'body', 'target')).toEqual([null, null, null]);
+    expect(await store.retry(id(1))).toBe('succeeded');
+    expect((await store.get(id(1)))!.view).toMatchObject({ status: 'succeeded', dispatch_attempts: 2, response: { status_code: 200 } });
+
+    await store.create(newRun(id(2)));
+    await store.cancel(id(2));
+    expect(await client.hmget(store.keys.run(id(2)), 'headers', 'body', 'target')).toEqual([null, null, null]);
+    expect(await store.retry(id(2))).toBe('cancelled');
+  });
+
+  it('refuses to retry a run whose webhook is being delivered, and delivers the new outcome after a retry', async () => {
+    await store.create(newRun(id(1), { webhookUrl: 'https://hooks.example/x' }));
+    const [run] = await store.claim('w1', 1);
+    await store.complete('w1', run!, { status: 'failed', response: null, error: { code: 'upstream_unreachable', message: 'y' } });
+    expect(await store.retry(id(1))).toBe('pending');
+    await store.claimWebhooks(10, 10_000);
+    await store.recordWebhookAttempt(id(1), { at: new Date().toISOString(), status_code: 200, error: null, duration_ms: 2, outcome: 'delivered' }, null);
+    expect(await store.retry(id(1))).toBe('ok');
+    expect((await store.get(id(1)))!.view.webhook).toMatchObject({ status: 'pending', attempts: 1 });
+    const [again] = await store.claim('w1', 1);
+    await store.complete('w1', again!, { status: 'failed', response: null, error: { code: 'upstream_unreachable', message: 'y' } });
+    expect((await store.claimWebhooks(10, 10_000)).map((d) => [d.runId, d.runStatus, d.tries])).toEqual([[id(1), 'failed', 0]]);
+  });
+
+  it('gives a retried run a new MAX_DISPATCH_ATTEMPTS budget and a new max_queue_time', async () => {
+    const limited = new RunStore(client, {
+      keyPrefix: 't',
+      runTtlMs: 60_000,
+      leaseTimeoutMs: 200,
+      maxDispatchAttempts: 2,
+      redispatchInterrupted: 'idempotent',
+      queues: new Map([['default', { name: 'default', maxConcurrency: null, maxQueueTimeMs: 300, fairShare: true }]]),
+    });
+    await limited.create(newRun(id(1), { method: 'GET' }));
+    await new Promise((r) => setTimeout(r, 350));
+    expect(await limited.expire(10)).toEqual([id(1)]);
+    expect((await limited.get(id(1)))!.view.status).toBe('expired');
+    expect(await limited.retry(id(1))).toBe('ok');
+    // Its wait counts from the retry: not expired again at once, by the claim or by expiry.
+    expect(await limited.expire(10)).toEqual([]);
+    const [first] = await limited.claim('dead', 1);
+    expect(first).toMatchObject({ id: id(1), attempt: 1 });
+    await new Promise((r) => setTimeout(r, 250));
+    expect(await limited.recover(10)).toEqual([{ id: id(1), outcome: 'queued' }]);
+    const [second] = await limited.claim('dead', 1);
+    expect(second!.attempt).toBe(2);
+    await new Promise((r) => setTimeout(r, 250));
+    expect(await limited.recover(10)).toEqual([{ id: id(1), outcome: 'failed' }]); // 2 attempts: the budget is used up
+    expect(await limited.retry(id(1))).toBe('ok');
+    const [third] = await limited.claim('dead', 1);
+    expect(third!.attempt).toBe(3);
+    await new Promise((r) => setTimeout(r, 250));
+    // Counted from the retry (1 of 2), so dispatched again.
+    expect(await limited.recover(10)).toEqual([{ id: id(1), outcome: 'queued' }]);
+    const [fourth] = await limited.claim('w1', 1);
+    expect(await limited.release('w1', [fourth!.id])).toBe(1);
+    expect((await limited.get(id(1)))!.view).toMatchObject({
+      status: 'queued',
+      dispatch_attempts: 3,
+      previous_outcomes: [{ status: 'expired' }, { status: 'failed' }],
+    });
+  });
+
+  it("lists an owner's runs from its owner index alone, and prunes it with the listing index", async () => {
+    const [alice, bob] = ['a'.repeat(64), 'b'.repeat(64)];
+    for (let i = 1; i <= 4; i++) await store.create(newRun(id(i), { owner: i % 2 === 0 ? bob : alice }));
+    await store.create(newRun(id(5))); // no owner header
+    const ids = async (owner?: string) => (await store.recentIds(10, undefined, owner)).map((e) => e.id).sort();
+    expect(await ids(alice)).toEqual([id(1), id(3)]);
+    expect(await ids(bob)).toEqual([id(2), id(4)]);
+    expect(await ids('')).toEqual([id(5)]);
+    expect(await ids()).toEqual([1, 2, 3, 4, 5].map(id));
+    expect(await client.zcard(store.queueKeys('default').ownerIndexOf('c'.repeat(64)))).toBe(0);
+    await client.del(store.keys.run(id(3))); // as if it had expired
+    expect(await store.pruneIndex(100)).toBe(1);
+    expect(await ids(alice)).toEqual([id(1)]);
+    expect(await client.hkeys(store.queueKeys('default').indexOwners)).not.toContain(id(3));
+  });
+
   it('sends no webhook for a cancelled run', async () => {
     await store.create(newRun(id(1), { webhookUrl: 'https://hooks.example/x' }));
     await store.cancel(id(1));

@@ -58,6 +58,11 @@ describeEachEnvoy('runs API (docs/CONTRACT.md §5)', (factory) => {
   }
   const viaEnvoy = (method: string, path: string, headers: Record<string, string> = OWNER, body?: string) => call(envoy.url, method, path, headers, body);
   const viaAdmin = (method: string, path: string) => call(admin, method, path, { authorization: `Bearer ${ADMIN_TOKEN}` });
+  const ended = async (id: string, headers: Record<string, string> = OWNER) => {
+    const res = await viaEnvoy('GET', `/v1/runs/${id}?wait=10`, headers);
+    expect(res.status).toBe(200);
+    return res.json();
+  };
 
   async function accept(path = '/work', body = '{}', headers: Record<string, string> = OWNER): Promise<string> {
     const res = await viaEnvoy(
@@ -202,6 +207,8 @@ describeEachEnvoy('runs API (docs/CONTRACT.md §5)', (factory) => {
       ['PUT', `/v1/runs/${id}`, 'GET, DELETE'],
       ['POST', `/v1/runs/${id}/result`, 'GET'],
       ['GET', `/v1/runs/${id}/webhook`, 'POST'],
+      ['GET', `/v1/runs/${id}/retry`, 'POST'],
+      ['DELETE', '/v1/runs', 'GET'],
     ] as const) {
       const res = await viaEnvoy(method, path);
       expect(res.status).toBe(405);
@@ -210,7 +217,7 @@ describeEachEnvoy('runs API (docs/CONTRACT.md §5)', (factory) => {
     }
   });
 
-  it('lists runs on the admin port only, filtered by status, page by page', async () => {
+  it('lists every run on the admin port, filtered by status, page by page', async () => {
     const ids = [await accept('/list'), await accept('/list'), await accept('/list')];
     for (const id of ids) await viaEnvoy('GET', `/v1/runs/${id}?wait=10`);
     const page1 = (await viaAdmin('GET', '/v1/runs?status=succeeded&limit=2')).json();
@@ -219,8 +226,120 @@ describeEachEnvoy('runs API (docs/CONTRACT.md §5)', (factory) => {
     const page2 = (await viaAdmin('GET', `/v1/runs?status=succeeded&limit=2&cursor=${page1.next_cursor}`)).json();
     const seen = [...page1.runs, ...page2.runs].map((r: { run_id: string }) => r.run_id);
     expect(new Set(seen).size).toBe(seen.length);
-    expect((await viaEnvoy('GET', '/v1/runs')).status).toBe(404);
     expect((await viaAdmin('GET', '/v1/runs?status=bogus')).status).toBe(400);
+  });
+
+  it("lists the caller's own runs through Envoy, newest first, page by page, and no one else's", async () => {
+    const carol = { authorization: `Bearer carol-${randomBytes(4).toString('hex')}` };
+    const dave = { authorization: `Bearer dave-${randomBytes(4).toString('hex')}` };
+    app.setHandler((req, res) => void res.writeHead(req.url.startsWith('/mine-fails') ? 500 : 200, { 'content-type': 'application/json' }).end('{}'));
+    const mine: string[] = [];
+    for (let i = 0; i < 5; i++) mine.push(await accept(i === 2 ? '/mine-fails' : '/mine', '{}', carol));
+    const theirs = [await accept('/theirs', '{}', dave), await accept('/anonymous', '{}', {})];
+    for (const id of mine) await ended(id, carol);
+    await ended(theirs[0]!, dave);
+    await ended(theirs[1]!, {});
+
+    const listed: string[] = [];
+    let cursor: string | null = null;
+    for (let page = 0; page < 5; page++) {
+      const res = await viaEnvoy('GET', `/v1/runs?limit=2${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`, carol);
+      expect(res.status).toBe(200);
+      const body = res.json();
+      expect(body.runs.length).toBeLessThanOrEqual(2);
+      listed.push(...body.runs.map((r: { run_id: string }) => r.run_id));
+      cursor = body.next_cursor;
+      if (!cursor) break;
+    }
+    expect(listed).toEqual([...mine].reverse()); // all of them, newest first, each once
+    const failed = (await viaEnvoy('GET', '/v1/runs?status=failed', carol)).json();
+    expect(failed.runs.map((r: { run_id: string }) => r.run_id)).toEqual([mine[2]]);
+    expect((await viaEnvoy('GET', '/v1/runs', dave)).json().runs.map((r: { run_id: string }) => r.run_id)).toEqual([theirs[0]]);
+    // Without the owner header: the runs created without one, only.
+    const anonymous = (await viaEnvoy('GET', '/v1/runs', {})).json().runs.map((r: { run_id: string }) => r.run_id);
+    expect(anonymous).toContain(theirs[1]);
+    expect(anonymous.some((id: string) => mine.includes(id) || id === theirs[0])).toBe(false);
+    // A cursor of another listing reads nothing of another owner.
+    const admin = (await viaAdmin('GET', '/v1/runs?limit=500')).json().runs.map((r: { run_id: string }) => r.run_id);
+    expect(admin).toEqual(expect.arrayContaining([...mine, ...theirs]));
+    for (const [path, code] of [
+      ['/v1/runs?status=bogus', 'invalid_status'],
+      ['/v1/runs?limit=0', 'invalid_limit'],
+      ['/v1/runs?cursor=nope', 'invalid_cursor'],
+    ] as const) {
+      const res = await viaEnvoy('GET', path, carol);
+      expect([res.status, res.json().error.code]).toEqual([400, code]);
+    }
+  });
+
+  it('retries a failed run: same id, the stored request again as a new attempt, its outcome kept', async () => {
+    let calls = 0;
+    app.setHandler((_req, res) => {
+      calls++;
+      res.writeHead(calls === 1 ? 500 : 200, { 'content-type': 'application/json' }).end(JSON.stringify({ call: calls }));
+    });
+    const hookPath = `/retried-${randomBytes(3).toString('hex')}`;
+    const id = await accept(`/retry-me?x=1&webhookEndpoint=${encodeURIComponent(hooks.url + hookPath)}`, '{"n":42}');
+    expect(await ended(id)).toMatchObject({ status: 'failed', error: { code: 'upstream_status' }, response: { status_code: 500 } });
+    await eventually(async () => ((await viaEnvoy('GET', `/v1/runs/${id}`)).json().webhook.status === 'delivered' ? true : undefined));
+
+    expect((await viaEnvoy('POST', `/v1/runs/${id}/retry`, { authorization: 'Bearer someone-else' })).status).toBe(404);
+    const retried = await viaEnvoy('POST', `/v1/runs/${id}/retry`);
+    expect(retried.status).toBe(202);
+    expect(retried.json()).toMatchObject({ run_id: id, error: null, response: null, finished_at: null });
+    expect(['queued', 'running', 'succeeded']).toContain(retried.json().status);
+    const after = await ended(id);
+    expect(after).toMatchObject({ status: 'succeeded', response: { status_code: 200 }, error: null, dispatch_attempts: 2 });
+    expect(after.previous_outcomes).toEqual([
+      {
+        status: 'failed',
+        error: 'upstream_status',
+        status_code: 500,
+        started_at: expect.any(String),
+        finished_at: expect.any(String),
+        dispatch_attempts: 1,
+        retried_at: expect.any(String),
+      },
+    ]);
+    // The app got the same request twice, as the client sent it (query without async and webhookEndpoint, headers, body).
+    const seen = app.requests.filter((r) => r.url.startsWith('/retry-me'));
+    expect(seen).toHaveLength(2);
+    for (const r of seen) {
+      expect(r.url).toBe('/retry-me?x=1');
+      expect(r.body.toString()).toBe('{"n":42}');
+      expect(r.headers.find(([k]) => k === 'x-async-run-id')?.[1]).toBe(id);
+      expect(r.headers.find(([k]) => k === 'authorization')?.[1]).toBe(OWNER.authorization);
+    }
+    expect((await viaEnvoy('GET', `/v1/runs/${id}/result`)).body.toString()).toBe('{"call":2}');
+    // The new outcome is delivered too, with the same webhook-id.
+    const delivered = await eventually(() => {
+      const got = hooks.requests.filter((r) => r.url.endsWith(hookPath));
+      return got.length === 2 ? got : undefined;
+    });
+    expect(delivered.map((r) => r.headers['x-async-run-status'])).toEqual(['failed', 'succeeded']);
+    expect(delivered[1]!.headers['webhook-id']).toBe(delivered[0]!.headers['webhook-id']);
+
+    // Succeeded: nothing to retry.
+    const again = await viaEnvoy('POST', `/v1/runs/${id}/retry`);
+    expect([again.status, again.json().error.code]).toEqual([409, 'run_not_retryable']);
+  });
+
+  it('refuses to retry a queued, running or cancelled run, and retries on the admin port unscoped', async () => {
+    app.setHandler(Upstream.hang());
+    const running = await accept('/retry-running');
+    await eventually(async () => ((await viaEnvoy('GET', `/v1/runs/${running}`)).json().status === 'running' ? true : undefined));
+    const refused = await viaEnvoy('POST', `/v1/runs/${running}/retry`);
+    expect([refused.status, refused.json().error.code]).toEqual([409, 'run_not_retryable']);
+    await viaEnvoy('DELETE', `/v1/runs/${running}`);
+    expect((await viaEnvoy('POST', `/v1/runs/${running}/retry`)).json().error.code).toBe('run_not_retryable');
+
+    app.setHandler(Upstream.json(500, { no: true }));
+    const failing = await accept('/retry-admin', '{}', { authorization: 'Bearer erin' });
+    expect((await ended(failing, { authorization: 'Bearer erin' })).status).toBe('failed');
+    app.setHandler(Upstream.json(200, { ok: true }));
+    const res = await viaAdmin('POST', `/v1/runs/${failing}/retry`);
+    expect(res.status).toBe(202);
+    expect((await ended(failing, { authorization: 'Bearer erin' })).status).toBe('succeeded');
   });
 
   it('requires ADMIN_TOKEN on the admin runs API', async () => {

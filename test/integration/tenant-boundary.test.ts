@@ -60,6 +60,35 @@ describeWithEnvoy('tenant boundary through the real Envoy', () => {
     const mine = await request(`${envoy.url}/v1/runs/${run_id}`, { headers: { authorization: 'Bearer tenant-a' } });
     expect(mine.statusCode).toBe(200);
     await mine.body.dump();
+    // The listing and retry too: without the header, 401 (not a listing of the runs created without one).
+    for (const [method, path] of [
+      ['GET', '/v1/runs'],
+      ['POST', `/v1/runs/${run_id}/retry`],
+    ] as const) {
+      const refused = await request(`${envoy.url}${path}`, { method });
+      expect(refused.statusCode).toBe(401);
+      expect(await refused.body.json()).toMatchObject({ error: { code: 'owner_required' } });
+    }
+  });
+
+  it("lists and retries a tenant's own runs only", async () => {
+    const [a, b] = [{ authorization: 'Bearer tenant-list-a' }, { authorization: 'Bearer tenant-list-b' }];
+    const accepted = await request(`${envoy.url}/predict?async=true`, { method: 'POST', body: '{}', headers: a });
+    const { run_id } = (await accepted.body.json()) as { run_id: string };
+    await eventually(async () => {
+      const r = await request(`${envoy.url}/v1/runs/${run_id}?wait=5`, { headers: a });
+      return ((await r.body.json()) as { status: string }).status === 'failed' ? true : undefined;
+    }, 20_000);
+    const list = async (headers: Record<string, string>) =>
+      ((await (await request(`${envoy.url}/v1/runs`, { headers })).body.json()) as { runs: Array<{ run_id: string }> }).runs.map((r) => r.run_id);
+    expect(await list(a)).toEqual([run_id]);
+    expect(await list(b)).toEqual([]);
+    const foreign = await request(`${envoy.url}/v1/runs/${run_id}/retry`, { method: 'POST', headers: b });
+    expect(foreign.statusCode).toBe(404);
+    await foreign.body.dump();
+    const own = await request(`${envoy.url}/v1/runs/${run_id}/retry`, { method: 'POST', headers: a });
+    expect(own.statusCode).toBe(202);
+    await own.body.dump();
   });
 
   it("tells a tenant why its run failed without naming the sidecar's internal addresses", async () => {

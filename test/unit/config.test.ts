@@ -17,6 +17,7 @@ describe('configuration (docs/CONTRACT.md §6)', () => {
       runsApiPrefix: '/v1/runs',
       ownerHeader: 'authorization',
       runTtlMs: 86_400_000,
+      idempotencyKeyTtlMs: 86_400_000,
       adminToken: null,
     });
     expect(c.webhook).toMatchObject({ secrets: [], timeoutMs: 30_000, allowPrivateNetworks: false, allowedHosts: [] });

@@ -5,7 +5,7 @@
 -- KEYS: run. ARGV (by name): id, worker, attempt, base, queue, delay_ms, reason, record (JSON).
 -- Returns 1, or 0 when the run was not this worker's.
 local o = options()
-local cur = redis.call('HMGET', KEYS[1], 'status', 'worker', 'attempt', 'created_at')
+local cur = redis.call('HMGET', KEYS[1], 'status', 'worker', 'attempt', 'created_at', 'retried_at')
 if cur[1] ~= 'running' or cur[2] ~= o.worker or cur[3] ~= o.attempt then return 0 end
 local _, queued_key, delayed_key, leases_key = queue_keys(o.base, o.queue)
 local at = now_ms() + tonumber(o.delay_ms)
@@ -19,6 +19,6 @@ redis.call('HINCRBY', KEYS[1], 'bp_tries', 1)
 redis.call('HSET', KEYS[1], 'status', 'queued', 'queue_reason', o.reason, 'next_attempt_at', at, 'dispatch_log', log)
 redis.call('HDEL', KEYS[1], 'worker')
 redis.call('ZREM', leases_key, o.id)
-redis.call('ZADD', queued_key, cur[4], o.id)
+redis.call('ZADD', queued_key, queued_since(cur[4], cur[5]), o.id)
 redis.call('ZADD', delayed_key, at, o.id)
 return 1

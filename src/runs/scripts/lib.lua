@@ -59,11 +59,15 @@ end
 -- only needs the entry as a fallback), unless it waits for the run's `started` event
 -- (settle_started); any other run expires ttl_ms after now.
 -- Returns the webhook URL when a delivery was scheduled, else false.
--- The request's headers (Authorization, Cookie), query and body are dropped here: nothing reads
--- them after the last dispatch, and they should not sit in Redis for RUN_TTL.
+-- The request's headers (Authorization, Cookie), query and body are dropped here when the run
+-- succeeded or was cancelled: nothing reads them after that, and they should not sit in Redis for
+-- RUN_TTL. A run that failed, timed out or expired keeps them until it expires, for
+-- POST /v1/runs/{id}/retry (retry_run) to dispatch it again (docs/SECURITY.md, "Redis").
 local function finish(run_key, webhooks_key, id, status, now, ttl_ms, channel, due)
   redis.call('HSET', run_key, 'status', status, 'finished_at', now)
-  redis.call('HDEL', run_key, 'worker', 'headers', 'body', 'target', 'queue_reason', 'next_attempt_at')
+  redis.call('HDEL', run_key, 'worker', 'queue_reason', 'next_attempt_at')
+  -- A failed, timed-out or expired run keeps what POST /retry needs until RUN_TTL (docs/SECURITY.md).
+  if status == 'succeeded' or status == 'cancelled' then redis.call('HDEL', run_key, 'headers', 'body', 'target') end
   local f = redis.call('HMGET', run_key, 'webhook_url', 'ws_status', 'ws_try', 'ws_lease')
   local url = f[1]
   local waits = settle_started(run_key, webhooks_key, id, status, now, { f[2], f[3], f[4] })
@@ -127,6 +131,13 @@ local function line_remove(qp, id, prio, bucket)
   end
 end
 
+-- Since when a queued run has waited, for max_queue_time and the queued set's score: its
+-- acceptance, or its latest retry (retry_run), whose wait starts anew.
+local function queued_since(created_at, retried_at)
+  if retried_at and retried_at ~= '' then return tonumber(retried_at) end
+  return tonumber(created_at)
+end
+
 -- A queue's keys from its prefix (src/runs/keys.ts QueueKeys).
 local function queue_keys(base, queue)
   local qp = base .. ':q:' .. queue
@@ -137,11 +148,11 @@ end
 -- Wakes idle workers when the queue had nothing queued.
 local function requeue(base, queue, id, key, channel)
   local qp, queued_key = queue_keys(base, queue)
-  local f = redis.call('HMGET', key, 'prio', 'bucket', 'created_at')
+  local f = redis.call('HMGET', key, 'prio', 'bucket', 'created_at', 'retried_at')
   redis.call('HSET', key, 'status', 'queued')
   redis.call('HDEL', key, 'worker')
   line_push(qp, id, f[1], f[2], true)
-  redis.call('ZADD', queued_key, f[3], id)
+  redis.call('ZADD', queued_key, queued_since(f[3], f[4]), id)
   if redis.call('ZCARD', queued_key) == 1 then notify(channel, 'queued:' .. queue) end
 end
 
@@ -150,9 +161,10 @@ end
 -- Returns true when the run was `worker`'s and went back.
 local function unclaim(base, queue, leases_key, worker, id, channel)
   local key = base .. ':run:' .. id
-  local f = redis.call('HMGET', key, 'status', 'worker')
+  local f = redis.call('HMGET', key, 'status', 'worker', 'attempt_base')
   if f[1] ~= 'running' or f[2] ~= worker then return false end
-  if redis.call('HINCRBY', key, 'attempt', -1) == 0 then redis.call('HDEL', key, 'started_at') end
+  -- Back to the attempts it had before this claim (a retried run counts from its retry).
+  if redis.call('HINCRBY', key, 'attempt', -1) <= tonumber(f[3] or 0) then redis.call('HDEL', key, 'started_at') end
   redis.call('ZREM', leases_key, id)
   requeue(base, queue, id, key, channel)
   return true
@@ -190,10 +202,10 @@ local function claim(o, now, webhooks_key, max)
     local id = line_pop(qp)
     if not id then break end
     local key = base .. ':run:' .. id
-    local f = redis.call('HMGET', key, 'status', 'created_at', 'ws_status')
+    local f = redis.call('HMGET', key, 'status', 'created_at', 'ws_status', 'retried_at')
     if f[1] == 'queued' then
       redis.call('ZREM', queued_key, id)
-      if queue_time > 0 and now - tonumber(f[2]) > queue_time then
+      if queue_time > 0 and now - queued_since(f[2], f[4]) > queue_time then
         redis.call('HSET', key, 'error', 'queue_time_exceeded',
           'error_message', 'the run waited in its queue longer than the queue allows (max_queue_time)')
         finish(key, webhooks_key, id, 'expired', now, tonumber(o.ttl_ms), o.channel)

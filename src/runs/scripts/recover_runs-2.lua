@@ -17,11 +17,11 @@ local idempotent = { GET = true, HEAD = true, OPTIONS = true, PUT = true, DELETE
 local out = {}
 for _, id in ipairs(ids) do
   local key = o.base .. ':run:' .. id
-  local f = redis.call('HMGET', key, 'status', 'worker', 'method', 'attempt')
+  local f = redis.call('HMGET', key, 'status', 'worker', 'method', 'attempt', 'attempt_base')
   redis.call('ZREM', KEYS[1], id)
   if f[1] == 'running' and (o.worker == '' or f[2] == o.worker) then
     local again = (o.policy == 'always' or (o.policy == 'idempotent' and idempotent[f[3]]))
-      and tonumber(f[4]) < tonumber(o.max_attempts)
+      and tonumber(f[4]) - tonumber(f[5] or 0) < tonumber(o.max_attempts) -- a retried run counts from its retry
     if again then
       redis.call('HSET', key, 'queued_at', now)
       requeue(o.base, o.queue, id, key, o.channel)
