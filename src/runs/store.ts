@@ -461,8 +461,7 @@ export class RunStore {
     if (this.replicated) {
       // One group per tag on a Cluster (one node each), the one connection otherwise.
       const group = this.shardedEvents ? keys.base : '';
-      const enqueue = (p: ChainableCommander) =>
-        (p as unknown as Record<string, (...a: ScriptArg[]) => unknown>).eas_enqueueRun!(...enqueueKeys, ...args);
+      const enqueue = (p: ChainableCommander) => (p as unknown as Record<string, (...a: ScriptArg[]) => unknown>).eas_enqueueRun!(...enqueueKeys, ...args);
       reply = (await this.replicated.write(group, enqueue)) as [string, string | number];
     } else {
       reply = (await this.script('enqueueRun')(...enqueueKeys, ...args)) as [string, string | number];
