@@ -1,23 +1,13 @@
 /**
  * A real OTLP/HTTP trace receiver on loopback, standing in for an OpenTelemetry Collector: it
  * accepts `POST /v1/traces` in both encodings of the specification and decodes what it gets,
- * `http/protobuf` with the OTLP protos (test/support/otlp-proto, loaded by @grpc/proto-loader) and
+ * `http/protobuf` with the OTLP messages compiled in @opentelemetry/otlp-transformer 0.52 and
  * `http/json` as OTLP/JSON (https://opentelemetry.io/docs/specs/otlp/#json-protobuf-encoding).
  * Spans from both are normalised to one shape, ids in lower-case hex.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import { loadSync } from '@grpc/proto-loader';
-
-/** The repository root (this file also runs compiled, from dist-bench/test/support/, in the benchmarks). */
-const ROOT = (() => {
-  let dir = __dirname;
-  while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
-  return dir;
-})();
 
 export const SPAN_KIND = { INTERNAL: 1, SERVER: 2, CLIENT: 3, PRODUCER: 4, CONSUMER: 5 } as const;
 export const STATUS_CODE = { UNSET: 0, OK: 1, ERROR: 2 } as const;
@@ -57,9 +47,9 @@ type Decoded = {
 type KeyValue = { key: string; value?: AnyValue };
 type AnyValue = { stringValue?: string; intValue?: string | number; doubleValue?: number; boolValue?: boolean; value?: string };
 type RawSpan = {
-  traceId: string | Buffer;
-  spanId: string | Buffer;
-  parentSpanId?: string | Buffer;
+  traceId: string | Uint8Array;
+  spanId: string | Uint8Array;
+  parentSpanId?: string | Uint8Array;
   name: string;
   kind?: number;
   startTimeUnixNano: string | number;
@@ -68,25 +58,31 @@ type RawSpan = {
   status?: { code?: number; message?: string };
 };
 
-let deserialize: ((b: Buffer) => Decoded) | undefined;
-
-/** ExportTraceServiceRequest from protobuf bytes, decoded with the OTLP protos. */
-function decodeProtobuf(body: Buffer): Decoded {
-  if (!deserialize) {
-    const defs = loadSync('opentelemetry/proto/collector/trace/v1/trace_service.proto', {
-      includeDirs: [join(ROOT, 'test', 'support', 'otlp-proto')],
-      longs: String,
-      enums: Number,
-      defaults: false,
-      oneofs: true,
-    });
-    const service = defs['opentelemetry.proto.collector.trace.v1.TraceService'] as Record<string, { requestDeserialize: (b: Buffer) => Decoded }>;
-    deserialize = service.Export!.requestDeserialize;
-  }
-  return deserialize(body);
+interface ProtobufType {
+  decode(body: Uint8Array): unknown;
+  toObject(message: unknown, options: { longs: StringConstructor; enums: NumberConstructor; defaults: boolean }): unknown;
 }
 
-const hex = (v: string | Buffer | undefined): string => (v === undefined ? '' : Buffer.isBuffer(v) ? v.toString('hex') : v.toLowerCase());
+let requestType: ProtobufType | undefined;
+
+/**
+ * ExportTraceServiceRequest from protobuf bytes, decoded with the OTLP messages that
+ * @opentelemetry/otlp-transformer 0.52 ships compiled (protobufjs static code, generated from the
+ * opentelemetry-proto definitions; later versions encode by hand and ship no decoder). Installed
+ * under the alias `otlp-transformer-052` beside the exporter's own, newer transformer.
+ */
+function decodeProtobuf(body: Buffer): Decoded {
+  if (!requestType) {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const root = require('otlp-transformer-052/build/src/generated/root') as {
+      opentelemetry: { proto: { collector: { trace: { v1: { ExportTraceServiceRequest: ProtobufType } } } } };
+    };
+    requestType = root.opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest;
+  }
+  return requestType.toObject(requestType.decode(body), { longs: String, enums: Number, defaults: false }) as Decoded;
+}
+
+const hex = (v: string | Uint8Array | undefined): string => (v === undefined ? '' : typeof v === 'string' ? v.toLowerCase() : Buffer.from(v).toString('hex'));
 
 function value(v: AnyValue | undefined): AttributeValue {
   if (!v) return null;
