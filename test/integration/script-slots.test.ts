@@ -115,9 +115,11 @@ it('every script runs on a cluster-mode Redis, which refuses one that touches a 
   const doomed = id('default');
   await store.create(run(doomed, 'default'));
   await store.cancel(doomed, null);
-  await store.create(run(id('short'), 'short'));
+  const late = id('short');
+  await store.create(run(late, 'short'));
   await new Promise((r) => setTimeout(r, 20));
   await store.expire(10, 'short');
+  expect(await store.retry(late, null)).toBe('ok'); // an expired run queued again
   await store.pruneIndex(100);
   expect([...covered].sort()).toEqual([...SCRIPT_NAMES].sort());
 });
