@@ -157,8 +157,7 @@ export class Dispatcher extends ClaimLoop<LeasedRun> {
     let taken = 0;
     for (let i = 0; i < names.length && taken < max; i++) {
       const queue = names[(this.nextQueue + i) % names.length]!;
-      const idleSince = this.idle.get(queue);
-      if (idleSince !== undefined && now - idleSince < this.pollIntervalMs) continue;
+      if (this.isIdle(queue, now)) continue;
       const want = max - taken;
       const runs = await this.claims.lease(
         () => this.store.claim(this.options.workerId, want, queue),
@@ -308,11 +307,13 @@ export class Dispatcher extends ClaimLoop<LeasedRun> {
   /** Whether a queue other than `queue` was not found idle within the last poll interval. */
   private othersMayHaveWork(queue: string): boolean {
     const now = Date.now();
-    return this.store.queueNames().some((q) => {
-      if (q === queue) return false;
-      const idleSince = this.idle.get(q);
-      return idleSince === undefined || now - idleSince >= this.pollIntervalMs;
-    });
+    return this.store.queueNames().some((q) => q !== queue && !this.isIdle(q, now));
+  }
+
+  /** A queue found with nothing to take within the last poll interval (after that it is asked again). */
+  private isIdle(queue: string, now: number): boolean {
+    const idleSince = this.idle.get(queue);
+    return idleSince !== undefined && now - idleSince < this.pollIntervalMs;
   }
 
   private release(run: ClaimedRun, why: string): void {

@@ -837,12 +837,6 @@ export class RunStore {
     return (await this.script('redeliverWebhook')(this.keys.run(id), `${this.keys.base(tag)}:webhooks`, ...args)) as RedeliverResult;
   }
 
-  /** Queued runs of every queue (waiting and backing off). */
-  async queueDepth(): Promise<number> {
-    const counts = await Promise.all([...this.queues.values()].map((q) => this.redis.zcard(q.keys.queued)));
-    return counts.reduce((a, b) => a + b, 0);
-  }
-
   /**
    * Depth, backoff, in-flight and oldest wait of each served queue: one pipeline per queue, since a
    * Cluster pipeline must stay within one slot (a queue's keys share its tag), sent together.

@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { Cluster, Redis } from 'ioredis';
 import { freePort } from './ports';
-import { RedisServer } from './redis-server';
+import { RedisServer, onRedisNode } from './redis-server';
 
 const run = promisify(execFile);
 
@@ -83,23 +83,8 @@ export class RedisCluster {
   }
 
   /** A short-lived connection to one node, closed after `fn`. */
-  async onNode<T>(port: number, fn: (redis: Redis) => Promise<T>): Promise<T> {
-    const redis = new Redis({
-      port,
-      host: '127.0.0.1',
-      lazyConnect: true,
-      maxRetriesPerRequest: 0,
-      retryStrategy: () => null,
-      connectTimeout: 1000,
-      commandTimeout: 2000,
-    });
-    redis.on('error', () => undefined);
-    try {
-      await redis.connect();
-      return await fn(redis);
-    } finally {
-      redis.disconnect();
-    }
+  onNode<T>(port: number, fn: (redis: Redis) => Promise<T>): Promise<T> {
+    return onRedisNode(port, fn);
   }
 
   /** The node table as a running node (the first that answers) sees it. */

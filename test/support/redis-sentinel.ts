@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { freePort } from './ports';
-import { RedisServer, pingRedis } from './redis-server';
+import { RedisServer, onRedisNode, pingRedis } from './redis-server';
 
 export interface RedisSentinelOptions {
   replicas?: number;
@@ -111,23 +111,8 @@ export class RedisSentinelSet {
     return n;
   }
 
-  private async ask<T>(port: number, fn: (redis: Redis) => Promise<T>): Promise<T> {
-    const redis = new Redis({
-      port,
-      host: '127.0.0.1',
-      lazyConnect: true,
-      maxRetriesPerRequest: 0,
-      retryStrategy: () => null,
-      connectTimeout: 1000,
-      commandTimeout: 2000,
-    });
-    redis.on('error', () => undefined);
-    try {
-      await redis.connect();
-      return await fn(redis);
-    } finally {
-      redis.disconnect();
-    }
+  private ask<T>(port: number, fn: (redis: Redis) => Promise<T>): Promise<T> {
+    return onRedisNode(port, fn);
   }
 
   /** The primary's port as the first answering sentinel names it. */
