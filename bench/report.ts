@@ -195,6 +195,7 @@ function completionView(r: CompletionResults) {
   return {
     n: fmt(r.n),
     concurrency: r.concurrency,
+    rounds: r.rounds ?? 1,
     rows: r.rows.map((c) => ({
       sidecar: c.worker === 'sidecar',
       limited: c.worker === 'sidecar_limited' ? { limit: c.queueLimit } : null,
@@ -204,6 +205,8 @@ function completionView(r: CompletionResults) {
       perSec: fmt(c.perSec),
       cpu: fmt(c.cpuUsPerRun),
       redisCpu: fmt(c.redisCpuUsPerRun),
+      redisCalls: c.redisCallsPerRun === undefined ? '' : c.redisCallsPerRun.toFixed(1),
+      perRound: (c.perSecRounds ?? [c.perSec]).map((v) => fmt(v)).join(', '),
       verified: c.verified.map(([state, count]) => `${count} ${state}`).join(', '),
     })),
     ratio:

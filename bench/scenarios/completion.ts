@@ -30,28 +30,95 @@ export interface CompletionRow {
   perSec: number;
   cpuUsPerRun: number;
   redisCpuUsPerRun: number;
+  /** Redis commands per run (INFO commandstats over the measured span), all and by command, most first. */
+  redisCallsPerRun?: number;
+  redisCalls?: Array<[string, number]>;
   /** Final states of the runs (sidecar: status/webhook status) or jobs (BullMQ: job counts) and their counts. */
   verified: Array<[string, number]>;
+  /** Throughput of each round, in the order run; the row's figures are the medians over the rounds. */
+  perSecRounds?: number[];
 }
 
 export interface CompletionResults {
   n: number;
   concurrency: number;
+  /** Rounds per worker (each round runs every worker once, in a rotated order). */
+  rounds?: number;
   rows: CompletionRow[];
 }
 
 /** BENCH_RUNS, else 20,000 (BENCH_QUICK: 5,000). */
 const runCount = (env: BenchEnv) => Number(process.env.BENCH_RUNS ?? (env.quick ? 5000 : 20_000));
+/**
+ * BENCH_ROUNDS, else 5 (BENCH_QUICK: 1). On this shared 2-core machine one 20,000-run measurement
+ * of the same code has ranged from 264 to 398 µs of worker CPU per run, and BullMQ's from 156 to
+ * 237, in both directions within minutes: a single pair cannot show a 5 % change. Interleaved
+ * rounds and their medians can.
+ */
+const roundCount = (env: BenchEnv) => Math.max(1, Number(process.env.BENCH_ROUNDS ?? (env.quick ? 1 : 5)));
 
 export const completion: Scenario<CompletionResults> = {
   uses: ['redis', 'noop'],
   async run(env: BenchEnv): Promise<CompletionResults> {
     const [redis, noop] = [await env.redis(), await env.noop()];
     const n = runCount(env);
-    const rows = [await sidecarWorker(env, redis, noop, n), await sidecarWorker(env, redis, noop, n, CONCURRENCY), await bullmqWorker(env, redis, noop, n)];
-    return { n, concurrency: CONCURRENCY, rows };
+    const rounds = roundCount(env);
+    const workers: Array<() => Promise<CompletionRow>> = [
+      () => sidecarWorker(env, redis, noop, n),
+      () => sidecarWorker(env, redis, noop, n, CONCURRENCY),
+      () => bullmqWorker(env, redis, noop, n),
+    ];
+    const measured: CompletionRow[][] = workers.map(() => []);
+    for (let round = 0; round < rounds; round++) {
+      // Rotated, so that no worker always runs first (after the bench's set-up) or last.
+      for (let k = 0; k < workers.length; k++) {
+        const w = (round + k) % workers.length;
+        measured[w]!.push(await workers[w]!());
+      }
+    }
+    return { n, concurrency: CONCURRENCY, rounds, rows: measured.map(medianRow) };
   },
 };
+
+/** One worker's rounds as one row: the median of each figure; the final states summed over all rounds. */
+function medianRow(rows: CompletionRow[]): CompletionRow {
+  const median = (f: (r: CompletionRow) => number) => {
+    const v = rows.map(f).sort((a, b) => a - b);
+    return v.length % 2 ? v[(v.length - 1) / 2]! : (v[v.length / 2 - 1]! + v[v.length / 2]!) / 2;
+  };
+  const verified = new Map<string, number>();
+  for (const r of rows) for (const [state, count] of r.verified) verified.set(state, (verified.get(state) ?? 0) + count);
+  return {
+    ...rows[0]!,
+    verified: [...verified],
+    seconds: median((r) => r.seconds),
+    perSec: median((r) => r.perSec),
+    cpuUsPerRun: median((r) => r.cpuUsPerRun),
+    redisCpuUsPerRun: median((r) => r.redisCpuUsPerRun),
+    redisCallsPerRun: median((r) => r.redisCallsPerRun ?? 0),
+    perSecRounds: rows.map((r) => r.perSec),
+  };
+}
+
+/**
+ * Redis commands per run since the last CONFIG RESETSTAT, read from INFO commandstats (the reading
+ * itself and the bench's own INFO are not counted). Tells a change in round trips from a change in
+ * the cost of each.
+ */
+async function commandCalls(redis: BenchRedis, n: number): Promise<Pick<CompletionRow, 'redisCallsPerRun' | 'redisCalls'>> {
+  const info = (await redis.client.info('commandstats')) as string;
+  const calls: Array<[string, number]> = [];
+  for (const m of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) {
+    const name = m[1]!;
+    if (name === 'info' || name === 'config') continue;
+    calls.push([name, Number(m[2]) / n]);
+  }
+  calls.sort((a, b) => b[1] - a[1]);
+  return {
+    redisCallsPerRun: calls.reduce((s, [, c]) => s + c, 0),
+    redisCalls: calls.map(([name, c]) => [name, Math.round(c * 100) / 100]),
+  };
+}
 
 async function waitHooks(noop: Noop, n: number, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -97,6 +164,7 @@ async function sidecarWorker(env: BenchEnv, redis: BenchRedis, noop: Noop, n: nu
     throw new Error(`completion: the worker serves the default queue with max_concurrency ${limitServed}, not ${queueLimit ?? null}`);
   await sleep(500);
   noop.send({ cmd: 'reset' });
+  await redis.client.config('RESETSTAT');
   const cpu0 = cpuMicros(worker.child.pid);
   const rcpu0 = cpuMicros(redis.server.pid);
   const t0 = performance.now();
@@ -106,6 +174,7 @@ async function sidecarWorker(env: BenchEnv, redis: BenchRedis, noop: Noop, n: nu
   const seconds = (performance.now() - t0) / 1000;
   const cpu1 = cpuMicros(worker.child.pid);
   const rcpu1 = cpuMicros(redis.server.pid);
+  const calls = await commandCalls(redis, n);
   await worker.child.stop('SIGTERM', 10_000);
   // Verify: every run succeeded and its webhook was delivered.
   const counts = new Map<string, number>();
@@ -125,9 +194,12 @@ async function sidecarWorker(env: BenchEnv, redis: BenchRedis, noop: Noop, n: nu
     perSec: n / seconds,
     cpuUsPerRun: (cpu1 - cpu0) / n,
     redisCpuUsPerRun: (rcpu1 - rcpu0) / n,
+    ...calls,
     verified: [...counts],
   };
-  env.log(`completion ${row.worker}: ${fmt(row.perSec)}/s, ${fmt(row.cpuUsPerRun)} µs CPU/run; ${JSON.stringify(row.verified)}`);
+  env.log(
+    `completion ${row.worker}: ${fmt(row.perSec)}/s, ${fmt(row.cpuUsPerRun)} µs CPU/run, ${row.redisCallsPerRun?.toFixed(2)} Redis calls/run ${JSON.stringify(row.redisCalls)}; ${JSON.stringify(row.verified)}`,
+  );
   return row;
 }
 
@@ -154,6 +226,7 @@ async function bullmqWorker(env: BenchEnv, redis: BenchRedis, noop: Noop, n: num
   });
   await sleep(500);
   noop.send({ cmd: 'reset' });
+  await redis.client.config('RESETSTAT');
   const cpu0 = cpuMicros(child.pid);
   const rcpu0 = cpuMicros(redis.server.pid);
   const t0 = performance.now();
@@ -162,6 +235,7 @@ async function bullmqWorker(env: BenchEnv, redis: BenchRedis, noop: Noop, n: num
   const seconds = (performance.now() - t0) / 1000;
   const cpu1 = cpuMicros(child.pid);
   const rcpu1 = cpuMicros(redis.server.pid);
+  const calls = await commandCalls(redis, n);
   // BullMQ marks a job completed just after its processor returns: give it a moment.
   let jc: Record<string, number> = {};
   for (let i = 0; i < 50; i++) {
@@ -178,8 +252,11 @@ async function bullmqWorker(env: BenchEnv, redis: BenchRedis, noop: Noop, n: num
     perSec: n / seconds,
     cpuUsPerRun: (cpu1 - cpu0) / n,
     redisCpuUsPerRun: (rcpu1 - rcpu0) / n,
+    ...calls,
     verified: Object.entries(jc),
   };
-  env.log(`completion bullmq: ${fmt(row.perSec)}/s, ${fmt(row.cpuUsPerRun)} µs CPU/run; ${JSON.stringify(row.verified)}`);
+  env.log(
+    `completion bullmq: ${fmt(row.perSec)}/s, ${fmt(row.cpuUsPerRun)} µs CPU/run, ${row.redisCallsPerRun?.toFixed(2)} Redis calls/run ${JSON.stringify(row.redisCalls)}; ${JSON.stringify(row.verified)}`,
+  );
   return row;
 }
