@@ -243,7 +243,7 @@ export class Dispatcher extends ClaimLoop<LeasedRun> {
       body,
       base: this.base,
       dispatcher: this.agent,
-      signal: controller.signal,
+      controller,
       maxResultBytes: this.options.maxResultBytes,
       span,
     });

@@ -17,10 +17,12 @@ export interface ReplayCall {
   /** The undici dispatcher (an Agent) that carries the call. */
   dispatcher: Dispatcher;
   /**
-   * The caller's reasons to stop the call early (cancelled, shutting down, lease lost). When it
-   * aborts, the outcome says the call failed; the caller, who knows why, is expected to drop it.
+   * The run's controller: the caller aborts it to stop the call early (cancelled, shutting down,
+   * lease lost; the outcome then says the call failed, and the caller, who knows why, is expected
+   * to drop it), and the replay aborts it when the grace period ends. One controller per run, not
+   * one each: a second one, chained by a listener, was 3-4 % of the worker's profile.
    */
-  signal: AbortSignal;
+  controller: AbortController;
   /** Response bytes kept with the result; the rest is read, counted and dropped. */
   maxResultBytes: number;
   /** The replay's span (src/tracing): the request carries its traceparent. Null or absent when tracing is off. */
@@ -39,24 +41,19 @@ export interface Replayed {
  * `timed_out`); it never throws, and knows nothing of Redis.
  */
 export async function replay(call: ReplayCall): Promise<Replayed> {
-  const { run } = call;
-  const controller = new AbortController();
+  const { run, controller } = call;
   let graceEnded = false;
   const grace = setTimeout(() => {
     if (controller.signal.aborted) return;
     graceEnded = true;
     controller.abort();
   }, run.gracePeriodMs);
-  const onAbort = () => controller.abort();
-  if (call.signal.aborted) onAbort();
-  else call.signal.addEventListener('abort', onAbort, { once: true });
   try {
     return { outcome: await send(call, controller.signal), cause: null };
   } catch (err) {
     return failure(err as Error, run.gracePeriodMs, graceEnded);
   } finally {
     clearTimeout(grace);
-    call.signal.removeEventListener('abort', onAbort);
   }
 }
 

@@ -33,7 +33,7 @@ function call(overrides: Partial<Omit<ReplayCall, 'run'>> & { run?: Partial<Repl
     body: Buffer.from('{"prompt":"hi"}'),
     base: parseDispatchBase(app.url),
     dispatcher: agent,
-    signal: new AbortController().signal,
+    controller: new AbortController(),
     maxResultBytes: 1024,
     ...rest,
   };
@@ -152,10 +152,10 @@ it('aborts the call when the grace period ends: timed_out, grace_period_exceeded
   await app.waitForAborted(1);
 });
 
-it("stops the call when the caller's signal aborts, without waiting for the grace period", async () => {
+it("stops the call when the caller aborts the run's controller, without waiting for the grace period", async () => {
   app.setHandler(Upstream.hang());
   const controller = new AbortController();
-  const pending = replay(call({ signal: controller.signal, run: { gracePeriodMs: 60_000 } }));
+  const pending = replay(call({ controller, run: { gracePeriodMs: 60_000 } }));
   await app.waitForRequests(1);
   const abortedAt = Date.now();
   controller.abort();
@@ -167,10 +167,10 @@ it("stops the call when the caller's signal aborts, without waiting for the grac
   await app.waitForAborted(1);
 });
 
-it('does not call the app at all with a signal aborted before the call', async () => {
+it('does not call the app at all with the controller aborted before the call', async () => {
   const controller = new AbortController();
   controller.abort();
-  const { outcome } = await replay(call({ signal: controller.signal }));
+  const { outcome } = await replay(call({ controller }));
   expect(outcome.status).toBe('failed');
   await new Promise((r) => setTimeout(r, 50));
   expect(app.requests).toEqual([]);
