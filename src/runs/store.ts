@@ -5,6 +5,7 @@ import { isCluster, type RedisClient } from './connection';
 import { QueueKeys, RunKeys, ownerBucket, queueTag, tagOfRunId } from './keys';
 import type { EventChannels } from './events';
 import { ReplicatedWriter } from './replication';
+import { AttemptRecords } from './attempt-records';
 import type {
   ClaimedDelivery,
   ClaimedRun,
@@ -77,7 +78,7 @@ export const SCRIPT_NAMES = [
   'recoverRuns',
   'expireRuns',
   'claimWebhooks',
-  'recordWebhookAttempt',
+  'recordWebhookAttempts',
   'redeliverWebhook',
   'pruneIndex',
   'releaseRuns',
@@ -136,10 +137,29 @@ function defineScripts(redis: RedisClient): void {
  * strings was 15 % of the worker's CPU profile (ioredis writes every argument on its own).
  * Values are sent as strings, so Lua compares them with hash fields as it would ARGV.
  */
-function named(options: Record<string, string | number>, list: readonly ScriptArg[] = []): ScriptArg[] {
-  const strings: Record<string, string> = {};
-  for (const [k, v] of Object.entries(options)) strings[k] = String(v);
-  return [JSON.stringify(strings), ...list];
+function named(options: Record<string, string | number>, list: readonly ScriptArg[] = [], shared?: SharedOptions): ScriptArg[] {
+  // Built as a string rather than an object then JSON.stringify: the completion path calls this
+  // twice per run, and the object (and the spread of the shared options into it) was 2-3 % of
+  // the worker's profile.
+  let json = shared ? shared.json : '';
+  for (const k in options) json += `${json === '' ? '' : ','}${JSON.stringify(k)}:${JSON.stringify(String(options[k]))}`;
+  return [`{${json}}`, ...list];
+}
+
+/** A queue this store serves: its policy, its keys, and its claim options encoded per worker id. */
+interface ServedQueue {
+  policy: QueuePolicy;
+  keys: QueueKeys;
+  claimOptions: Map<string, SharedOptions>;
+}
+
+/** Options many calls of a script share (a queue's claim options for this worker), encoded once for `named`. */
+interface SharedOptions {
+  readonly json: string;
+}
+
+function sharedOptions(options: Record<string, string | number>): SharedOptions {
+  return { json: (named(options)[0] as string).slice(1, -1) };
 }
 
 /** Decodes a row a script returns as a fixed head then the values of `fields`, by name. */
@@ -306,9 +326,11 @@ export class RunStore {
   readonly keys: RunKeys;
   /** On a Cluster run events go out on each tag's shard channel (SPUBLISH), else on one channel. */
   readonly shardedEvents: boolean;
-  private readonly queues = new Map<string, { policy: QueuePolicy; keys: QueueKeys }>();
+  private readonly queues = new Map<string, ServedQueue>();
+  private readonly scriptFns = new Map<string, ScriptFn>();
   private readonly queueListeners = new Set<(tag: string) => void>();
   private readonly replicated: ReplicatedWriter | null;
+  private readonly attempts: AttemptRecords;
 
   constructor(
     private readonly redis: RedisClient,
@@ -321,6 +343,9 @@ export class RunStore {
     defineScripts(redis);
     const replicas = options.minReplicasAck ?? 0;
     this.replicated = replicas > 0 ? new ReplicatedWriter(redis, replicas, options.replicaAckBudgetMs ?? 1000) : null;
+    this.attempts = new AttemptRecords((base, encoded) =>
+      this.script('recordWebhookAttempts')(`${base}:webhooks`, ...named({ base, attempts: encoded, ttl_ms: this.options.runTtlMs, keep: WEBHOOK_HISTORY_MAX })),
+    );
   }
 
   /** Where the scripts publish run events of the queues under `base` (lib.lua `notify`). */
@@ -350,18 +375,24 @@ export class RunStore {
   }
 
   private script(name: ScriptName, buffers = false): ScriptFn {
-    const fn = (this.redis as unknown as Record<string, ScriptFn>)[`eas_${name}${buffers ? 'Buffer' : ''}`]!;
-    return fn.bind(this.redis);
+    // Bound once per script: a bind per call was an allocation on every state change.
+    const key = `${name}${buffers ? 'Buffer' : ''}`;
+    let fn = this.scriptFns.get(key);
+    if (!fn) {
+      fn = (this.redis as unknown as Record<string, ScriptFn>)[`eas_${key}`]!.bind(this.redis);
+      this.scriptFns.set(key, fn);
+    }
+    return fn;
   }
 
-  private addQueue(policy: QueuePolicy): { policy: QueuePolicy; keys: QueueKeys } {
-    const q = { policy, keys: this.keys.queue(policy.name) };
+  private addQueue(policy: QueuePolicy): ServedQueue {
+    const q: ServedQueue = { policy, keys: this.keys.queue(policy.name), claimOptions: new Map() };
     this.queues.set(policy.name, q);
     for (const l of this.queueListeners) l(queueTag(policy.name));
     return q;
   }
 
-  private queue(name: string): { policy: QueuePolicy; keys: QueueKeys } {
+  private queue(name: string): ServedQueue {
     return this.queues.get(name) ?? this.addQueue(unlimited(name));
   }
 
@@ -470,19 +501,25 @@ export class RunStore {
     return { outcome: reply[0] === 'replayed' ? 'replayed' : 'conflict', runId: String(reply[1]) };
   }
 
-  private claimOptions(queue: { policy: QueuePolicy; keys: QueueKeys }, workerId: string): Record<string, ScriptArg> {
-    return {
-      base: queue.keys.base,
-      queue: queue.policy.name,
-      worker: workerId,
-      lease_ms: this.options.leaseTimeoutMs,
-      limit: queue.policy.maxConcurrency ?? 0,
-      queue_time_ms: queue.policy.maxQueueTimeMs ?? 0,
-      ttl_ms: this.options.runTtlMs,
-      ...this.pubsub(queue.keys.base),
-      inline_bytes: CLAIM_INLINE_BODY_BYTES,
-      fields: CLAIM_FIELD_LIST,
-    };
+  private claimOptions(queue: ServedQueue, workerId: string): SharedOptions {
+    // The same for every claim of this queue by this worker: encoded once.
+    let shared = queue.claimOptions.get(workerId);
+    if (!shared) {
+      shared = sharedOptions({
+        base: queue.keys.base,
+        queue: queue.policy.name,
+        worker: workerId,
+        lease_ms: this.options.leaseTimeoutMs,
+        limit: queue.policy.maxConcurrency ?? 0,
+        queue_time_ms: queue.policy.maxQueueTimeMs ?? 0,
+        ttl_ms: this.options.runTtlMs,
+        ...this.pubsub(queue.keys.base),
+        inline_bytes: CLAIM_INLINE_BODY_BYTES,
+        fields: CLAIM_FIELD_LIST,
+      });
+      queue.claimOptions.set(workerId, shared);
+    }
+    return shared;
   }
 
   /**
@@ -491,7 +528,7 @@ export class RunStore {
    */
   async claim(workerId: string, max: number, queueName = 'default'): Promise<ClaimedRun[]> {
     const q = this.queue(queueName);
-    const rows = (await this.script('claimRuns', true)(q.keys.webhooks, ...named({ ...this.claimOptions(q, workerId), max }))) as Array<
+    const rows = (await this.script('claimRuns', true)(q.keys.webhooks, ...named({ max }, [], this.claimOptions(q, workerId)))) as Array<
       Array<Buffer | number | null>
     >;
     return rows.map(toClaimedRun);
@@ -530,20 +567,29 @@ export class RunStore {
     }
     if (outcome.error) fields.push('error', outcome.error.code, 'error_message', outcome.error.message);
     const q = this.queue(run.queue);
-    const args = named(
-      {
-        ...this.claimOptions(q, workerId),
-        id: run.id,
-        attempt: run.attempt,
-        status: outcome.status,
-        window_ms: options.handOffWindowMs ?? 0,
-        next: options.claimNext ?? 0,
-      },
-      fields,
-    );
-    // Buffer replies: the runs taken along carry binary bodies.
-    const done = (await this.script('completeRun', true)(this.runKey(run.id), q.keys.webhooks, ...args)) as
-      0 | [number, Buffer, Buffer, Array<Array<Buffer | number | null>>, Buffer, Buffer];
+    // Webhook attempts of this tag's runs that ended meanwhile ride along (lib.lua record_attempts).
+    const carried = this.attempts.take(q.keys.base);
+    const own: Record<string, string | number> = {
+      id: run.id,
+      attempt: run.attempt,
+      status: outcome.status,
+      window_ms: options.handOffWindowMs ?? 0,
+      next: options.claimNext ?? 0,
+    };
+    if (carried) {
+      own.attempts = carried.encoded;
+      own.keep = WEBHOOK_HISTORY_MAX;
+    }
+    const args = named(own, fields, this.claimOptions(q, workerId));
+    let done: 0 | [number, Buffer, Buffer, Array<Array<Buffer | number | null>>, Buffer, Buffer];
+    try {
+      // Buffer replies: the runs taken along carry binary bodies.
+      done = (await this.script('completeRun', true)(this.runKey(run.id), q.keys.webhooks, ...args)) as typeof done;
+    } catch (err) {
+      carried?.settle(err as Error);
+      throw err;
+    }
+    carried?.settle(null);
     if (done === 0) return { recorded: false, webhook: null, next: [] };
     const url = str(done[1]);
     const webhook: HandedOffWebhook | null = url
@@ -813,20 +859,20 @@ export class RunStore {
     return out;
   }
 
-  /** Records an attempt of a run's final webhook (`completed`) or of its `started` event. */
-  async recordWebhookAttempt(runId: string, record: WebhookAttemptRecord, retryDelayMs: number | null, event: WebhookEvent = 'completed'): Promise<void> {
-    const base = this.keys.base(tagOfRunId(runId) ?? 'none');
-    const args = named({
+  /**
+   * Records an attempt of a run's final webhook (`completed`) or of its `started` event. The
+   * record rides along the next completion of a run with the same hash tag sent in this turn of
+   * the event loop, else goes with the other records of this turn (src/runs/attempt-records.ts).
+   */
+  recordWebhookAttempt(runId: string, record: WebhookAttemptRecord, retryDelayMs: number | null, event: WebhookEvent = 'completed'): Promise<void> {
+    return this.attempts.add(this.keys.base(tagOfRunId(runId) ?? 'none'), {
       id: runId,
       event,
       outcome: record.outcome,
       record: JSON.stringify(record),
       delay_ms: retryDelayMs ?? -1,
       status_code: record.status_code ?? '',
-      ttl_ms: this.options.runTtlMs,
-      keep: WEBHOOK_HISTORY_MAX,
     });
-    await this.script('recordWebhookAttempt')(this.runKey(runId), `${base}:webhooks`, ...args);
   }
 
   /** A new delivery of a finished run's webhook, if `owner` (null = the admin API) may ask for it. */

@@ -7,15 +7,18 @@
 -- KEYS: run, the tag's webhooks set.
 -- ARGV (by name): id, worker, attempt, status, window_ms (0 = none), next (0 = none), and for
 -- claim (lib.lua): base, queue, lease_ms, limit, queue_time_ms, ttl_ms, channel, sharded, inline_bytes,
--- fields; then the outcome's hash fields as field1, value1, ...
+-- fields; attempts, keep: records of webhook attempts of this tag's runs that ended meanwhile
+-- (lib.lua record_attempts; applied whether or not the run is still this worker's); then the
+-- outcome's hash fields as field1, value1, ...
 -- Returns 0 when the run was not this worker's, else { finished_at, webhook url, webhook id,
 -- claimed runs (as claim_runs returns them), sealed webhook secret, the started event's
 -- webhook-timestamp } ('' for url and id when nothing was handed off, and for the last two when
 -- the run has none).
 local o, rest = options()
+local now = now_ms()
+record_attempts(o, KEYS[2], now)
 local cur = redis.call('HMGET', KEYS[1], 'status', 'worker', 'attempt')
 if cur[1] ~= 'running' or cur[2] ~= o.worker or cur[3] ~= o.attempt then return 0 end
-local now = now_ms()
 if #ARGV >= rest then redis.call('HSET', KEYS[1], unpack(ARGV, rest)) end
 local _, _, _, leases_key = queue_keys(o.base, o.queue)
 redis.call('ZREM', leases_key, o.id)

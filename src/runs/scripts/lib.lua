@@ -88,6 +88,76 @@ end
 
 -- A hash field of up to `budget` bytes, read only if it fits: returns the value (or false) and
 -- the budget left. Keeps a reply that carries bodies within the command timeout.
+-- One webhook attempt's record (record_webhook_attempts, and complete_run carrying the records
+-- of attempts that ended just before it): webhook in delivery -> pending (retry later) |
+-- delivered | failed, the attempt appended to the history. `a`: id, event (started | completed),
+-- outcome (delivered | retry | failed), record (the attempt, JSON), delay_ms (-1 when none),
+-- status_code ('' when none). The history keeps the latest `keep` attempts only (retries and
+-- redeliveries would grow it without bound); `wh_attempts` (`ws_attempts` for the started event)
+-- still counts them all. A `started` event is retried only while its run is queued or running;
+-- once the run has ended, its final webhook (which waited for this attempt, settle_started) is
+-- due now. Returns 1, or 0 when the run is gone (its delivery entry is dropped).
+local function record_attempt(run_key, webhooks_key, a, now, ttl_ms, keep)
+  if redis.call('EXISTS', run_key) == 0 then
+    redis.call('ZREM', webhooks_key, a.id)
+    return 0
+  end
+  local p = 'wh_'
+  if a.event == 'started' then p = 'ws_' end
+  redis.call('HINCRBY', run_key, p .. 'attempts', 1)
+  redis.call('HINCRBY', run_key, p .. 'try', 1)
+  local log = (redis.call('HGET', run_key, p .. 'log') or '') .. a.record .. '\n'
+  local _, lines = string.gsub(log, '\n', '')
+  while lines > keep do
+    log = string.sub(log, string.find(log, '\n', 1, true) + 1)
+    lines = lines - 1
+  end
+  redis.call('HSET', run_key, p .. 'log', log, p .. 'last_status', a.status_code)
+  local delay = tonumber(a.delay_ms)
+  local final = 'failed'
+  if a.outcome == 'delivered' then final = 'delivered' end
+  if a.event == 'started' then
+    local f = redis.call('HMGET', run_key, 'ws_status', 'status', 'wh_status', 'webhook_url')
+    -- Given up meanwhile (its sender was taken to be dead): the final webhook went on without it.
+    if f[1] ~= 'pending' then return 1 end
+    local ended = f[2] ~= 'queued' and f[2] ~= 'running'
+    if a.outcome == 'retry' and delay >= 0 and not ended then
+      redis.call('ZADD', webhooks_key, now + delay, a.id)
+      redis.call('HSET', run_key, 'ws_status', 'pending', 'ws_next_at', now + delay, 'ws_lease', '')
+    else
+      redis.call('HSET', run_key, 'ws_status', final, 'ws_next_at', '', 'ws_lease', '')
+      if ended and f[3] == 'pending' and f[4] and f[4] ~= '' then
+        redis.call('ZADD', webhooks_key, now, a.id)
+        redis.call('HSET', run_key, 'wh_next_at', now)
+      else
+        redis.call('ZREM', webhooks_key, a.id)
+      end
+    end
+    return 1
+  end
+  if a.outcome == 'retry' and delay >= 0 then
+    redis.call('ZADD', webhooks_key, now + delay, a.id)
+    redis.call('HSET', run_key, 'wh_status', 'pending', 'wh_next_at', now + delay)
+  else
+    redis.call('ZREM', webhooks_key, a.id)
+    redis.call('HSET', run_key, 'wh_status', final, 'wh_next_at', '')
+    redis.call('PEXPIRE', run_key, ttl_ms)
+  end
+  return 1
+end
+
+-- The attempt records in option `attempts` (a JSON list of record_attempt's `a`), for runs whose
+-- hashes are under `base`. Returns each one's result, in order.
+local function record_attempts(o, webhooks_key, now)
+  local out = {}
+  if not o.attempts or o.attempts == '' then return out end
+  local ttl_ms, keep = tonumber(o.ttl_ms), tonumber(o.keep)
+  for i, a in ipairs(cjson.decode(o.attempts)) do
+    out[i] = record_attempt(o.base .. ':run:' .. a.id, webhooks_key, a, now, ttl_ms, keep)
+  end
+  return out
+end
+
 local function read_within(key, field, budget)
   local size = redis.call('HSTRLEN', key, field)
   if size > budget then return false, budget, size end
