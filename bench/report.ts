@@ -196,6 +196,7 @@ function completionView(r: CompletionResults) {
     n: fmt(r.n),
     concurrency: r.concurrency,
     rounds: r.rounds ?? 1,
+    pinned: r.pinned === true,
     rows: r.rows.map((c) => ({
       sidecar: c.worker === 'sidecar',
       limited: c.worker === 'sidecar_limited' ? { limit: c.queueLimit } : null,

@@ -13,7 +13,7 @@ import { performance } from 'node:perf_hooks';
 import { randomUUID } from 'node:crypto';
 import { Queue } from 'bullmq';
 import type { BenchEnv, BenchRedis, Noop, Scenario } from '../env';
-import { cpuMicros, fmt, sleep } from '../lib';
+import { cpuMicros, cpuPlan, fmt, pinProcess, sleep, type CpuPlan } from '../lib';
 import { NORMAL_RING_KEY } from '../load';
 import { RUN_BODY, RUN_HEADERS, RUN_TARGET, createRuns, newStore } from '../runs';
 import type { BenchJob } from '../bullmq-baseline';
@@ -44,6 +44,8 @@ export interface CompletionResults {
   concurrency: number;
   /** Rounds per worker (each round runs every worker once, in a rotated order). */
   rounds?: number;
+  /** Whether the worker under test had a core of its own (bench/lib.ts cpuPlan; BENCH_PIN=0 turns it off). */
+  pinned?: boolean;
   rows: CompletionRow[];
 }
 
@@ -63,20 +65,28 @@ export const completion: Scenario<CompletionResults> = {
     const [redis, noop] = [await env.redis(), await env.noop()];
     const n = runCount(env);
     const rounds = roundCount(env);
+    // The worker under test on a core of its own, the rest on the others (bench/lib.ts cpuPlan).
+    const cpus = process.env.BENCH_PIN === '0' ? null : cpuPlan();
+    const others = [process.pid, redis.server.pid, noop.child.pid];
+    if (cpus) for (const pid of others) pinProcess(pid, cpus.rest);
     const workers: Array<() => Promise<CompletionRow>> = [
-      () => sidecarWorker(env, redis, noop, n),
-      () => sidecarWorker(env, redis, noop, n, CONCURRENCY),
-      () => bullmqWorker(env, redis, noop, n),
+      () => sidecarWorker(env, redis, noop, n, cpus),
+      () => sidecarWorker(env, redis, noop, n, cpus, CONCURRENCY),
+      () => bullmqWorker(env, redis, noop, n, cpus),
     ];
     const measured: CompletionRow[][] = workers.map(() => []);
-    for (let round = 0; round < rounds; round++) {
-      // Rotated, so that no worker always runs first (after the bench's set-up) or last.
-      for (let k = 0; k < workers.length; k++) {
-        const w = (round + k) % workers.length;
-        measured[w]!.push(await workers[w]!());
+    try {
+      for (let round = 0; round < rounds; round++) {
+        // Rotated, so that no worker always runs first (after the bench's set-up) or last.
+        for (let k = 0; k < workers.length; k++) {
+          const w = (round + k) % workers.length;
+          measured[w]!.push(await workers[w]!());
+        }
       }
+    } finally {
+      if (cpus) for (const pid of others) pinProcess(pid, cpus.all);
     }
-    return { n, concurrency: CONCURRENCY, rounds, rows: measured.map(medianRow) };
+    return { n, concurrency: CONCURRENCY, rounds, pinned: cpus !== null, rows: measured.map(medianRow) };
   },
 };
 
@@ -138,7 +148,7 @@ function limitConfig(env: BenchEnv, limit: number): string {
   return path;
 }
 
-async function sidecarWorker(env: BenchEnv, redis: BenchRedis, noop: Noop, n: number, queueLimit?: number): Promise<CompletionRow> {
+async function sidecarWorker(env: BenchEnv, redis: BenchRedis, noop: Noop, n: number, cpus: CpuPlan | null, queueLimit?: number): Promise<CompletionRow> {
   await redis.client.flushall();
   const store = newStore(redis.client);
   const ids = await createRuns(store, n, `http://127.0.0.1:${noop.port}/hook`);
@@ -155,6 +165,7 @@ async function sidecarWorker(env: BenchEnv, redis: BenchRedis, noop: Noop, n: nu
     },
     env.settings.profile ? `worker (completion path${queueLimit === undefined ? '' : ', queue limit'})` : undefined,
   );
+  if (cpus) pinProcess(worker.child.pid, cpus.tested);
   // The worker serves the queue with the limit it was given (GET /queues on its admin port).
   const served = (await (await fetch(`http://127.0.0.1:${worker.adminPort}/queues`)).json()) as {
     queues: Array<{ name: string; max_concurrency: number | null }>;
@@ -203,7 +214,7 @@ async function sidecarWorker(env: BenchEnv, redis: BenchRedis, noop: Noop, n: nu
   return row;
 }
 
-async function bullmqWorker(env: BenchEnv, redis: BenchRedis, noop: Noop, n: number): Promise<CompletionRow> {
+async function bullmqWorker(env: BenchEnv, redis: BenchRedis, noop: Noop, n: number, cpus: CpuPlan | null): Promise<CompletionRow> {
   await redis.client.flushall();
   const queueName = 'bench';
   const queue = new Queue<BenchJob>(queueName, { connection: { host: '127.0.0.1', port: redis.server.port } });
@@ -224,6 +235,7 @@ async function bullmqWorker(env: BenchEnv, redis: BenchRedis, noop: Noop, n: num
       resolve();
     });
   });
+  if (cpus) pinProcess(child.pid, cpus.tested);
   await sleep(500);
   noop.send({ cmd: 'reset' });
   await redis.client.config('RESETSTAT');
