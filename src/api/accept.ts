@@ -5,12 +5,12 @@ import { NotReplicatedError, mayHaveRun, newRunId, queueTag, type CreateResult, 
 import type { AcceptSpan } from '../tracing';
 import { apiError, ownerRequired, type ApiErrorCode, type ApiErrorOptions } from './errors';
 import { parseIdempotencyKey, requestFingerprint } from './idempotency';
-import { headerValue, headerValues, paramValue, parseQuery, preferName, preferTokens, splitPath } from './request-parts';
+import { headerValue, headerValues, paramValue, parseQuery, preferName, preferTokens, splitPath, type QueryParam } from './request-parts';
 import type { SyncWait } from './sync-wait';
-import { parseWebhookOptions, WEBHOOK_SECRET_HEADER } from './webhook-options';
+import { parseWebhookOptions, WEBHOOK_SECRET_HEADER, type WebhookOptions } from './webhook-options';
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1) and headers the replay sets itself. */
-const DROPPED_HEADERS = new Set([
+const DROPPED_HEADERS: ReadonlySet<string> = new Set([
   'connection',
   'keep-alive',
   'proxy-connection',
@@ -65,8 +65,13 @@ type Priority = (typeof PRIORITY_ORDER)[number];
  * Returns the stored priority (0-2), or null when the value is not one of the three.
  */
 export function requestedPriority(head: RequestHead, routeDefault: Priority): number | null {
+  return priorityPreference(preferTokens(headerValues(head.headers, 'prefer')), routeDefault);
+}
+
+/** `requestedPriority` from a request's Prefer tokens, when already split. */
+function priorityPreference(preferences: readonly string[], routeDefault: Priority): number | null {
   const floor = PRIORITY_ORDER.indexOf(routeDefault);
-  for (const token of preferTokens(headerValues(head.headers, 'prefer'))) {
+  for (const token of preferences) {
     if (preferName(token) !== 'priority') continue;
     const value = token
       .slice(token.indexOf('=') + 1)
@@ -88,6 +93,17 @@ export interface AsyncRequest {
   webhookEndpoint: string | null;
   /** The query's webhookEndpoint could not be decoded. */
   badEncoding: boolean;
+  /** The query's parameters and the Prefer tokens, split once for every check that reads them. */
+  params: QueryParam[];
+  preferences: string[];
+}
+
+/** What the checks of a request's head found, for the accept once the body is in. */
+export interface CheckedHead {
+  /** Prefer: wait, in seconds (0: none). */
+  waitSeconds: number;
+  webhook: WebhookOptions;
+  idempotencyKey: string | null;
 }
 
 /** Decides whether a request asks for async execution (docs/CONTRACT.md §2); null when it does not. */
@@ -100,7 +116,8 @@ export function parseAsyncRequest(head: RequestHead): AsyncRequest | null {
     const v = (paramValue(asyncParam) ?? '').toLowerCase();
     if (v === 'true' || v === '1') trigger = 'query';
   }
-  if (!trigger && preferTokens(headerValues(head.headers, 'prefer')).some((t) => preferName(t) === 'respond-async')) {
+  const preferences = preferTokens(headerValues(head.headers, 'prefer'));
+  if (!trigger && preferences.some((t) => preferName(t) === 'respond-async')) {
     trigger = 'prefer';
   }
   if (!trigger) return null;
@@ -115,13 +132,21 @@ export function parseAsyncRequest(head: RequestHead): AsyncRequest | null {
       .join('&'),
     webhookEndpoint: hookValue,
     badEncoding: hook !== undefined && hookValue === null,
+    params,
+    preferences,
   };
 }
 
 /** The headers the upstream gets: the client's, minus hop-by-hop ones and the Prefer tokens meant for the sidecar. */
 export function replayHeaders(head: RequestHead, runId: string): Array<[string, string]> {
-  const hopByHop = new Set(DROPPED_HEADERS);
-  for (const v of headerValues(head.headers, 'connection')) for (const t of v.split(',')) hopByHop.add(t.trim().toLowerCase());
+  // A copy only when the request names more hop-by-hop headers in Connection (most do not).
+  const named = headerValues(head.headers, 'connection');
+  let hopByHop: ReadonlySet<string> = DROPPED_HEADERS;
+  if (named.length > 0) {
+    const more = new Set(DROPPED_HEADERS);
+    for (const v of named) for (const t of v.split(',')) more.add(t.trim().toLowerCase());
+    hopByHop = more;
+  }
   const out: Array<[string, string]> = [['host', head.authority]];
   for (const [k, v] of head.headers) {
     // x-envoy-* describe the client's hop and some (x-envoy-upstream-rq-timeout-ms) would
@@ -151,34 +176,35 @@ export class AsyncAcceptor {
     private readonly logger: Logger,
   ) {}
 
-  /** Checks that need only the head; a reply means "refuse now, without reading the body". */
-  precheck(head: RequestHead, req: AsyncRequest): HttpReply | null {
+  /**
+   * Checks that need only the head: a refusal means "refuse now, without reading the body";
+   * otherwise what the checks parsed, which the accept uses as it is (each option parsed once).
+   */
+  precheck(head: RequestHead, req: AsyncRequest): { refusal: HttpReply } | { checked: CheckedHead } {
+    const refuse = (code: ApiErrorCode, message: string) => ({ refusal: this.reject(code, message) });
     if (this.options.ownerRequired && headerValue(head.headers, this.options.ownerHeader) === undefined) {
       this.metrics.runsRejected.inc({ code: 'owner_required' });
-      return ownerRequired(this.options.ownerHeader);
+      return { refusal: ownerRequired(this.options.ownerHeader) };
     }
-    if (!this.options.isAccepting()) {
-      return this.reject('shutting_down', 'This sidecar replica is shutting down; retry the request.');
-    }
-    if (req.badEncoding) return this.reject('invalid_webhook_endpoint', 'webhookEndpoint is not valid percent-encoding.');
+    if (!this.options.isAccepting()) return refuse('shutting_down', 'This sidecar replica is shutting down; retry the request.');
+    if (req.badEncoding) return refuse('invalid_webhook_endpoint', 'webhookEndpoint is not valid percent-encoding.');
     if (req.webhookEndpoint !== null) {
       const check = this.options.validateWebhookUrl(req.webhookEndpoint);
-      if (!check.ok) return this.reject(check.code, check.message);
+      if (!check.ok) return refuse(check.code, check.message);
     }
-    if (requestedPriority(head, 'high') === null) {
-      return this.reject('invalid_priority', 'Prefer: priority must be high, normal or low.');
-    }
-    if (this.options.syncWait?.seconds(head) === 'invalid') return this.reject('invalid_wait', 'Prefer: wait must be a whole number of seconds.');
-    const webhook = parseWebhookOptions(head, req.webhookEndpoint !== null, !!this.options.sealWebhookSecret);
-    if (!webhook.ok) return this.reject(webhook.code, webhook.message);
+    if (priorityPreference(req.preferences, 'high') === null) return refuse('invalid_priority', 'Prefer: priority must be high, normal or low.');
+    const waitSeconds = this.options.syncWait?.seconds(req.preferences) ?? 0;
+    if (waitSeconds === 'invalid') return refuse('invalid_wait', 'Prefer: wait must be a whole number of seconds.');
+    const webhook = parseWebhookOptions(head, req.webhookEndpoint !== null, !!this.options.sealWebhookSecret, req.params);
+    if (!webhook.ok) return refuse(webhook.code, webhook.message);
     const key = parseIdempotencyKey(headerValues(head.headers, 'idempotency-key'));
-    if (!key.ok) return this.reject('invalid_idempotency_key', key.message);
-    return null;
+    if (!key.ok) return refuse('invalid_idempotency_key', key.message);
+    return { checked: { waitSeconds, webhook: webhook.options, idempotencyKey: key.key } };
   }
 
   /** How long Envoy must hold the answer once the body is in (Prefer: wait), if at all. */
-  holdMs(head: RequestHead): number | undefined {
-    return this.options.syncWait?.holdMs(head);
+  holdMs(checked: CheckedHead): number | undefined {
+    return this.options.syncWait?.holdMs(checked.waitSeconds);
   }
 
   tooLarge(): HttpReply {
@@ -186,11 +212,9 @@ export class AsyncAcceptor {
   }
 
   /** `signal`: the client went away (a held `Prefer: wait`); `span`: the request's accept span when tracing is on (its context is stored with the run). */
-  async accept(head: RequestHead, req: AsyncRequest, body: Buffer, signal?: AbortSignal, span?: AcceptSpan): Promise<HttpReply> {
+  async accept(head: RequestHead, req: AsyncRequest, checked: CheckedHead, body: Buffer, signal?: AbortSignal, span?: AcceptSpan): Promise<HttpReply> {
     const receivedAt = Date.now();
     if (body.length > this.options.maxBodyBytes) return this.tooLarge();
-    const key = parseIdempotencyKey(headerValues(head.headers, 'idempotency-key'));
-    if (!key.ok) return this.reject('invalid_idempotency_key', key.message);
     const placement = this.options.placementFor(req.pathname);
     const queue = placement.queue.name;
     const id = newRunId(queueTag(queue));
@@ -208,16 +232,18 @@ export class AsyncAcceptor {
       gracePeriodMs: placement.gracePeriodMs,
       queue,
       // Checked by precheck: a valid value, or none.
-      priority: requestedPriority(head, placement.priority) ?? 1,
-      idempotency: key.key === null ? undefined : { key: key.key, fingerprint: requestFingerprint(head.method, req.pathname, req.query, body) },
+      priority: priorityPreference(req.preferences, placement.priority) ?? 1,
+      idempotency:
+        checked.idempotencyKey === null
+          ? undefined
+          : { key: checked.idempotencyKey, fingerprint: requestFingerprint(head.method, req.pathname, req.query, body) },
     };
     if (span) {
       run.trace = span.runTrace;
       span.runCreated(run);
     }
-    const webhook = parseWebhookOptions(head, req.webhookEndpoint !== null, !!this.options.sealWebhookSecret);
-    if (webhook.ok && webhook.options.started) run.webhookStarted = true;
-    if (webhook.ok && webhook.options.secret) run.webhookSecret = this.options.sealWebhookSecret!(webhook.options.secret, id);
+    if (checked.webhook.started) run.webhookStarted = true;
+    if (checked.webhook.secret) run.webhookSecret = this.options.sealWebhookSecret!(checked.webhook.secret, id);
     let created: CreateResult;
     try {
       created = await this.store.create(run);
@@ -257,7 +283,7 @@ export class AsyncAcceptor {
     if (created.outcome === 'replayed') {
       this.metrics.runsReplayed.inc();
       this.logger.info({ run_id: created.runId, request_id: run.requestId, queue }, 'idempotent request replayed');
-      return this.answer(this.accepted(created.runId, req.trigger, true), created.runId, run.owner, head, receivedAt, signal);
+      return this.answer(this.accepted(created.runId, req.trigger, true), created.runId, run.owner, checked.waitSeconds, receivedAt, signal);
     }
     this.metrics.runsAccepted.inc({ trigger: req.trigger });
     this.logger.info(
@@ -274,13 +300,19 @@ export class AsyncAcceptor {
       },
       'run queued',
     );
-    return this.answer(this.accepted(id, req.trigger), id, run.owner, head, receivedAt, signal);
+    return this.answer(this.accepted(id, req.trigger), id, run.owner, checked.waitSeconds, receivedAt, signal);
   }
 
   /** The 202, or with `Prefer: wait=N` the app's own answer if the run ends within N s. */
-  private answer(accepted: HttpReply, id: string, owner: string, head: RequestHead, receivedAt: number, signal?: AbortSignal): HttpReply | Promise<HttpReply> {
-    const wait = this.options.syncWait?.seconds(head);
-    if (typeof wait === 'number' && wait > 0) return this.options.syncWait!.answer(accepted, { id, owner }, wait, receivedAt, signal);
+  private answer(
+    accepted: HttpReply,
+    id: string,
+    owner: string,
+    waitSeconds: number,
+    receivedAt: number,
+    signal?: AbortSignal,
+  ): HttpReply | Promise<HttpReply> {
+    if (waitSeconds > 0 && this.options.syncWait) return this.options.syncWait.answer(accepted, { id, owner }, waitSeconds, receivedAt, signal);
     return accepted;
   }
 

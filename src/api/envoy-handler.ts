@@ -32,17 +32,21 @@ export function createEnvoyHandler(
       if (!asyncRequest) return { kind: 'pass' };
       // Tracing: the accept's SERVER span, ended with the answer (null when tracing is off).
       const span = tracing.startAccept(head, metadata);
-      const refusal = acceptor.precheck(head, asyncRequest);
-      if (refusal) return { kind: 'reply', decision: 'rejected', reply: async () => (span ? span.end(refusal) : refusal) };
-      const holdMs = acceptor.holdMs(head);
+      const check = acceptor.precheck(head, asyncRequest);
+      if ('refusal' in check) {
+        const refusal = check.refusal;
+        return { kind: 'reply', decision: 'rejected', reply: async () => (span ? span.end(refusal) : refusal) };
+      }
+      const { checked } = check;
+      const holdMs = acceptor.holdMs(checked);
       return {
         kind: 'body',
         decision: 'accepted',
         maxBytes: maxBodyBytes,
         tooLarge: () => (span ? span.end(acceptor.tooLarge()) : acceptor.tooLarge()),
         onBody: span
-          ? (body, signal) => acceptor.accept(head, asyncRequest, body, signal, span).then((r) => span.end(r))
-          : (body, signal) => acceptor.accept(head, asyncRequest, body, signal),
+          ? (body, signal) => acceptor.accept(head, asyncRequest, checked, body, signal, span).then((r) => span.end(r))
+          : (body, signal) => acceptor.accept(head, asyncRequest, checked, body, signal),
         ...(holdMs !== undefined ? { holdMs } : {}),
       };
     },

@@ -29,8 +29,13 @@ const NOT_PASSED = new Set([
  * there is none, or when holding is off (`maxSeconds` 0); 'invalid' when N is not delta-seconds.
  */
 export function requestedWait(head: RequestHead, maxSeconds: number): number | 'invalid' | null {
+  return waitPreference(preferTokens(headerValues(head.headers, 'prefer')), maxSeconds);
+}
+
+/** `requestedWait` from a request's Prefer tokens, when already split. */
+export function waitPreference(preferences: readonly string[], maxSeconds: number): number | 'invalid' | null {
   if (maxSeconds <= 0) return null;
-  for (const token of preferTokens(headerValues(head.headers, 'prefer'))) {
+  for (const token of preferences) {
     if (preferName(token) !== 'wait') continue;
     const eq = token.indexOf('=');
     if (eq < 0) return maxSeconds;
@@ -72,15 +77,14 @@ export class SyncWait {
     private readonly shutdown: AbortSignal,
   ) {}
 
-  /** The hold `head` asks for, in seconds (0: none), or 'invalid'. */
-  seconds(head: RequestHead): number | 'invalid' {
-    return requestedWait(head, this.options.maxSeconds) ?? 0;
+  /** The hold a request's Prefer tokens ask for, in seconds (0: none), or 'invalid'. */
+  seconds(preferences: readonly string[]): number | 'invalid' {
+    return waitPreference(preferences, this.options.maxSeconds) ?? 0;
   }
 
-  /** How long Envoy must hold the answer to the body message, when the request asks to wait. */
-  holdMs(head: RequestHead): number | undefined {
-    const s = this.seconds(head);
-    return typeof s === 'number' && s > 0 ? s * 1000 + SYNC_WAIT_MARGIN_MS : undefined;
+  /** How long Envoy must hold the answer to the body message for a wait of `seconds` (0: no hold). */
+  holdMs(seconds: number): number | undefined {
+    return seconds > 0 ? seconds * 1000 + SYNC_WAIT_MARGIN_MS : undefined;
   }
 
   /**

@@ -1,5 +1,5 @@
 import type { RequestHead } from '../extproc';
-import { headerValue, paramValue, parseQuery, splitPath } from './request-parts';
+import { headerValue, paramValue, parseQuery, splitPath, type QueryParam } from './request-parts';
 
 /** The events a run's webhookEndpoint may ask for (as Replicate's webhook_events_filter), README "Webhook events". */
 export const WEBHOOK_EVENTS = ['started', 'completed'] as const;
@@ -28,8 +28,14 @@ export type WebhookOptionsCheck =
  * webhookEndpoint; without one the secret is ignored (and never stored or replayed). A secret
  * can only be kept where a key can seal it (`canSeal`).
  */
-export function parseWebhookOptions(head: RequestHead, hasEndpoint: boolean, canSeal: boolean): WebhookOptionsCheck {
-  const params = parseQuery(splitPath(head.path).query).filter((p) => p.name === 'webhookEvents');
+export function parseWebhookOptions(
+  head: RequestHead,
+  hasEndpoint: boolean,
+  canSeal: boolean,
+  /** The request's query parameters, when already parsed. */
+  query: readonly QueryParam[] = parseQuery(splitPath(head.path).query),
+): WebhookOptionsCheck {
+  const params = query.filter((p) => p.name === 'webhookEvents');
   let started = false;
   if (params.length > 0) {
     const values = params.flatMap((p) => (paramValue(p) ?? '\u0000').split(',')).map((v) => v.trim());
