@@ -6,6 +6,7 @@ import { QueueKeys, RunKeys, ownerBucket, queueTag, tagOfRunId } from './keys';
 import type { EventChannels } from './events';
 import { ReplicatedWriter } from './replication';
 import { AttemptRecords } from './attempt-records';
+import { writeCoalescer } from './write-coalescing';
 import type {
   ClaimedDelivery,
   ClaimedRun,
@@ -328,6 +329,8 @@ export class RunStore {
   readonly shardedEvents: boolean;
   private readonly queues = new Map<string, ServedQueue>();
   private readonly scriptFns = new Map<string, ScriptFn>();
+  /** Called before each script call: the calls of one turn of the event loop share one socket write. */
+  private readonly coalesceWrites: () => void;
   private readonly queueListeners = new Set<(tag: string) => void>();
   private readonly replicated: ReplicatedWriter | null;
   private readonly attempts: AttemptRecords;
@@ -343,6 +346,7 @@ export class RunStore {
     defineScripts(redis);
     const replicas = options.minReplicasAck ?? 0;
     this.replicated = replicas > 0 ? new ReplicatedWriter(redis, replicas, options.replicaAckBudgetMs ?? 1000) : null;
+    this.coalesceWrites = writeCoalescer(redis);
     this.attempts = new AttemptRecords((base, encoded) =>
       this.script('recordWebhookAttempts')(`${base}:webhooks`, ...named({ base, attempts: encoded, ttl_ms: this.options.runTtlMs, keep: WEBHOOK_HISTORY_MAX })),
     );
@@ -375,6 +379,7 @@ export class RunStore {
   }
 
   private script(name: ScriptName, buffers = false): ScriptFn {
+    this.coalesceWrites();
     // Bound once per script: a bind per call was an allocation on every state change.
     const key = `${name}${buffers ? 'Buffer' : ''}`;
     let fn = this.scriptFns.get(key);
