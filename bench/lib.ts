@@ -59,6 +59,21 @@ export function pinProcess(pid: number, cpus: string): void {
   execFileSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: 'ignore' });
 }
 
+/**
+ * BENCH_ROUNDS, else `full` (BENCH_QUICK: 1): how often a scenario measures each of its rows,
+ * interleaved, to report medians. On this shared 2-core machine one measurement of the same
+ * code moved by up to ±25 % within minutes.
+ */
+export function roundCount(quick: boolean, full: number): number {
+  return Math.max(1, Number(process.env.BENCH_ROUNDS ?? (quick ? 1 : full)));
+}
+
+/** The median of `values` (the mean of the middle two for an even count). */
+export function median(values: readonly number[]): number {
+  const v = [...values].sort((a, b) => a - b);
+  return v.length % 2 ? v[(v.length - 1) / 2]! : (v[v.length / 2 - 1]! + v[v.length / 2]!) / 2;
+}
+
 export function cpuMicros(pid: number): number {
   const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const f = s.slice(s.lastIndexOf(')') + 2).split(' ');

@@ -116,6 +116,8 @@ function acceptView(r: AcceptResults) {
     seconds: r.seconds,
     connections: r.connections,
     streams: r.streams,
+    rounds: r.rounds ?? 1,
+    pinned: r.pinned === true,
     nobody: target('nobody'),
     body: target('body'),
     rows: r.rows.map((a) => {
@@ -124,6 +126,7 @@ function acceptView(r: AcceptResults) {
         server: a.server,
         body: a.shape === 'body',
         runsPerSec: fmt(a.reqPerSec),
+        perRound: (a.reqPerSecRounds ?? [a.reqPerSec]).map((v) => fmt(v)).join(', '),
         ratio: f ? (a.reqPerSec / f.reqPerSec).toFixed(2) : '',
         cpu: fmt(a.cpuUsPerRun),
         redisCpu: orDash(a.redisCpuUsPerRun),

@@ -13,7 +13,7 @@ import { performance } from 'node:perf_hooks';
 import { randomUUID } from 'node:crypto';
 import { Queue } from 'bullmq';
 import type { BenchEnv, BenchRedis, Noop, Scenario } from '../env';
-import { cpuMicros, cpuPlan, fmt, pinProcess, sleep, type CpuPlan } from '../lib';
+import { cpuMicros, cpuPlan, fmt, median, pinProcess, roundCount, sleep, type CpuPlan } from '../lib';
 import { NORMAL_RING_KEY } from '../load';
 import { RUN_BODY, RUN_HEADERS, RUN_TARGET, createRuns, newStore } from '../runs';
 import type { BenchJob } from '../bullmq-baseline';
@@ -51,20 +51,12 @@ export interface CompletionResults {
 
 /** BENCH_RUNS, else 20,000 (BENCH_QUICK: 5,000). */
 const runCount = (env: BenchEnv) => Number(process.env.BENCH_RUNS ?? (env.quick ? 5000 : 20_000));
-/**
- * BENCH_ROUNDS, else 5 (BENCH_QUICK: 1). On this shared 2-core machine one 20,000-run measurement
- * of the same code has ranged from 264 to 398 µs of worker CPU per run, and BullMQ's from 156 to
- * 237, in both directions within minutes: a single pair cannot show a 5 % change. Interleaved
- * rounds and their medians can.
- */
-const roundCount = (env: BenchEnv) => Math.max(1, Number(process.env.BENCH_ROUNDS ?? (env.quick ? 1 : 5)));
-
 export const completion: Scenario<CompletionResults> = {
   uses: ['redis', 'noop'],
   async run(env: BenchEnv): Promise<CompletionResults> {
     const [redis, noop] = [await env.redis(), await env.noop()];
     const n = runCount(env);
-    const rounds = roundCount(env);
+    const rounds = roundCount(env.quick, 5);
     // The worker under test on a core of its own, the rest on the others (bench/lib.ts cpuPlan).
     const cpus = process.env.BENCH_PIN === '0' ? null : cpuPlan();
     const others = [process.pid, redis.server.pid, noop.child.pid];
@@ -92,20 +84,17 @@ export const completion: Scenario<CompletionResults> = {
 
 /** One worker's rounds as one row: the median of each figure; the final states summed over all rounds. */
 function medianRow(rows: CompletionRow[]): CompletionRow {
-  const median = (f: (r: CompletionRow) => number) => {
-    const v = rows.map(f).sort((a, b) => a - b);
-    return v.length % 2 ? v[(v.length - 1) / 2]! : (v[v.length / 2 - 1]! + v[v.length / 2]!) / 2;
-  };
+  const mid = (f: (r: CompletionRow) => number) => median(rows.map(f));
   const verified = new Map<string, number>();
   for (const r of rows) for (const [state, count] of r.verified) verified.set(state, (verified.get(state) ?? 0) + count);
   return {
     ...rows[0]!,
     verified: [...verified],
-    seconds: median((r) => r.seconds),
-    perSec: median((r) => r.perSec),
-    cpuUsPerRun: median((r) => r.cpuUsPerRun),
-    redisCpuUsPerRun: median((r) => r.redisCpuUsPerRun),
-    redisCallsPerRun: median((r) => r.redisCallsPerRun ?? 0),
+    seconds: mid((r) => r.seconds),
+    perSec: mid((r) => r.perSec),
+    cpuUsPerRun: mid((r) => r.cpuUsPerRun),
+    redisCpuUsPerRun: mid((r) => r.redisCpuUsPerRun),
+    redisCallsPerRun: mid((r) => r.redisCallsPerRun ?? 0),
     perSecRounds: rows.map((r) => r.perSec),
   };
 }
