@@ -101,9 +101,9 @@ describe('bench report: the no-regression check', () => {
     const baseline = readResults(BASELINE_FILE);
     expect(baseline).not.toBeNull();
     const r = keyRatios(baseline!);
-    expect(r.acceptNobody).toBeCloseTo(7373 / 16_052, 6);
-    expect(r.acceptBody).toBeCloseTo(5060 / 13_516, 6);
-    expect(r.completion).toBeCloseTo(3679 / 4635, 6);
+    expect(r.acceptNobody).toBeCloseTo(9691.38 / 21_900, 6);
+    expect(r.acceptBody).toBeCloseTo(7716.25 / 17_372.25, 6);
+    expect(r.completion).toBeCloseTo(4622 / 6191, 6);
   });
 
   it('calls a ratio within 5% of its baseline within, more than 5% below regressed, more than 5% above above', () => {
