@@ -67,6 +67,14 @@ export class Dispatcher extends ClaimLoop<LeasedRun> {
    * until a wake-up names them, a run of theirs ends here, or a poll interval has passed.
    */
   private readonly idle = new Map<string, number>();
+  /**
+   * Per queue, how often it was woken (see `wake`): a claim that comes back short marks its queue
+   * idle only when no wake-up came while it was in flight. Without this, a `queued` event that
+   * arrived during a claim that then found the queue empty was lost: the claim's idle mark came
+   * after the wake-up's, and the replica sat out the whole backlog until its next poll (a drill
+   * with three replicas saw one of them start none of 200 runs).
+   */
+  private readonly wakes = new Map<string, number>();
   /** Where the next claim starts in the queue list, so that queues take turns. */
   private nextQueue = 0;
   private readonly pollIntervalMs: number;
@@ -123,8 +131,7 @@ export class Dispatcher extends ClaimLoop<LeasedRun> {
     this.subscriptions.push(this.events.onCancel((id) => this.abortRun(id, 'cancelled')));
     this.subscriptions.push(
       this.events.onQueued((queue) => {
-        if (queue === null) this.idle.clear();
-        else this.idle.delete(queue);
+        this.wake(queue);
         this.fill();
       }),
     );
@@ -159,6 +166,7 @@ export class Dispatcher extends ClaimLoop<LeasedRun> {
       const queue = names[(this.nextQueue + i) % names.length]!;
       if (this.isIdle(queue, now)) continue;
       const want = max - taken;
+      const wakesBefore = this.wakes.get(queue) ?? 0;
       const runs = await this.claims.lease(
         () => this.store.claim(this.options.workerId, want, queue),
         (runs) => runs,
@@ -170,7 +178,7 @@ export class Dispatcher extends ClaimLoop<LeasedRun> {
         this.idle.delete(queue);
       } else {
         this.backlog.delete(queue);
-        this.idle.set(queue, now);
+        if ((this.wakes.get(queue) ?? 0) === wakesBefore) this.idle.set(queue, now);
       }
     }
     this.nextQueue = (this.nextQueue + 1) % Math.max(1, names.length);
@@ -218,7 +226,7 @@ export class Dispatcher extends ClaimLoop<LeasedRun> {
       this.leases.untrack(run.id);
       this.metrics.dispatchesInFlight.dec();
       // A slot of this run's queue is free here (the queue may have been at its limit).
-      this.idle.delete(run.queue);
+      this.wake(run.queue);
     }
   }
 
@@ -282,7 +290,7 @@ export class Dispatcher extends ClaimLoop<LeasedRun> {
     log.info({ reason: notNow.reason, status_code: record.status_code, retry_in_ms: delayMs }, 'app said not now; run back in its queue');
     // Claim again when it is due, rather than at the next poll.
     setTimeout(() => {
-      this.idle.delete(run.queue);
+      this.wake(run.queue);
       this.fill();
     }, delayMs + 5).unref();
     return true;
@@ -302,6 +310,14 @@ export class Dispatcher extends ClaimLoop<LeasedRun> {
     );
     if (done.next.length < claimNext) this.backlog.delete(run.queue);
     return done;
+  }
+
+  /** `queue` (null: every queue) is worth asking again now: its idle mark goes, and a claim of it in flight sets none. */
+  private wake(queue: string | null): void {
+    for (const q of queue === null ? this.store.queueNames() : [queue]) {
+      this.idle.delete(q);
+      this.wakes.set(q, (this.wakes.get(q) ?? 0) + 1);
+    }
   }
 
   /** Whether a queue other than `queue` was not found idle within the last poll interval. */
