@@ -251,6 +251,19 @@ function longRunsView(l: LongRunsResults) {
     redisAt: fmt(l.redisAt / 2 ** 20, 1),
     redisPerRun: fmt((l.redisAt - l.redisBefore) / l.n),
     rssMB: fmt(l.rssAt / 1e6),
+    bodies: l.bodies
+      ? {
+          n: l.bodies.n,
+          inFlight: l.bodies.inFlight,
+          bodyMiB: fmt(l.bodies.bodyBytes / 2 ** 20, 1),
+          totalMiB: fmt((l.bodies.n * l.bodies.bodyBytes) / 2 ** 20),
+          rssBefore: fmt(l.bodies.rssBefore / 2 ** 20, 1),
+          rssAt: fmt(l.bodies.rssAt / 2 ** 20, 1),
+          above: fmt((l.bodies.rssAt - l.bodies.rssBefore) / 2 ** 20, 1),
+          ratio: ((l.bodies.rssAt - l.bodies.rssBefore) / (l.bodies.n * l.bodies.bodyBytes)).toFixed(2),
+          met: l.bodies.inFlight >= l.bodies.n && l.bodies.rssAt - l.bodies.rssBefore <= 1.5 * l.bodies.n * l.bodies.bodyBytes,
+        }
+      : null,
     met: l.rssAt < 500e6 && l.inFlight >= l.n,
   };
 }

@@ -22,7 +22,7 @@ export function newStore(redis: Redis): RunStore {
 }
 
 /** Creates `n` queued runs (500 at a time) and returns their ids. */
-export async function createRuns(store: RunStore, n: number, webhookUrl: string | null): Promise<string[]> {
+export async function createRuns(store: RunStore, n: number, webhookUrl: string | null, body: Buffer = RUN_BODY): Promise<string[]> {
   const ids: string[] = [];
   for (let i = 0; i < n; i += 500) {
     const batch: Array<Promise<unknown>> = [];
@@ -36,7 +36,7 @@ export async function createRuns(store: RunStore, n: number, webhookUrl: string 
         path: '/v1/reports/generate',
         target: RUN_TARGET,
         headers: RUN_HEADERS(id),
-        body: RUN_BODY,
+        body,
         requestId: '6c9c1ac8-9a51-4c37-a6a4-3b7b1c0a3e11',
         owner: '',
         webhookUrl,

@@ -1,10 +1,12 @@
 /**
  * Long runs: a worker with DISPATCH_CONCURRENCY = N takes N runs whose upstream holds every
  * request open; the worker's RSS and Redis `used_memory` before the runs and with all in flight.
+ * Then the same with fewer runs and large request bodies (100 of 1 MiB by default): how much
+ * memory the worker holds per body byte in flight.
  */
 import { performance } from 'node:perf_hooks';
 import type { Redis } from 'ioredis';
-import type { BenchEnv, Scenario } from '../env';
+import type { BenchEnv, Noop, Scenario } from '../env';
 import { fmt, rssBytes, sleep } from '../lib';
 import { createRuns, newStore } from '../runs';
 
@@ -16,6 +18,8 @@ export interface LongRunsResults {
   rssAt: number;
   redisBefore: number;
   redisAt: number;
+  /** The large-body measurement (absent from results written before it). */
+  bodies?: { n: number; bodyBytes: number; inFlight: number; rssBefore: number; rssAt: number };
 }
 
 async function usedMemory(redis: Redis): Promise<number> {
@@ -28,6 +32,7 @@ export const longRuns: Scenario<LongRunsResults> = {
   optional: true,
   async run(env: BenchEnv): Promise<LongRunsResults> {
     const [redis, noop] = [await env.redis(), await env.noop()];
+    const bodies = await largeBodies(env, redis.server.url, redis.client, noop);
     const n = Number(process.env.BENCH_INFLIGHT ?? 10_000);
     await redis.client.flushall();
     noop.send({ cmd: 'reset' });
@@ -38,13 +43,7 @@ export const longRuns: Scenario<LongRunsResults> = {
     const redisBefore = await usedMemory(redis.client);
     const t0 = performance.now();
     await createRuns(newStore(redis.client), n, null);
-    let held = 0;
-    const deadline = Date.now() + 120_000;
-    while (Date.now() < deadline) {
-      held = (await noop.stats()).held;
-      if (held >= n) break;
-      await sleep(100);
-    }
+    const held = await heldRequests(noop, n);
     const secondsToFill = (performance.now() - t0) / 1000;
     await sleep(2000); // let GC and the lease heartbeat settle
     const rssAt = rssBytes(worker.child.pid);
@@ -56,6 +55,54 @@ export const longRuns: Scenario<LongRunsResults> = {
     env.log(
       `long runs: ${held} in flight, RSS ${fmt(rssBefore / 2 ** 20)} -> ${fmt(rssAt / 2 ** 20)} MiB, Redis ${fmt(redisBefore / 2 ** 20, 1)} -> ${fmt(redisAt / 2 ** 20, 1)} MiB`,
     );
-    return { n, inFlight: held, secondsToFill, rssBefore, rssAt, redisBefore, redisAt };
+    return { n, inFlight: held, secondsToFill, rssBefore, rssAt, redisBefore, redisAt, bodies };
   },
 };
+
+/** Waits until the upstream holds `n` requests (or 120 s pass); returns how many it holds. */
+async function heldRequests(noop: Noop, n: number): Promise<number> {
+  let held = 0;
+  const deadline = Date.now() + 120_000;
+  while (Date.now() < deadline) {
+    held = (await noop.stats()).held;
+    if (held >= n) break;
+    await sleep(100);
+  }
+  return held;
+}
+
+/**
+ * BENCH_LARGE_INFLIGHT runs (100) with BENCH_LARGE_BODY-byte request bodies (1 MiB) in flight at
+ * once, held by the upstream: the worker's RSS above its idle RSS, against the bodies' total.
+ */
+async function largeBodies(env: BenchEnv, redisUrl: string, redis: Redis, noop: Noop): Promise<NonNullable<LongRunsResults['bodies']>> {
+  const n = Number(process.env.BENCH_LARGE_INFLIGHT ?? 100);
+  const bodyBytes = Number(process.env.BENCH_LARGE_BODY ?? 2 ** 20);
+  await redis.flushall();
+  noop.send({ cmd: 'reset' });
+  noop.send({ cmd: 'hold', on: true });
+  const worker = await env.startSidecar('worker', redisUrl, { DISPATCH_URL: `http://127.0.0.1:${noop.port}`, DISPATCH_CONCURRENCY: String(n) });
+  try {
+    await sleep(1000);
+    const rssBefore = rssBytes(worker.child.pid);
+    // Each body different, so that nothing is shared by accident.
+    const body = Buffer.alloc(bodyBytes, 'x');
+    const ids: string[] = [];
+    for (let i = 0; i < n; i++) {
+      body.writeUInt32BE(i, 0);
+      ids.push(...(await createRuns(newStore(redis), 1, null, Buffer.from(body))));
+    }
+    const inFlight = await heldRequests(noop, n);
+    await sleep(2000); // let GC settle
+    const rssAt = rssBytes(worker.child.pid);
+    env.log(
+      `long runs, large bodies: ${inFlight} x ${fmt(bodyBytes / 2 ** 20, 1)} MiB in flight, RSS ${fmt(rssBefore / 2 ** 20)} -> ${fmt(rssAt / 2 ** 20)} MiB (${((rssAt - rssBefore) / (n * bodyBytes)).toFixed(2)} x the bodies)`,
+    );
+    return { n, bodyBytes, inFlight, rssBefore, rssAt };
+  } finally {
+    noop.send({ cmd: 'release' });
+    noop.send({ cmd: 'hold', on: false });
+    await worker.child.stop('SIGTERM', 10_000);
+    await redis.flushall();
+  }
+}
