@@ -104,7 +104,17 @@ describeWithEnvoy('webhook events (webhookEvents=started,completed), through the
     const body = JSON.parse(s!.body.toString()) as Record<string, string>;
     expect(body).toEqual({ event: 'started', run_id: id, status: 'running', started_at: running.started_at });
     expect(running.status).toBe('running');
-    expect(running.webhook.started).toMatchObject({ status: 'delivered', attempts: 1, last_status_code: 200 });
+    // The attempt is recorded just after the receiver answered (with the next write to Redis), not before.
+    const recorded = await eventually(
+      async () => {
+        const r = await runOf(id);
+        return r.webhook.started?.status === 'delivered' ? r : undefined;
+      },
+      5000,
+      'the started event recorded',
+    );
+    expect(recorded.status).toBe('running');
+    expect(recorded.webhook.started).toMatchObject({ status: 'delivered', attempts: 1, last_status_code: 200 });
     release();
     const [, f] = await rx.waitForRequests(2);
     expect(f!.headers['x-async-webhook-event']).toBe('completed');
