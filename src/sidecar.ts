@@ -4,7 +4,7 @@ import { placementFor, type Config } from './config';
 import { AsyncAcceptor, OpenApiDocument, RunsApi, SyncWait, createEnvoyHandler } from './api';
 import { AdminServer } from './admin';
 import { Dispatcher } from './dispatch';
-import { ExtProcServer } from './extproc';
+import type { ExtProcServer } from './extproc';
 import {
   RunEvents,
   RunStore,
@@ -148,6 +148,8 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
       metrics,
       logger,
     );
+    // Loaded for the roles that serve it: gRPC and the proto are about 10 MB of a worker's idle RSS (docs/BENCHMARKS.md).
+    const { ExtProcServer } = await import('./extproc');
     extproc = new ExtProcServer(
       createEnvoyHandler(acceptor, runsApi, config.maxBodyBytes, contract, tracing),
       {

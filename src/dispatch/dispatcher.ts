@@ -8,7 +8,7 @@ import { LostClaims } from './claims';
 import { handBackRuns, housekeepingIntervalMs, pruneIndex, recoverOrphans } from './housekeeping';
 import { LeaseKeeper, type LeaseLoss } from './lease-keeper';
 import { OutcomeRecorder, type Completion, type WebhookHandOff } from './outcome';
-import { replay } from './replay';
+import { CallAbort, replay } from './replay';
 import { parseDispatchBase, type DispatchBase } from './target';
 
 export interface DispatcherOptions {
@@ -38,9 +38,7 @@ interface LeasedRun {
 
 interface InFlight {
   run: ClaimedRun;
-  /** This run's logger: every line carries its run_id. */
-  log: Logger;
-  controller: AbortController;
+  controller: CallAbort;
   reason: AbortReason | null;
 }
 
@@ -207,20 +205,52 @@ export class Dispatcher extends ClaimLoop<LeasedRun> {
     );
   }
 
-  /** One run: its body if it did not come with the claim, the replay, and the outcome recorded. */
+  /**
+   * One run: its body if it did not come with the claim, the replay, and the outcome recorded. One
+   * async function, suspended for as long as the app works: each one more was about 0.4 KB per run
+   * in flight (docs/BENCHMARKS.md).
+   */
   protected async handle({ run, leasedAt }: LeasedRun): Promise<void> {
-    const log = this.logger.child({ run_id: run.id, ...this.tracing.logFields(run.trace) });
-    const entry: InFlight = { run, log, controller: new AbortController(), reason: null };
+    const entry: InFlight = { run, controller: new CallAbort(), reason: null };
     this.inFlight.set(run.id, entry);
     this.leases.track(run.id, run.attempt, run.queue, leasedAt);
     this.metrics.dispatchesInFlight.inc();
     this.metrics.queueWait.observe(Math.max(0, run.startedAt - run.queuedAt) / 1000);
     // The path only: a query string may carry credentials.
-    entry.log.info({ attempt: run.attempt, method: run.method, path: run.target.split('?', 1)[0] }, 'run started');
+    if (this.logger.isLevelEnabled('info'))
+      this.runLog(run).info({ attempt: run.attempt, method: run.method, path: run.target.split('?', 1)[0] }, 'run started');
     // Its `started` event is due (the claim scheduled it): sent before the app answers, where it can be.
     if (run.startedEvent) this.options.handOff?.wake?.();
     try {
-      await this.execute(entry);
+      let body = run.body;
+      if (body === null) {
+        // Too large to come with the claim: read on its own. If that fails the run never started,
+        // so it goes back to the queue rather than waiting for its lease to end it interrupted.
+        try {
+          body = await this.store.readBody(run.id);
+        } catch (err) {
+          this.redisErrors.report('read_body', err as Error);
+          return this.release(run, 'run body could not be read; put back in the queue');
+        }
+        if (body === null) return; // cancelled and expired meanwhile
+      }
+      // Tracing: the queue wait, and the replay's CLIENT span (null when tracing is off).
+      const span = this.tracing.startReplay(run, this.base.origin + this.base.basePath);
+      const { outcome, cause } = await replay({
+        run,
+        body,
+        base: this.base,
+        dispatcher: this.agent,
+        controller: entry.controller,
+        maxResultBytes: this.options.maxResultBytes,
+        span,
+      });
+      // Cancelled, handed back, or no longer ours: whoever holds the run now records it.
+      if (entry.reason) return span?.end(outcome, entry.reason);
+      if (cause) this.runLog(run).warn({ err: cause }, 'upstream call failed');
+      const sentBack = outcome.notNow ? await this.backOff(run, outcome) : false;
+      span?.end(outcome, sentBack ? 'not_now' : null);
+      if (!sentBack) await this.outcomes.record(run, outcome, this.runLog(run));
     } finally {
       this.inFlight.delete(run.id);
       this.leases.untrack(run.id);
@@ -230,45 +260,12 @@ export class Dispatcher extends ClaimLoop<LeasedRun> {
     }
   }
 
-  private async execute(entry: InFlight): Promise<void> {
-    const { run, controller, log } = entry;
-    let body = run.body;
-    if (body === null) {
-      // Too large to come with the claim: read on its own. If that fails the run never started,
-      // so it goes back to the queue rather than waiting for its lease to end it interrupted.
-      try {
-        body = await this.store.readBody(run.id);
-      } catch (err) {
-        this.redisErrors.report('read_body', err as Error);
-        return this.release(run, 'run body could not be read; put back in the queue');
-      }
-      if (body === null) return; // cancelled and expired meanwhile
-    }
-    // Tracing: the queue wait, and the replay's CLIENT span (null when tracing is off).
-    const span = this.tracing.startReplay(run, this.base.origin + this.base.basePath);
-    const { outcome, cause } = await replay({
-      run,
-      body,
-      base: this.base,
-      dispatcher: this.agent,
-      controller,
-      maxResultBytes: this.options.maxResultBytes,
-      span,
-    });
-    // Cancelled, handed back, or no longer ours: whoever holds the run now records it.
-    if (entry.reason) return span?.end(outcome, entry.reason);
-    if (cause) log.warn({ err: cause }, 'upstream call failed');
-    const sentBack = outcome.notNow ? await this.backOff(entry, outcome) : false;
-    span?.end(outcome, sentBack ? 'not_now' : null);
-    if (!sentBack) await this.outcomes.record(run, outcome, log);
-  }
-
   /**
    * The app said "not now" (429, 503, connection refused): unless the run has used up its queue's
    * tries, it goes back to the queue and waits (Retry-After when the app sent one, else exponential
    * backoff with jitter). True when it went back (or is no longer ours); false: record the outcome.
    */
-  private async backOff({ run, log }: InFlight, outcome: DispatchOutcome): Promise<boolean> {
+  private async backOff(run: ClaimedRun, outcome: DispatchOutcome): Promise<boolean> {
     const policy = this.options.backpressureFor?.(run.queue) ?? DEFAULT_BACKPRESSURE;
     if (run.backpressureTries >= policy.maxBackpressureRetries) return false;
     const notNow = outcome.notNow!;
@@ -287,13 +284,21 @@ export class Dispatcher extends ClaimLoop<LeasedRun> {
       return false; // recorded as it is, with the usual retries until Redis answers
     }
     this.metrics.backpressureRetries.inc({ queue: run.queue, reason: notNow.reason });
-    log.info({ reason: notNow.reason, status_code: record.status_code, retry_in_ms: delayMs }, 'app said not now; run back in its queue');
+    this.runLog(run).info({ reason: notNow.reason, status_code: record.status_code, retry_in_ms: delayMs }, 'app said not now; run back in its queue');
     // Claim again when it is due, rather than at the next poll.
     setTimeout(() => {
       this.wake(run.queue);
       this.fill();
     }, delayMs + 5).unref();
     return true;
+  }
+
+  /**
+   * A logger whose every line carries the run's id (and trace), made when a line is written: kept
+   * per run in flight, a pino child was about 0.5 KB of heap per run (docs/BENCHMARKS.md).
+   */
+  private runLog(run: ClaimedRun): Logger {
+    return this.logger.child({ run_id: run.id, ...this.tracing.logFields(run.trace) });
   }
 
   /** Writes the outcome; with a backlog, the slot this run frees is refilled in the same script (one claim less). */

@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import { request, type Dispatcher } from 'undici';
 import { parseRetryAfter } from '../http';
 import type { ClaimedRun, DispatchOutcome } from '../runs';
@@ -6,6 +7,22 @@ import { dispatchTarget, TargetOutsideOrigin, type DispatchBase } from './target
 
 /** Response headers that describe the hop, not the response: not kept with the result. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade']);
+
+/**
+ * How a run's call is stopped early: an EventEmitter that emits 'abort' once, which undici takes as
+ * a request's `signal` (its documented alternative to an AbortSignal). Not an AbortController:
+ * with undici's listener on it, one was about 1 KB of heap per run in flight, this half of that
+ * (docs/BENCHMARKS.md, "Long runs").
+ */
+export class CallAbort extends EventEmitter {
+  aborted = false;
+
+  abort(): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.emit('abort');
+  }
+}
 
 export interface ReplayCall {
   /** The run to replay: method, target, headers and grace period. */
@@ -22,7 +39,7 @@ export interface ReplayCall {
    * to drop it), and the replay aborts it when the grace period ends. One controller per run, not
    * one each: a second one, chained by a listener, was 3-4 % of the worker's profile.
    */
-  controller: AbortController;
+  controller: CallAbort;
   /** Response bytes kept with the result; the rest is read, counted and dropped. */
   maxResultBytes: number;
   /** The replay's span (src/tracing): the request carries its traceparent. Null or absent when tracing is off. */
@@ -44,12 +61,26 @@ export async function replay(call: ReplayCall): Promise<Replayed> {
   const { run, controller } = call;
   let graceEnded = false;
   const grace = setTimeout(() => {
-    if (controller.signal.aborted) return;
+    if (controller.aborted) return;
     graceEnded = true;
     controller.abort();
   }, run.gracePeriodMs);
+  // The call is awaited here, in this one async function: every function suspended while the app
+  // works is held for every run in flight (about 0.4 KB each, docs/BENCHMARKS.md).
   try {
-    return { outcome: await send(call, controller.signal), cause: null };
+    const res = await request(dispatchTarget(call.base, run.target), {
+      dispatcher: call.dispatcher,
+      method: run.method as 'GET',
+      // Tracing: the replay continues the run's trace (traceparent names the replay span).
+      headers: flatHeaders(withTraceHeaders(run.headers, call.span ?? null)),
+      body: call.body.length > 0 || !['GET', 'HEAD'].includes(run.method) ? call.body : null,
+      signal: controller,
+      // undici's own timeouts (300 s by default) would cut runs short, and the grace timer above is
+      // the limit already: 0 turns them off, two timers less per call in flight.
+      headersTimeout: 0,
+      bodyTimeout: 0,
+    });
+    return { outcome: await outcomeOf(res, call.maxResultBytes), cause: null };
   } catch (err) {
     return failure(err as Error, run.gracePeriodMs, graceEnded);
   } finally {
@@ -57,20 +88,9 @@ export async function replay(call: ReplayCall): Promise<Replayed> {
   }
 }
 
-async function send(call: ReplayCall, signal: AbortSignal): Promise<DispatchOutcome> {
-  const { run, body } = call;
-  const res = await request(dispatchTarget(call.base, run.target), {
-    dispatcher: call.dispatcher,
-    method: run.method as 'GET',
-    // Tracing: the replay continues the run's trace (traceparent names the replay span).
-    headers: flatHeaders(withTraceHeaders(run.headers, call.span ?? null)),
-    body: body.length > 0 || !['GET', 'HEAD'].includes(run.method) ? body : null,
-    signal,
-    // undici's own timeouts (300 s by default) would cut runs short: the grace period is the limit.
-    headersTimeout: run.gracePeriodMs,
-    bodyTimeout: run.gracePeriodMs,
-  });
-  const { chunks, kept, size } = await readLimited(res.body, call.maxResultBytes);
+/** The app's answer as the run's outcome: the body read (its first `maxResultBytes` kept), hop-by-hop headers dropped. */
+async function outcomeOf(res: Dispatcher.ResponseData, maxResultBytes: number): Promise<DispatchOutcome> {
+  const { chunks, kept, size } = await readLimited(res.body, maxResultBytes);
   const headers: Array<[string, string]> = [];
   for (const [k, v] of Object.entries(res.headers)) {
     if (HOP_BY_HOP.has(k) || v === undefined) continue;

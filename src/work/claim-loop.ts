@@ -23,7 +23,16 @@ export interface ClaimLoopOptions {
  * tick claims again, so while the store is away the loop asks once per poll interval.
  */
 export abstract class ClaimLoop<Item> {
-  private readonly active = new Set<Promise<void>>();
+  /** Items being handled: a count, not a set of their promises, which took a promise and two closures more per item in hand. */
+  private active = 0;
+  /** `settled()` callers, resolved when the count reaches 0. */
+  private readonly settledWaiters: Array<() => void> = [];
+  /** Bound once: one pair for every item, rather than a `.catch().finally()` chain of closures each. */
+  private readonly itemDone = (): void => this.finished();
+  private readonly itemFailed = (err: unknown): void => {
+    this.loop.logger.error({ err }, 'work item handler failed');
+    this.finished();
+  };
   private readonly poll: PeriodicTask;
   private readonly unsubscribe: Array<() => void> = [];
   private claiming = false;
@@ -73,7 +82,7 @@ export abstract class ClaimLoop<Item> {
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([this.settled(), new Promise((r) => (timer = setTimeout(r, graceMs)))]);
     clearTimeout(timer);
-    if (this.active.size > 0) await this.handBack();
+    if (this.active > 0) await this.handBack();
   }
 
   protected get stopping(): boolean {
@@ -82,24 +91,25 @@ export abstract class ClaimLoop<Item> {
 
   /** True when an item begun now would be handled at once. */
   protected get hasRoom(): boolean {
-    return !this.stopped && this.active.size < this.loop.concurrency;
+    return !this.stopped && this.active < this.loop.concurrency;
   }
 
   /** Resolves once every item in hand now has been handled. */
-  protected async settled(): Promise<void> {
-    await Promise.all(this.active);
+  protected settled(): Promise<void> {
+    if (this.active === 0) return Promise.resolve();
+    return new Promise((resolve) => this.settledWaiters.push(resolve));
   }
 
   /** Handles an item this worker holds: from its own claim, or handed over by another part. */
   protected begin(item: Item): void {
     if (this.stopped) return this.decline(item);
-    const work: Promise<void> = this.handle(item)
-      .catch((err: unknown) => this.loop.logger.error({ err }, 'work item handler failed'))
-      .finally(() => {
-        this.active.delete(work);
-        this.fill();
-      });
-    this.active.add(work);
+    this.active++;
+    this.handle(item).then(this.itemDone, this.itemFailed);
+  }
+
+  private finished(): void {
+    if (--this.active === 0 && this.settledWaiters.length > 0) for (const resolve of this.settledWaiters.splice(0)) resolve();
+    this.fill();
   }
 
   /** Claims items up to the concurrency; again at once while claims come back full. */
@@ -109,7 +119,7 @@ export abstract class ClaimLoop<Item> {
       this.fillAgain = true;
       return;
     }
-    const free = this.loop.concurrency - this.active.size;
+    const free = this.loop.concurrency - this.active;
     if (free <= 0) return;
     this.claiming = true;
     this.fillAgain = false;

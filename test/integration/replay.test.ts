@@ -3,7 +3,7 @@
  * real undici Agent (docs/CONTRACT.md §3: what the app receives, what is kept of its answer).
  */
 import { Agent } from 'undici';
-import { replay, type ReplayCall } from '../../src/dispatch/replay';
+import { CallAbort, replay, type ReplayCall } from '../../src/dispatch/replay';
 import { parseDispatchBase } from '../../src/dispatch/target';
 import { freePort } from '../support/ports';
 import { Upstream } from '../support/upstream';
@@ -33,7 +33,7 @@ function call(overrides: Partial<Omit<ReplayCall, 'run'>> & { run?: Partial<Repl
     body: Buffer.from('{"prompt":"hi"}'),
     base: parseDispatchBase(app.url),
     dispatcher: agent,
-    controller: new AbortController(),
+    controller: new CallAbort(),
     maxResultBytes: 1024,
     ...rest,
   };
@@ -154,7 +154,7 @@ it('aborts the call when the grace period ends: timed_out, grace_period_exceeded
 
 it("stops the call when the caller aborts the run's controller, without waiting for the grace period", async () => {
   app.setHandler(Upstream.hang());
-  const controller = new AbortController();
+  const controller = new CallAbort();
   const pending = replay(call({ controller, run: { gracePeriodMs: 60_000 } }));
   await app.waitForRequests(1);
   const abortedAt = Date.now();
@@ -168,7 +168,7 @@ it("stops the call when the caller aborts the run's controller, without waiting 
 });
 
 it('does not call the app at all with the controller aborted before the call', async () => {
-  const controller = new AbortController();
+  const controller = new CallAbort();
   controller.abort();
   const { outcome } = await replay(call({ controller }));
   expect(outcome.status).toBe('failed');

@@ -37,6 +37,10 @@ class QueueLoop extends ClaimLoop<Job> {
   handedBack: number[] | null = null;
   claimDelayMs = 0;
   failClaims = false;
+  /** Jobs whose handler breaks its promise and rejects once its job finishes. */
+  readonly rejecting = new Set<number>();
+  /** What the loop logged (pino lines, parsed). */
+  readonly logged: Array<{ msg: string; err?: { message: string } }> = [];
   private readonly inHand = new Set<Job>();
   private wake: (() => void) | null = null;
 
@@ -50,7 +54,7 @@ class QueueLoop extends ClaimLoop<Job> {
           return () => (this.wake = null);
         },
       ],
-      logger: pino({ level: 'silent' }),
+      logger: pino({ level: 'error' }, { write: (line: string) => void this.logged.push(JSON.parse(line)) }),
     });
   }
 
@@ -86,6 +90,7 @@ class QueueLoop extends ClaimLoop<Job> {
     this.handled.push(j.id);
     await j.done;
     this.inHand.delete(j);
+    if (this.rejecting.has(j.id)) throw new Error(`handler of ${j.id} broke`);
   }
 
   protected claimFailed(err: Error): void {
@@ -188,6 +193,25 @@ describe('ClaimLoop', () => {
     expect(loop.handled).toEqual([7]); // no room: not claimed
     handed.finish();
     await until(() => loop.handled.length === 2, 'the queued one once the slot is free');
+  });
+
+  it('reports a handler that rejects, frees its slot, and still waits for the others when stopping', async () => {
+    loop = new QueueLoop(1);
+    const [broken, next] = [job(1), job(2)];
+    loop.rejecting.add(1);
+    loop.push(broken, next);
+    loop.start();
+    await until(() => loop.handled.length === 1, 'the first in hand');
+    broken.finish();
+    await until(() => loop.handled.length === 2, 'the next one in the freed slot');
+    expect(loop.logged).toEqual([
+      expect.objectContaining({ msg: 'work item handler failed', err: expect.objectContaining({ message: 'handler of 1 broke' }) }),
+    ]);
+    setTimeout(() => next.finish(), 20);
+    const started = Date.now();
+    await loop.stop(5000);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(15);
+    expect(loop.handedBack).toBeNull();
   });
 
   it('stop: waits for the items in hand within the grace period, then hands back the rest', async () => {
