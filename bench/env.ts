@@ -57,6 +57,8 @@ export interface Sidecar {
 }
 
 const BENCH_DIR = join(ROOT, 'dist-bench', 'bench');
+/** Node arguments that preload bench/heap-probe.ts (a full GC and `HEAP <json>` on SIGUSR2). */
+export const HEAP_PROBE_ARGS = ['--expose-gc', '--require', join(BENCH_DIR, 'heap-probe.js')];
 
 export class BenchEnv {
   private readonly started = Date.now();
@@ -132,21 +134,27 @@ export class BenchEnv {
     if (!this.extprocUsers.includes(this.current)) this.extprocUsers.push(this.current);
     if (!this.shared.extproc) {
       const redis = await this.redis();
-      this.shared.extproc = await this.startSidecar('extproc', redis.server.url, {}, this.settings.profile ? 'extproc' : undefined);
+      this.shared.extproc = await this.startSidecar('extproc', redis.server.url, {}, { profileLabel: this.settings.profile ? 'extproc' : undefined });
     }
     return this.shared.extproc;
   }
 
   /**
    * A sidecar of its own (`node dist/src/main.js --role <role>`), ready when /readyz answers 200.
-   * `profileLabel` given: runs with `--cpu-prof`, the profile listed under that label.
+   * `profileLabel` given: runs with `--cpu-prof`, the profile listed under that label;
+   * `heapProbe`: with bench/heap-probe.ts preloaded (heapAfterGc reads its heap).
    */
-  async startSidecar(role: 'extproc' | 'worker', redisUrl: string, env: NodeJS.ProcessEnv, profileLabel?: string): Promise<Sidecar> {
+  async startSidecar(
+    role: 'extproc' | 'worker',
+    redisUrl: string,
+    env: NodeJS.ProcessEnv,
+    { profileLabel, heapProbe = false }: { profileLabel?: string; heapProbe?: boolean } = {},
+  ): Promise<Sidecar> {
     const grpcPort = await freePort();
     const adminPort = await freePort();
     const profile = profileLabel === undefined ? undefined : { label: profileLabel, dir: join(this.tmp, `prof-${role}-${Date.now()}`) };
     if (profile) this.profileDirs.push(profile);
-    const nodeArgs = profile ? ['--cpu-prof', `--cpu-prof-dir=${profile.dir}`] : [];
+    const nodeArgs = [...(profile ? ['--cpu-prof', `--cpu-prof-dir=${profile.dir}`] : []), ...(heapProbe ? HEAP_PROBE_ARGS : [])];
     const child = spawnChild(
       process.execPath,
       [...nodeArgs, join(ROOT, 'dist', 'src', 'main.js'), '--role', role],
@@ -163,9 +171,9 @@ export class BenchEnv {
     return { child, grpcPort, adminPort, profile };
   }
 
-  /** One of the bench's own programs (dist-bench/bench/<script>) as a child process. */
-  nodeChild(script: string, args: string[], name: string, env: NodeJS.ProcessEnv = {}, ipc = false): Child {
-    return spawnChild(process.execPath, [join(BENCH_DIR, script), ...args], env, name, ipc);
+  /** One of the bench's own programs (dist-bench/bench/<script>) as a child process; `nodeArgs` go before the script. */
+  nodeChild(script: string, args: string[], name: string, env: NodeJS.ProcessEnv = {}, ipc = false, nodeArgs: string[] = []): Child {
+    return spawnChild(process.execPath, [...nodeArgs, join(BENCH_DIR, script), ...args], env, name, ipc);
   }
 
   /** Stops every shared process (sidecars first, Redis last). */

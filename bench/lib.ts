@@ -86,6 +86,23 @@ export function rssBytes(pid: number): number {
   return m ? Number(m[1]) * 1024 : 0;
 }
 
+/** What bench/heap-probe.ts prints: process.memoryUsage() right after a full GC. */
+export interface HeapAfterGc {
+  rss: number;
+  heapTotal: number;
+  heapUsed: number;
+  external: number;
+  arrayBuffers: number;
+}
+
+/** Asks a child started with bench/heap-probe.ts preloaded for its memory after a full GC. */
+export async function heapAfterGc(child: Child): Promise<HeapAfterGc> {
+  // An earlier answer would match first.
+  for (let i = child.lines.length - 1; i >= 0; i--) if (child.lines[i]!.startsWith('HEAP ')) child.lines.splice(i, 1);
+  child.proc.kill('SIGUSR2');
+  return JSON.parse((await child.waitLine(/^HEAP /, 30_000)).slice('HEAP '.length)) as HeapAfterGc;
+}
+
 export interface Child {
   proc: ChildProcess;
   pid: number;

@@ -28,6 +28,24 @@ function group(url: string, fn: string): string {
   return src ? `${src[1]}/${src[2]!.split('/')[0]}` : url;
 }
 
+/** Self time by module group, as shares of the busy samples (largest first): what the report's "what bounds it now" lines name. */
+export function profileGroups(file: string, top = 5): Array<[string, number]> {
+  const p = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile;
+  const byGroup = new Map<string, number>();
+  let busy = 0;
+  for (const n of p.nodes) {
+    const hits = n.hitCount ?? 0;
+    const g = group(n.callFrame.url, n.callFrame.functionName);
+    if (hits === 0 || g === '(idle)') continue;
+    busy += hits;
+    byGroup.set(g, (byGroup.get(g) ?? 0) + hits);
+  }
+  return [...byGroup]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, top)
+    .map(([g, h]): [string, number] => [g, h / Math.max(1, busy)]);
+}
+
 export function summarizeProfile(file: string, top = 25): string {
   const p = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile;
   const total = p.nodes.reduce((s, n) => s + (n.hitCount ?? 0), 0);

@@ -103,14 +103,47 @@ function regressionView(results: Results, baseline: Results | null) {
 
 // ---------------------------------------------------------------- sections
 
-function acceptView(r: AcceptResults) {
+type Profiles = Results['profiles'];
+
+/** A process is taken as the bound when it was busy this share of a core or more. */
+const BUSY = 0.85;
+
+/**
+ * "What bounds it now", generated: which process's CPU the measured rate used up (rate × CPU per
+ * run: the share of a core each used), and, when a BENCH_PROFILE=1 run left a profile of the
+ * process under test, its largest self-time modules.
+ */
+function boundLine(row: { who: string; perSec: number; cpuUs: number; redisUs: number | null }, profiles: Profiles, label: string): string {
+  const core = (row.perSec * row.cpuUs) / 1e6;
+  const redis = row.redisUs === null ? null : (row.perSec * row.redisUs) / 1e6;
+  const pct = (x: number) => `${Math.round(100 * x)} %`;
+  const redisPart = redis === null ? '' : `, Redis ${fmt(row.redisUs!)} µs per run (${pct(redis)} of a core)`;
+  let bound: string;
+  if (core >= BUSY) bound = `the ${row.who}'s CPU: ${fmt(row.cpuUs)} µs per run kept its core ${pct(core)} busy${redisPart}`;
+  else if (redis !== null && redis >= BUSY) bound = `Redis's CPU: ${fmt(row.redisUs!)} µs per run kept it ${pct(redis)} busy (the ${row.who} ${pct(core)})`;
+  else bound = `no one process's CPU (the ${row.who} ${pct(core)} of a core${redisPart}): waits between them, the driver, scheduling`;
+  const profile = profiles.find((p) => p.label === label && p.groups);
+  const modules = profile
+    ? `; profile of the ${row.who} (${label}, BENCH_PROFILE=1 run of ${profile.at}): ${profile.groups!.map(([g, share]) => `${g} ${pct(share)}`).join(', ')}`
+    : '';
+  return bound + modules;
+}
+
+function acceptView(r: AcceptResults, profiles: Profiles = []) {
   const find = (server: string, shape: Shape) => r.rows.find((a) => a.server === server && a.shape === shape);
   const target = (shape: Shape) => {
     const s = find('sidecar', shape);
     const f = find('floor', shape);
     if (!s || !f) return null;
     const ratio = s.reqPerSec / f.reqPerSec;
-    return { ratio: ratio.toFixed(2), sidecar: fmt(s.reqPerSec), floor: fmt(f.reqPerSec), met: ratio >= 0.6, stretch: ratio >= 0.75 };
+    return {
+      ratio: ratio.toFixed(2),
+      sidecar: fmt(s.reqPerSec),
+      floor: fmt(f.reqPerSec),
+      met: ratio >= 0.6,
+      stretch: ratio >= 0.75,
+      bound: boundLine({ who: 'sidecar', perSec: s.reqPerSec, cpuUs: s.cpuUsPerRun, redisUs: s.redisCpuUsPerRun }, profiles, 'extproc'),
+    };
   };
   return {
     seconds: r.seconds,
@@ -191,7 +224,7 @@ function passThroughView(r: PassThroughResults) {
 /** The queue limit's bookkeeping may cost at most this share of completion throughput (README "Queues"). */
 const QUEUE_LIMIT_MAX_COST = 0.05;
 
-function completionView(r: CompletionResults) {
+function completionView(r: CompletionResults, profiles: Profiles = []) {
   const cs = r.rows.find((c) => c.worker === 'sidecar');
   const cl = r.rows.find((c) => c.worker === 'sidecar_limited');
   const cb = r.rows.find((c) => c.worker === 'bullmq');
@@ -221,6 +254,7 @@ function completionView(r: CompletionResults) {
             sidecar: fmt(cs.perSec),
             bullmq: fmt(cb.perSec),
             met: cs.perSec >= cb.perSec,
+            bound: boundLine({ who: 'worker', perSec: cs.perSec, cpuUs: cs.cpuUsPerRun, redisUs: cs.redisCpuUsPerRun }, profiles, 'worker (completion path)'),
           }
         : null,
     limit:
@@ -251,6 +285,11 @@ function longRunsView(l: LongRunsResults) {
     redisAt: fmt(l.redisAt / 2 ** 20, 1),
     redisPerRun: fmt((l.redisAt - l.redisBefore) / l.n),
     rssMB: fmt(l.rssAt / 1e6),
+    rssTargetMet: l.inFlight >= l.n && l.rssAt <= 150e6,
+    heap: l.heap
+      ? { before: fmt(l.heap.before / 2 ** 20, 1), at: fmt(l.heap.at / 2 ** 20, 1), perRun: fmt((l.heap.at - l.heap.before) / l.n / 1024, 1) }
+      : null,
+    floor: l.floor ? floorView(l, l.floor) : null,
     bodies: l.bodies
       ? {
           n: l.bodies.n,
@@ -265,6 +304,25 @@ function longRunsView(l: LongRunsResults) {
         }
       : null,
     met: l.rssAt < 500e6 && l.inFlight >= l.n,
+  };
+}
+
+/** The bare undici client holding the same requests, and the worker against it. */
+function floorView(l: LongRunsResults, f: NonNullable<LongRunsResults['floor']>) {
+  const perRun = (at: number, before: number) => fmt((at - before) / f.inFlight / 1024, 1);
+  return {
+    inFlight: fmt(f.inFlight),
+    rssBefore: fmt(f.before.rss / 2 ** 20, 1),
+    rssAt: fmt(f.at.rss / 2 ** 20, 1),
+    rssPerRun: perRun(f.at.rss, f.before.rss),
+    heapBefore: fmt(f.before.heapUsed / 2 ** 20, 1),
+    heapAt: fmt(f.at.heapUsed / 2 ** 20, 1),
+    heapPerRun: perRun(f.at.heapUsed, f.before.heapUsed),
+    rssMB: fmt(f.at.rss / 1e6),
+    /** The worker's RSS with its runs in flight over the bare client's with as many requests. */
+    vsFloor: (l.rssAt / f.at.rss).toFixed(2),
+    idleAbove: fmt((l.rssBefore - f.before.rss) / 2 ** 20, 1),
+    perRunAbove: l.heap ? fmt((l.heap.at - l.heap.before) / l.n / 1024 - (f.at.heapUsed - f.before.heapUsed) / f.inFlight / 1024, 1) : null,
   };
 }
 
@@ -530,10 +588,10 @@ export function buildView(results: Results, baseline: Results | null, now: Date)
     regression: regressionView(results, baseline),
     machine: Object.entries(results.machine).map(([key, value]) => ({ key, value })),
     bodyBytes: fmt(BODY_BYTES),
-    accept: section(s.accept, acceptView),
+    accept: section(s.accept, (r) => acceptView(r, results.profiles)),
     latency: section(s.latency, latencyView),
     passThrough: section(s['pass-through'], passThroughView),
-    completion: section(s.completion, completionView),
+    completion: section(s.completion, (r) => completionView(r, results.profiles)),
     longRuns: section(s['long-runs'], longRunsView),
     durability: section(s.durability, durabilityView),
     tracing: section(s.tracing, tracingView),

@@ -27,8 +27,8 @@ export interface Results {
   run: { at: string; seconds: number; scenarios: ScenarioName[] };
   machine: Record<string, string>;
   scenarios: Partial<MeasuredScenarios>;
-  /** Top self-time functions of the sidecars of the last BENCH_PROFILE=1 run. */
-  profiles: Array<{ label: string; top: string }>;
+  /** Top self-time functions of the sidecars of the last BENCH_PROFILE=1 run; `groups` and `at` absent from results written before them. */
+  profiles: Array<{ label: string; top: string; groups?: Array<[string, number]>; at?: string }>;
   /** Where the figures come from when they were not written by the runner (the first baseline). */
   source?: string;
 }

@@ -13,7 +13,7 @@ import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { BenchEnv } from './env';
 import { CLK_TCK, ROOT } from './lib';
-import { summarizeProfile } from './profile';
+import { profileGroups, summarizeProfile } from './profile';
 import { RESULTS_FILE, readResults, writeResults, type Measured, type Results } from './results';
 import { SCENARIOS, SCENARIO_NAMES, type ScenarioName, type ScenarioResults } from './scenarios';
 
@@ -104,7 +104,9 @@ async function main(): Promise<number> {
     results.profiles = [];
     for (const p of env.profiles) {
       const cpuprofile = existsSync(p.dir) ? readdirSync(p.dir).find((f) => f.endsWith('.cpuprofile')) : undefined;
-      if (cpuprofile) results.profiles.push({ label: p.label, top: summarizeProfile(join(p.dir, cpuprofile), 25) });
+      if (!cpuprofile) continue;
+      const file = join(p.dir, cpuprofile);
+      results.profiles.push({ label: p.label, top: summarizeProfile(file, 25), groups: profileGroups(file), at: new Date().toISOString() });
     }
   }
   results.run = { at: new Date().toISOString(), seconds: (Date.now() - started) / 1000, scenarios: names };

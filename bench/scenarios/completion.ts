@@ -15,7 +15,8 @@ import { Queue } from 'bullmq';
 import type { BenchEnv, BenchRedis, Noop, Scenario } from '../env';
 import { cpuMicros, cpuPlan, fmt, median, pinProcess, roundCount, sleep, type CpuPlan } from '../lib';
 import { NORMAL_RING_KEY } from '../load';
-import { RUN_BODY, RUN_HEADERS, RUN_TARGET, createRuns, newStore } from '../runs';
+import { RUN_BODY, RUN_HEADERS, RUN_TARGET } from '../run-shape';
+import { createRuns, newStore } from '../runs';
 import type { BenchJob } from '../bullmq-baseline';
 
 const CONCURRENCY = 64;
@@ -152,7 +153,7 @@ async function sidecarWorker(env: BenchEnv, redis: BenchRedis, noop: Noop, n: nu
       WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true',
       ...(queueLimit === undefined ? {} : { CONFIG_FILE: limitConfig(env, queueLimit) }),
     },
-    env.settings.profile ? `worker (completion path${queueLimit === undefined ? '' : ', queue limit'})` : undefined,
+    { profileLabel: env.settings.profile ? `worker (completion path${queueLimit === undefined ? '' : ', queue limit'})` : undefined },
   );
   if (cpus) pinProcess(worker.child.pid, cpus.tested);
   // The worker serves the queue with the limit it was given (GET /queues on its admin port).

@@ -199,6 +199,67 @@ describe('bench report: the template', () => {
     expect(text).toContain('Ratio sidecar / BullMQ: 0.79 (throughput)');
   });
 
+  it('says what bounds each path: the process whose core the rate used up, and its profile when a run left one', () => {
+    // 4,600 runs/s x 150 us = 69 % of the sidecar's core: not CPU-bound; 3,160/s x 290 us = 92 % of the worker's.
+    expect(text).toContain(
+      "What bounds it now, no body: no one process's CPU (the sidecar 69 % of a core, Redis 30 µs per run (14 % of a core)): waits between them, the driver, scheduling;",
+    );
+    expect(text).toContain("What bounds it now: the worker's CPU: 290 µs per run kept its core 92 % busy, Redis 90 µs per run (28 % of a core).");
+    const r = results({ nobody: 0.46, body: 0.37, completion: 0.79 });
+    r.profiles = [
+      {
+        label: 'worker (completion path)',
+        top: '…',
+        groups: [
+          ['(gc)', 0.2],
+          ['undici', 0.15],
+        ],
+        at: '2026-12-01T01:00:00.000Z',
+      },
+      { label: 'extproc', top: 'written before groups' },
+    ];
+    const profiled = renderReport(template, r, null);
+    expect(profiled).toContain(
+      "What bounds it now: the worker's CPU: 290 µs per run kept its core 92 % busy, Redis 90 µs per run (28 % of a core); profile of the worker (worker (completion path), BENCH_PROFILE=1 run of 2026-12-01T01:00:00.000Z): (gc) 20 %, undici 15 %.",
+    );
+    expect(profiled).toContain('What bounds it now, no body: no one process'); // the extproc profile has no groups: no modules named
+  });
+
+  it('sets the long runs against the bare undici client holding as many requests, and the 150 MB target', () => {
+    const r = results({ nobody: 0.46, body: 0.37, completion: 0.79 });
+    const MiB = 2 ** 20;
+    r.scenarios['long-runs'] = {
+      at: r.run.at,
+      seconds: 40,
+      quick: false,
+      result: {
+        n: 10_000,
+        inFlight: 10_000,
+        secondsToFill: 7,
+        rssBefore: 96 * MiB,
+        rssAt: 240 * MiB,
+        redisBefore: 2 * MiB,
+        redisAt: 28 * MiB,
+        heap: { before: 17 * MiB, at: 117 * MiB },
+        floor: { inFlight: 10_000, before: { rss: 60 * MiB, heapUsed: 7 * MiB }, at: { rss: 190 * MiB, heapUsed: 75 * MiB } },
+      },
+    };
+    const text = renderReport(template, r, null);
+    expect(text).toContain(
+      '| 10,000 in flight ≤ 150 MB RSS | 252 MB RSS; a bare undici client holding as many requests: 199 MB, the worker 1.26 × that | **missed** |',
+    );
+    expect(text).toContain('| worker heap after a full GC | 17.0 MiB | 117.0 MiB | 10.2 KiB |');
+    expect(text).toContain('| bare undici client RSS | 60.0 MiB | 190.0 MiB (10,000 held) | 13.3 KiB |');
+    expect(text).toContain('36.0 MiB more when idle');
+    expect(text).toContain('and 3.3 KiB more heap per run in flight');
+    // Results written before the floor was measured: no floor rows, the target row without the comparison.
+    delete r.scenarios['long-runs'].result!.floor;
+    delete r.scenarios['long-runs'].result!.heap;
+    const before = renderReport(template, r, null);
+    expect(before).toContain('| 10,000 in flight ≤ 150 MB RSS | 252 MB RSS | **missed** |');
+    expect(before).not.toContain('bare undici');
+  });
+
   it('says why a scenario has no figures', () => {
     const r = results({ nobody: 0.46, body: 0.37, completion: 0.79 });
     r.scenarios.envoy = { at: r.run.at, seconds: 1, quick: false, skipped: 'no Envoy: none found' };
