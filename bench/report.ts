@@ -122,9 +122,10 @@ function boundLine(row: { who: string; perSec: number; cpuUs: number; redisUs: n
   if (core >= BUSY) bound = `the ${row.who}'s CPU: ${fmt(row.cpuUs)} µs per run kept its core ${pct(core)} busy${redisPart}`;
   else if (redis !== null && redis >= BUSY) bound = `Redis's CPU: ${fmt(row.redisUs!)} µs per run kept it ${pct(redis)} busy (the ${row.who} ${pct(core)})`;
   else bound = `no one process's CPU (the ${row.who} ${pct(core)} of a core${redisPart}): waits between them, the driver, scheduling`;
-  const profile = profiles.find((p) => p.label === label && p.groups);
+  // The shared extproc sidecar's label names the scenarios that used it: "extproc (accept, latency)".
+  const profile = profiles.find((p) => (p.label === label || p.label.startsWith(`${label} (`)) && p.groups);
   const modules = profile
-    ? `; profile of the ${row.who} (${label}, BENCH_PROFILE=1 run of ${profile.at}): ${profile.groups!.map(([g, share]) => `${g} ${pct(share)}`).join(', ')}`
+    ? `; profile of the ${row.who} (${profile.label}, BENCH_PROFILE=1 run of ${profile.at}): ${profile.groups!.map(([g, share]) => `${g} ${pct(share)}`).join(', ')}`
     : '';
   return bound + modules;
 }
