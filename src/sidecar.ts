@@ -148,7 +148,7 @@ export async function startSidecar(config: Config, logger: Logger, metrics = new
       metrics,
       logger,
     );
-    // Loaded for the roles that serve it: gRPC and the proto are about 10 MB of a worker's idle RSS (docs/BENCHMARKS.md).
+    // Loaded for the roles that serve it: gRPC and the proto are about 7 MiB of a worker's idle RSS (docs/BENCHMARKS.md).
     const { ExtProcServer } = await import('./extproc');
     extproc = new ExtProcServer(
       createEnvoyHandler(acceptor, runsApi, config.maxBodyBytes, contract, tracing),

@@ -207,7 +207,7 @@ export class Dispatcher extends ClaimLoop<LeasedRun> {
 
   /**
    * One run: its body if it did not come with the claim, the replay, and the outcome recorded. One
-   * async function, suspended for as long as the app works: each one more was about 0.4 KB per run
+   * async function, suspended for as long as the app works: each one more was about 0.4 KiB per run
    * in flight (docs/BENCHMARKS.md).
    */
   protected async handle({ run, leasedAt }: LeasedRun): Promise<void> {
@@ -295,7 +295,7 @@ export class Dispatcher extends ClaimLoop<LeasedRun> {
 
   /**
    * A logger whose every line carries the run's id (and trace), made when a line is written: kept
-   * per run in flight, a pino child was about 0.5 KB of heap per run (docs/BENCHMARKS.md).
+   * per run in flight, a pino child was about 0.3 KiB of heap per run (docs/BENCHMARKS.md).
    */
   private runLog(run: ClaimedRun): Logger {
     return this.logger.child({ run_id: run.id, ...this.tracing.logFields(run.trace) });

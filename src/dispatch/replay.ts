@@ -11,7 +11,7 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'tra
 /**
  * How a run's call is stopped early: an EventEmitter that emits 'abort' once, which undici takes as
  * a request's `signal` (its documented alternative to an AbortSignal). Not an AbortController:
- * with undici's listener on it, one was about 1 KB of heap per run in flight, this half of that
+ * with undici's listener on it, one was about 1 KiB of heap per run in flight, this half of that
  * (docs/BENCHMARKS.md, "Long runs").
  */
 export class CallAbort extends EventEmitter {
@@ -66,7 +66,7 @@ export async function replay(call: ReplayCall): Promise<Replayed> {
     controller.abort();
   }, run.gracePeriodMs);
   // The call is awaited here, in this one async function: every function suspended while the app
-  // works is held for every run in flight (about 0.4 KB each, docs/BENCHMARKS.md).
+  // works is held for every run in flight (about 0.4 KiB each, docs/BENCHMARKS.md).
   try {
     const res = await request(dispatchTarget(call.base, run.target), {
       dispatcher: call.dispatcher,
