@@ -287,9 +287,7 @@ function longRunsView(l: LongRunsResults) {
     redisPerRun: fmt((l.redisAt - l.redisBefore) / l.n),
     rssMB: fmt(l.rssAt / 1e6),
     rssTargetMet: l.inFlight >= l.n && l.rssAt <= 150e6,
-    heap: l.heap
-      ? { before: fmt(l.heap.before / 2 ** 20, 1), at: fmt(l.heap.at / 2 ** 20, 1), perRun: fmt((l.heap.at - l.heap.before) / l.n / 1024, 1) }
-      : null,
+    heap: l.heap ? { before: fmt(l.heap.before / 2 ** 20, 1), at: fmt(l.heap.at / 2 ** 20, 1), perRun: fmt(heapKiBPerRun(l.heap, l.n), 1) } : null,
     floor: l.floor ? floorView(l, l.floor) : null,
     bodies: l.bodies
       ? {
@@ -308,22 +306,25 @@ function longRunsView(l: LongRunsResults) {
   };
 }
 
+/** Heap grown per run in flight, KiB. */
+const heapKiBPerRun = (heap: { before: number; at: number }, n: number) => (heap.at - heap.before) / n / 1024;
+
 /** The bare undici client holding the same requests, and the worker against it. */
 function floorView(l: LongRunsResults, f: NonNullable<LongRunsResults['floor']>) {
-  const perRun = (at: number, before: number) => fmt((at - before) / f.inFlight / 1024, 1);
+  const floorHeap = { before: f.before.heapUsed, at: f.at.heapUsed };
   return {
     inFlight: fmt(f.inFlight),
     rssBefore: fmt(f.before.rss / 2 ** 20, 1),
     rssAt: fmt(f.at.rss / 2 ** 20, 1),
-    rssPerRun: perRun(f.at.rss, f.before.rss),
+    rssPerRun: fmt((f.at.rss - f.before.rss) / f.inFlight / 1024, 1),
     heapBefore: fmt(f.before.heapUsed / 2 ** 20, 1),
     heapAt: fmt(f.at.heapUsed / 2 ** 20, 1),
-    heapPerRun: perRun(f.at.heapUsed, f.before.heapUsed),
+    heapPerRun: fmt(heapKiBPerRun(floorHeap, f.inFlight), 1),
     rssMB: fmt(f.at.rss / 1e6),
     /** The worker's RSS with its runs in flight over the bare client's with as many requests. */
     vsFloor: (l.rssAt / f.at.rss).toFixed(2),
     idleAbove: fmt((l.rssBefore - f.before.rss) / 2 ** 20, 1),
-    perRunAbove: l.heap ? fmt((l.heap.at - l.heap.before) / l.n / 1024 - (f.at.heapUsed - f.before.heapUsed) / f.inFlight / 1024, 1) : null,
+    perRunAbove: l.heap ? fmt(heapKiBPerRun(l.heap, l.n) - heapKiBPerRun(floorHeap, f.inFlight), 1) : null,
   };
 }
 

@@ -3,6 +3,7 @@ import { RedisErrorReporter, type Logger, type Metrics } from '../telemetry';
 import type { ClaimedRun, DispatchOutcome, RunEvents, RunStore } from '../runs';
 import { NO_TRACING, type Tracing } from '../tracing';
 import { ClaimLoop, PeriodicTask } from '../work';
+import { DISPATCH_AGENT_OPTIONS } from './agent';
 import { backoffDelay, DEFAULT_BACKPRESSURE, type BackpressurePolicy } from './backpressure';
 import { LostClaims } from './claims';
 import { handBackRuns, housekeepingIntervalMs, pruneIndex, recoverOrphans } from './housekeeping';
@@ -87,9 +88,7 @@ export class Dispatcher extends ClaimLoop<LeasedRun> {
   ) {
     super({ concurrency: options.concurrency, pollIntervalMs: options.pollIntervalMs ?? 1000, logger });
     this.pollIntervalMs = options.pollIntervalMs ?? 1000;
-    // undici's default 300 s header/body timeouts would cut runs short: each request sets its
-    // own, equal to the run's grace period.
-    this.agent = new Agent({ connections: null, keepAliveTimeout: 10_000, headersTimeout: 0, bodyTimeout: 0 });
+    this.agent = new Agent(DISPATCH_AGENT_OPTIONS);
     this.base = parseDispatchBase(options.dispatchUrl);
     this.tracing = options.tracing ?? NO_TRACING;
     this.redisErrors = new RedisErrorReporter(logger, metrics);

@@ -76,7 +76,8 @@ export async function replay(call: ReplayCall): Promise<Replayed> {
       body: call.body.length > 0 || !['GET', 'HEAD'].includes(run.method) ? call.body : null,
       signal: controller,
       // undici's own timeouts (300 s by default) would cut runs short, and the grace timer above is
-      // the limit already: 0 turns them off, two timers less per call in flight.
+      // the limit already: 0 turns them off whatever dispatcher carries the call (the dispatcher's
+      // Agent has them off too), two timers less per call in flight.
       headersTimeout: 0,
       bodyTimeout: 0,
     });
